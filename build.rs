@@ -1,0 +1,53 @@
+//! Compiles the protos in `proto/` with a vendored `protoc`, so a fresh
+//! machine needs no system protobuf compiler. `PROTOC` still overrides it.
+
+use std::path::PathBuf;
+
+/// The sidecar's own API; its descriptors feed gRPC reflection.
+const API_PROTOS: &[&str] = &[
+    "proto/spec/proto/runtime/v1/runtime.proto",
+    "proto/spec/proto/runtime/v1/appcallback.proto",
+];
+
+/// Baseline services for the benchmarks; kept out of reflection.
+const BENCH_PROTOS: &[&str] = &["proto/layotto/bench/v1/echo.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    // Reported by /actuator/info; SOURCE_DATE_EPOCH keeps builds
+    // reproducible.
+    let built = match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()) {
+        Some(secs) => std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        None => std::time::SystemTime::now(),
+    };
+    println!(
+        "cargo:rustc-env=LAYOTTO_BUILD_TIME={}",
+        humantime::format_rfc3339_seconds(built)
+    );
+    println!("cargo:rerun-if-changed=proto");
+
+    let protoc = match std::env::var_os("PROTOC") {
+        Some(protoc) => PathBuf::from(protoc),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    };
+    let config = || {
+        let mut config = prost_build::Config::new();
+        config.protoc_executable(&protoc);
+        config
+    };
+
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("layotto_descriptor.bin"))
+        .compile_with_config(config(), API_PROTOS, &["proto"])?;
+    // A directory of its own: prost also writes (service-only) code for the
+    // imported runtime.proto, which must not overwrite the real one.
+    let bench_out = out.join("bench");
+    std::fs::create_dir_all(&bench_out)?;
+    tonic_prost_build::configure()
+        .out_dir(&bench_out)
+        .extern_path(".spec.proto.runtime.v1", "crate::proto::runtime::v1")
+        .compile_with_config(config(), BENCH_PROTOS, &["proto"])?;
+    Ok(())
+}

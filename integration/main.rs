@@ -1,0 +1,10 @@
+//! Integration tests: a real sidecar (in this process, or the `layotto`
+//! binary) driven over its real listeners.
+
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod process;
+mod shutdown;
+mod supervision;
+mod support;

@@ -1,0 +1,211 @@
+//! The `layotto` binary as users run it: exit codes, `validate` on every
+//! example config, `start` on the default config, and SIGTERM.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::{self, eventually, http_get};
+
+fn layotto() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_layotto"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    // The tests choose their own ports and config.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LAYOTTO__") || key == "RUNTIME_CONFIG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("layotto runs")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Every config shipped in `config/`.
+fn example_configs() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("config/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("toml" | "yaml" | "yml" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn version_is_printed() {
+    let out = run(layotto().arg("--version"));
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("layotto {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn every_example_config_validates() {
+    let configs = example_configs();
+    assert!(configs.iter().any(|p| p.ends_with("default.toml")), "{configs:?}");
+    for path in configs {
+        let out = run(layotto().arg("validate").arg("-c").arg(&path));
+        assert!(
+            out.status.success(),
+            "{} is invalid:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn broken_configs_exit_64_naming_each_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "unknown-type.toml",
+            "[hellos.h]\ntype = \"nope\"\n",
+            "hellos.h.type: unknown type 'nope' for hellos; known types: helloworld",
+        ),
+        (
+            "missing-field.toml",
+            "[hellos.h]\nhello = \"x\"\n",
+            "hellos.h.type: is required",
+        ),
+        (
+            "bad-address.toml",
+            "[server]\ngrpc = \"localhost\"\n",
+            "server.grpc: 'localhost' is not an address",
+        ),
+        (
+            "bad-duration.toml",
+            "[server]\nshutdown_grace_period = \"10 parsecs\"\n",
+            "server.shutdown_grace_period: '10 parsecs' is not a duration",
+        ),
+        ("bad-syntax.yaml", "server: [\n", "cannot parse"),
+    ];
+    for (file, text, expected) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).expect("write config");
+        let out = run(layotto().arg("validate").arg("--config").arg(&path));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{file}: {stderr}");
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "{file}: the file is not named: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{file}: expected '{expected}' in: {stderr}");
+    }
+
+    // All problems of one file at once, and `start` refuses the same way.
+    let path = dir.path().join("many.toml");
+    std::fs::write(
+        &path,
+        "[server]\ngrpc = \"x\"\nactuator = \"y\"\n[hellos.h]\ntype = \"nope\"\n",
+    )
+    .expect("write");
+    let out = run(layotto().arg("start").arg("-c").arg(&path));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    for field in ["server.grpc", "server.actuator", "hellos.h.type"] {
+        assert!(stderr.contains(field), "{field} missing from: {stderr}");
+    }
+
+    // RUNTIME_CONFIG names the file, as in Layotto.
+    let out = run(layotto()
+        .arg("validate")
+        .env("RUNTIME_CONFIG", dir.path().join("missing-field.toml")));
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn a_port_in_use_is_a_runtime_failure_exit_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = run(layotto()
+        .args(["start", "-c", "config/default.toml"])
+        .env("LAYOTTO__SERVER__GRPC", format!("127.0.0.1:{port}"))
+        .env("LAYOTTO__SERVER__ACTUATOR", "127.0.0.1:0")
+        .env("LAYOTTO__SERVER__DAPR_HTTP", "disabled"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on the gRPC address 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_config_serves_and_sigterm_exits_0_within_the_grace_period() {
+    let (grpc, actuator, dapr) = (free_port(), free_port(), free_port());
+    let mut child = tokio::process::Command::from({
+        let mut cmd = layotto();
+        cmd.args(["start", "-c", "config/default.toml"])
+            .env("LAYOTTO__SERVER__GRPC", format!("127.0.0.1:{grpc}"))
+            .env("LAYOTTO__SERVER__ACTUATOR", format!("127.0.0.1:{actuator}"))
+            .env("LAYOTTO__SERVER__DAPR_HTTP", format!("127.0.0.1:{dapr}"))
+            .env("LAYOTTO__SERVER__SHUTDOWN_GRACE_PERIOD", "5s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    })
+    .kill_on_drop(true)
+    .spawn()
+    .expect("starts");
+
+    let readiness = format!("http://127.0.0.1:{actuator}/actuator/health/readiness");
+    let body = eventually("readiness 200", Duration::from_secs(20), || async {
+        match reqwest::get(&readiness).await {
+            Ok(r) if r.status() == 200 => r.text().await.ok(),
+            _ => None,
+        }
+    })
+    .await;
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["components"]["hellos/helloworld"]["status"], "UP", "{body}");
+
+    let mut client = support::client_at(SocketAddr::from(([127, 0, 0, 1], grpc))).await;
+    assert_eq!(
+        support::say_hello(&mut client, "helloworld", "ci")
+            .await
+            .expect("hello"),
+        "greeting, ci"
+    );
+    let (_, metrics) = http_get(&format!("http://127.0.0.1:{actuator}/metrics")).await;
+    assert!(
+        metrics.contains(r#"layotto_component_up{kind="hellos",name="helloworld",type="helloworld"} 1"#),
+        "{metrics}"
+    );
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = pipe.read_to_string(&mut stderr).await;
+    }
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(stderr.contains("Stopped"), "{stderr}");
+}

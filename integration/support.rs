@@ -1,0 +1,141 @@
+//! Helpers shared by the integration tests: a sidecar in this process on
+//! free ports, clients for it, and polling with a deadline.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use layotto::config::{self, Format};
+use layotto::proto::runtime::v1::SayHelloRequest;
+use layotto::proto::runtime::v1::runtime_client::RuntimeClient;
+use layotto::{Config, Runtime};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+/// Parses a TOML config as the sidecar would (no environment overrides),
+/// with every listener on a free loopback port.
+pub fn config(toml: &str) -> Config {
+    let mut config =
+        config::load_str(toml, Format::Toml, "test.toml", Some(BTreeMap::new())).expect("test config is valid");
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.grpc = any_port;
+    config.server.actuator = any_port;
+    config.server.dapr_http = Some(any_port);
+    config
+}
+
+/// Starts a sidecar in this process.
+pub async fn start(toml: &str) -> Runtime {
+    Runtime::start(config(toml)).await.expect("runtime starts")
+}
+
+/// A token unique to this test run, for names shared with other tests.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub async fn client(rt: &Runtime) -> RuntimeClient<Channel> {
+    client_at(rt.grpc_addr()).await
+}
+
+pub async fn client_at(addr: SocketAddr) -> RuntimeClient<Channel> {
+    RuntimeClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects to the sidecar")
+}
+
+pub async fn channel(rt: &Runtime) -> Channel {
+    Channel::from_shared(format!("http://{}", rt.grpc_addr()))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connects to the sidecar")
+}
+
+pub async fn say_hello(
+    client: &mut RuntimeClient<Channel>,
+    service: &str,
+    name: &str,
+) -> Result<String, tonic::Status> {
+    client
+        .say_hello(SayHelloRequest {
+            service_name: service.into(),
+            name: name.into(),
+            data: None,
+        })
+        .await
+        .map(|r| r.into_inner().hello)
+}
+
+/// GETs a URL; answers (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("HTTP request");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("HTTP body"))
+}
+
+pub async fn readiness(rt: &Runtime) -> (u16, serde_json::Value) {
+    let (code, body) = http_get(&format!("http://{}/actuator/health/readiness", rt.actuator_addr())).await;
+    (code, serde_json::from_str(&body).expect("readiness answers JSON"))
+}
+
+pub async fn metrics(rt: &Runtime) -> String {
+    http_get(&format!("http://{}/metrics", rt.actuator_addr())).await.1
+}
+
+/// The value of the series `name{labels}` in a Prometheus text page, e.g.
+/// `metric(text, "layotto_component_up", &[("name", "a")])`; labels not
+/// given may have any value, and their order does not matter.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (series_labels, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once('}')?,
+            None => ("", rest),
+        };
+        let matches = labels
+            .iter()
+            .all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+        if matches { value.trim().parse().ok() } else { None }
+    })
+}
+
+/// The labels of a component's series.
+pub fn component_labels<'a>(name: &'a str, type_name: &'a str) -> [(&'static str, &'a str); 3] {
+    [("kind", "hellos"), ("name", name), ("type", type_name)]
+}
+
+/// The labels of a Runtime rpc's request counter.
+pub fn rpc_labels<'a>(method: &'a str, code: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("service", "spec.proto.runtime.v1.Runtime"),
+        ("method", method),
+        ("code", code),
+    ]
+}
+
+/// Polls `check` until it answers `Some`, or fails the test at `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,157 @@
+//! The sending side of a component actor: what an API handler holds.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use actix::{Addr, dev::SendError};
+use tokio::sync::oneshot;
+
+use super::Operation;
+use super::host::{Call, ComponentActor};
+use crate::components::{BuildingBlock, ComponentError, ComponentSpec};
+use crate::supervisor::StatusCell;
+
+/// Why a call to a component did not return the component's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The component is not UP (starting, or DOWN and being restarted).
+    #[error("component {component} is unavailable: {reason}")]
+    Unavailable { component: Arc<str>, reason: String },
+    /// The component's queue is full.
+    #[error("component {component} is at its capacity of {capacity} requests in flight; retry later")]
+    Busy { component: Arc<str>, capacity: usize },
+    /// The component panicked while handling this request; it is being
+    /// restarted.
+    #[error("component {component} failed while handling the request and is restarting")]
+    Panicked { component: Arc<str> },
+    /// The component answered with an error.
+    #[error("component {component}: {error}")]
+    Component { component: Arc<str>, error: ComponentError },
+}
+
+/// Everything about one configured component that both its supervisor and
+/// the API side need: the supervisor swaps in a new actor on each restart,
+/// the handles read the current one.
+pub struct Slot<B: BuildingBlock> {
+    pub spec: Arc<ComponentSpec>,
+    pub status: Arc<StatusCell>,
+    /// `"<kind>/<name>"`, for error messages.
+    key: Arc<str>,
+    addr: RwLock<Option<Addr<ComponentActor<B>>>>,
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl<B: BuildingBlock> Slot<B> {
+    pub fn new(spec: ComponentSpec, status: Arc<StatusCell>, capacity: usize) -> Arc<Self> {
+        Arc::new(Slot {
+            key: status.id().key().into(),
+            spec: Arc::new(spec),
+            status,
+            addr: RwLock::new(None),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            capacity,
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Installs the actor that now hosts the component.
+    pub fn set_actor(&self, addr: Option<Addr<ComponentActor<B>>>) {
+        *self.addr.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = addr;
+    }
+
+    pub fn actor(&self) -> Option<Addr<ComponentActor<B>>> {
+        self.addr
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Sends operations to one component.
+pub struct ComponentHandle<B: BuildingBlock> {
+    slot: Arc<Slot<B>>,
+}
+
+impl<B: BuildingBlock> Clone for ComponentHandle<B> {
+    fn clone(&self) -> Self {
+        ComponentHandle {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl<B: BuildingBlock> ComponentHandle<B> {
+    pub fn new(slot: Arc<Slot<B>>) -> Self {
+        ComponentHandle { slot }
+    }
+
+    pub fn spec(&self) -> &ComponentSpec {
+        &self.slot.spec
+    }
+
+    /// Runs `op` on the component and returns its answer.
+    pub async fn call<O: Operation<B>>(&self, op: O) -> Result<O::Output, CallError> {
+        let slot = &self.slot;
+        if let Err(reason) = slot.status.check() {
+            return Err(CallError::Unavailable {
+                component: slot.key.clone(),
+                reason,
+            });
+        }
+        let permit = Permit::acquire(&slot.in_flight, slot.capacity).ok_or_else(|| CallError::Busy {
+            component: slot.key.clone(),
+            capacity: slot.capacity,
+        })?;
+        let restarting = || CallError::Unavailable {
+            component: slot.key.clone(),
+            reason: "restarting".into(),
+        };
+        let addr = slot.actor().ok_or_else(restarting)?;
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            op,
+            reply,
+            permit,
+            component: slot.key.clone(),
+            _block: PhantomData,
+        };
+        addr.try_send(call).map_err(|e| match e {
+            SendError::Full(_) => CallError::Busy {
+                component: slot.key.clone(),
+                capacity: slot.capacity,
+            },
+            SendError::Closed(_) => restarting(),
+        })?;
+        answer.await.unwrap_or_else(|_| {
+            Err(CallError::Unavailable {
+                component: slot.key.clone(),
+                reason: "stopped while handling the request".into(),
+            })
+        })
+    }
+}
+
+/// One place in a component's queue, given back on drop.
+pub(super) struct Permit(Arc<AtomicUsize>);
+
+impl Permit {
+    fn acquire(in_flight: &Arc<AtomicUsize>, capacity: usize) -> Option<Permit> {
+        let taken = in_flight.fetch_add(1, Ordering::AcqRel);
+        if taken >= capacity {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Permit(in_flight.clone()))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

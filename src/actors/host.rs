@@ -1,0 +1,323 @@
+//! The actor that hosts one component instance.
+//!
+//! It builds its backend client when it starts (every start, so a restart
+//! never reuses a dead connection), runs a periodic health check, and
+//! serves operations as concurrent tasks. It stops on a build error, on
+//! failed health checks, on an error the component marks fatal, and on a
+//! panic caught at its boundary; its supervisor is told why and restarts it.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::FutureExt;
+use tokio::sync::oneshot;
+use tracing::{Instrument, Span, debug, info, warn};
+
+use super::Operation;
+use super::handle::{CallError, Permit};
+use crate::components::{BuildingBlock, Component, ComponentSpec, TypeEntry};
+use crate::config::SupervisorConfig;
+
+/// What a component actor tells its supervisor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum ChildEvent {
+    /// The build succeeded; the component serves.
+    Up { name: String, generation: u64 },
+    /// The actor stopped, and why.
+    Stopped {
+        name: String,
+        generation: u64,
+        reason: String,
+    },
+}
+
+/// Settings the supervisor hands each actor it starts.
+#[derive(Clone, Debug)]
+pub struct HostSettings {
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub health_failure_threshold: u32,
+    /// A build that takes longer has failed.
+    pub build_timeout: Duration,
+    pub queue_capacity: usize,
+}
+
+impl HostSettings {
+    pub fn new(config: &SupervisorConfig, queue_capacity: usize) -> Self {
+        HostSettings {
+            health_interval: config.health_interval,
+            health_timeout: config.health_timeout,
+            health_failure_threshold: config.health_failure_threshold,
+            build_timeout: config.init_timeout,
+            queue_capacity,
+        }
+    }
+}
+
+pub struct ComponentActor<B: BuildingBlock> {
+    spec: Arc<ComponentSpec>,
+    entry: &'static TypeEntry<B::Component>,
+    settings: HostSettings,
+    /// Distinguishes this start from earlier ones, so the supervisor can
+    /// ignore a late event from an actor it already replaced.
+    generation: u64,
+    supervisor: Recipient<ChildEvent>,
+    component: Option<Arc<B::Component>>,
+    health_failures: u32,
+    health_in_flight: bool,
+    stop_reason: Option<String>,
+    span: Span,
+}
+
+impl<B: BuildingBlock> ComponentActor<B> {
+    pub fn new(
+        spec: Arc<ComponentSpec>,
+        entry: &'static TypeEntry<B::Component>,
+        settings: HostSettings,
+        generation: u64,
+        supervisor: Recipient<ChildEvent>,
+    ) -> Self {
+        let span = tracing::info_span!(
+            "component",
+            kind = %B::KIND,
+            name = %spec.name,
+            r#type = %spec.type_name,
+        );
+        ComponentActor {
+            spec,
+            entry,
+            settings,
+            generation,
+            supervisor,
+            component: None,
+            health_failures: 0,
+            health_in_flight: false,
+            stop_reason: None,
+            span,
+        }
+    }
+
+    /// Stops the actor, keeping the first reason given.
+    fn stop_because(&mut self, ctx: &mut Context<Self>, reason: String) {
+        if self.stop_reason.is_none() {
+            self.stop_reason = Some(reason);
+        }
+        ctx.stop();
+    }
+
+    fn check_health(&mut self, ctx: &mut Context<Self>) {
+        let Some(component) = self.component.clone() else {
+            return;
+        };
+        if self.health_in_flight {
+            return;
+        }
+        self.health_in_flight = true;
+        let timeout = self.settings.health_timeout;
+        let check = async move {
+            let guarded = AssertUnwindSafe(component.health_check()).catch_unwind();
+            match tokio::time::timeout(timeout, guarded).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(e))) => Err(e.to_string()),
+                Ok(Err(panic)) => Err(format!("health check panicked: {}", panic_message(&*panic))),
+                Err(_) => Err(format!("health check timed out after {timeout:?}")),
+            }
+        };
+        ctx.spawn(
+            check
+                .instrument(self.span.clone())
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.health_in_flight = false;
+                    let _span = act.span.clone().entered();
+                    match result {
+                        Ok(()) => act.health_failures = 0,
+                        Err(error) => {
+                            act.health_failures += 1;
+                            warn!(%error, failures = act.health_failures, "Component health check failed");
+                            if act.health_failures >= act.settings.health_failure_threshold {
+                                act.stop_because(ctx, format!("health check failed: {error}"));
+                            }
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl<B: BuildingBlock> Actor for ComponentActor<B> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        ctx.set_mailbox_capacity(self.settings.queue_capacity);
+        debug!(generation = self.generation, "Building component");
+        let build = (self.entry.build)((*self.spec).clone());
+        let timeout = self.settings.build_timeout;
+        let build = async move {
+            match tokio::time::timeout(timeout, AssertUnwindSafe(build).catch_unwind()).await {
+                Ok(Ok(Ok(component))) => Ok(component),
+                Ok(Ok(Err(e))) => Err(format!("build failed: {e}")),
+                Ok(Err(panic)) => Err(format!("build panicked: {}", panic_message(&*panic))),
+                Err(_) => Err(format!("build timed out after {timeout:?}")),
+            }
+        };
+        ctx.spawn(
+            build
+                .instrument(self.span.clone())
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    let _span = act.span.clone().entered();
+                    match result {
+                        Ok(component) => {
+                            info!(generation = act.generation, "Component up");
+                            act.component = Some(component);
+                            act.supervisor.do_send(ChildEvent::Up {
+                                name: act.spec.name.clone(),
+                                generation: act.generation,
+                            });
+                            ctx.run_interval(act.settings.health_interval, Self::check_health);
+                        }
+                        Err(error) => {
+                            warn!(%error, "Component failed to start");
+                            act.stop_because(ctx, error);
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        let reason = self.stop_reason.take().unwrap_or_else(|| "stopped".into());
+        info!(%reason, "Component stopped");
+        if let Some(component) = self.component.take() {
+            actix_rt::spawn(async move { component.close().await }.instrument(self.span.clone()));
+        }
+        self.supervisor.do_send(ChildEvent::Stopped {
+            name: self.spec.name.clone(),
+            generation: self.generation,
+            reason,
+        });
+    }
+}
+
+/// One operation for the actor, with where to send its result.
+pub(super) struct Call<B: BuildingBlock, O: Operation<B>> {
+    pub(super) op: O,
+    pub(super) reply: oneshot::Sender<Result<O::Output, CallError>>,
+    /// Held until the operation finishes, so the queue bound counts running
+    /// operations as well as waiting ones.
+    pub(super) permit: Permit,
+    pub(super) component: Arc<str>,
+    pub(super) _block: std::marker::PhantomData<fn() -> B>,
+}
+
+impl<B: BuildingBlock, O: Operation<B>> Message for Call<B, O> {
+    type Result = ();
+}
+
+impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B> {
+    type Result = ();
+
+    fn handle(&mut self, call: Call<B, O>, ctx: &mut Context<Self>) {
+        let Call {
+            op,
+            reply,
+            permit,
+            component: key,
+            ..
+        } = call;
+        let Some(component) = self.component.clone() else {
+            let reason = match &self.stop_reason {
+                Some(reason) => reason.clone(),
+                None => "starting".to_owned(),
+            };
+            let _ = reply.send(Err(CallError::Unavailable { component: key, reason }));
+            return;
+        };
+        let actor = ctx.address();
+        // A task of its own: operations run concurrently, and one that
+        // outlives a restart finishes on the client it started with.
+        actix_rt::spawn(
+            async move {
+                let outcome = AssertUnwindSafe(async move { op.run(component).await })
+                    .catch_unwind()
+                    .await;
+                let (result, stop) = match outcome {
+                    Ok(Ok(output)) => (Ok(output), None),
+                    Ok(Err(error)) => {
+                        let stop = error.is_fatal().then(|| format!("fatal error: {error}"));
+                        (Err(CallError::Component { component: key, error }), stop)
+                    }
+                    Err(panic) => {
+                        let message = panic_message(&*panic);
+                        warn!(panic = %message, "Component panicked while handling a request");
+                        (
+                            Err(CallError::Panicked { component: key }),
+                            Some(format!("panicked while handling a request: {message}")),
+                        )
+                    }
+                };
+                let _ = reply.send(result);
+                drop(permit);
+                if let Some(reason) = stop {
+                    actor.do_send(StopWith(reason));
+                }
+            }
+            .instrument(self.span.clone()),
+        );
+    }
+}
+
+/// Stops the actor for the given reason (from one of its own tasks).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopWith(String);
+
+impl<B: BuildingBlock> Handler<StopWith> for ComponentActor<B> {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopWith, ctx: &mut Context<Self>) {
+        self.stop_because(ctx, msg.0);
+    }
+}
+
+/// Stops the actor for good, after closing its component.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl<B: BuildingBlock> Handler<Shutdown> for ComponentActor<B> {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stop_reason.get_or_insert_with(|| "shutdown".into());
+        let component = self.component.take();
+        let close = async move {
+            if let Some(component) = component {
+                component.close().await;
+            }
+        };
+        Box::pin(
+            close
+                .instrument(self.span.clone())
+                .into_actor(self)
+                .map(|(), _act, ctx| ctx.stop()),
+        )
+    }
+}
+
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

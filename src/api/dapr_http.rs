@@ -1,0 +1,97 @@
+//! Dapr's HTTP health and metadata endpoints, which Dapr SDKs call before
+//! they use the gRPC API (the Python SDK waits on `/v1.0/healthz/outbound`
+//! in every client constructor).
+//!
+//! - `GET /v1.0/healthz`: 204 when ready (runtime serving, every component
+//!   UP), else 500 with Dapr's `ERR_HEALTH_NOT_READY` naming what is not.
+//! - `GET /v1.0/healthz/outbound`: 204 once the runtime serves, whatever
+//!   its components' health, as Dapr's outbound check does.
+//! - `GET /v1.0/metadata`: the app id, version and components.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::ApiContext;
+use crate::supervisor::Health;
+
+pub fn router(ctx: Arc<ApiContext>) -> Router {
+    Router::new()
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(outbound))
+        .route("/v1.0/metadata", get(metadata))
+        .with_state(ctx)
+}
+
+pub async fn serve(
+    ctx: Arc<ApiContext>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz(State(ctx): State<Arc<ApiContext>>) -> Response {
+    let mut not_ready: Vec<String> = Vec::new();
+    let runtime = ctx.status.runtime();
+    if runtime.health != Health::Up {
+        not_ready.push(format!("runtime: {}", runtime.reason));
+    }
+    for (id, snapshot) in ctx.status.components() {
+        if snapshot.health != Health::Up {
+            not_ready.push(format!("{}: {}", id.key(), snapshot.reason));
+        }
+    }
+    if not_ready.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let body = json!({
+        "errorCode": "ERR_HEALTH_NOT_READY",
+        "message": format!("dapr is not ready: {}", not_ready.join("; ")),
+    });
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+}
+
+async fn outbound(State(ctx): State<Arc<ApiContext>>) -> Response {
+    if ctx.status.runtime().health == Health::Up {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let body = json!({
+        "errorCode": "ERR_OUTBOUND_HEALTH_NOT_READY",
+        "message": "dapr outbound is not ready",
+    });
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+}
+
+async fn metadata(State(ctx): State<Arc<ApiContext>>) -> Response {
+    let components: Vec<_> = ctx
+        .status
+        .components()
+        .into_iter()
+        .map(|(id, _)| {
+            json!({
+                "name": id.name,
+                "type": format!("{}.{}", id.kind, id.type_name),
+                "version": "v1",
+                "capabilities": [],
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "id": ctx.app.app_id,
+        "runtimeVersion": env!("CARGO_PKG_VERSION"),
+        "enabledFeatures": [],
+        "components": components,
+        "extended": {},
+    }))
+    .into_response()
+}

@@ -1,0 +1,85 @@
+//! The gRPC server: Layotto's `spec.proto.runtime.v1.Runtime`, plus
+//! `grpc.health.v1.Health` fed by the status registry, and server
+//! reflection. Every call is counted and timed by [`metrics_layer`].
+
+mod health;
+mod hello;
+mod metrics_layer;
+mod runtime;
+pub mod status;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use prost::Message;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use super::ApiContext;
+use crate::proto::runtime::v1::runtime_server::RuntimeServer;
+
+/// Largest message accepted or sent: 16 MiB, above gRPC's 4 MiB default so
+/// that bulk state and file chunks fit.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Every `"package.Service/Method"` this server answers.
+fn served_methods() -> HashSet<String> {
+    let mut methods: HashSet<String> = ["grpc.reflection.v1.ServerReflection/ServerReflectionInfo".to_owned()].into();
+    for encoded in [crate::proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+            continue;
+        };
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.insert(format!("{}.{}/{}", file.package(), service.name(), method.name()));
+                }
+            }
+        }
+    }
+    methods
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets calls in
+/// flight finish (the caller bounds that wait).
+pub async fn serve(
+    ctx: Arc<ApiContext>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let feeder = tokio::spawn(health::feed(ctx.status.clone(), reporter));
+
+    // Both reflection versions: grpcurl and older tools ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_off = |e: tonic_reflection::server::Error| {
+        tracing::error!(error = %e, "gRPC reflection is off: cannot load descriptors");
+    };
+    let reflection_v1 = reflection().build_v1().map_err(reflection_off).ok();
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_off).ok();
+
+    let runtime = RuntimeServer::new(runtime::RuntimeService::new(ctx.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = Server::builder()
+        .layer(metrics_layer::GrpcMetricsLayer::new(
+            ctx.metrics.clone(),
+            served_methods(),
+        ))
+        .add_service(runtime)
+        .add_service(health_service)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    feeder.abort();
+    served
+}

@@ -1,0 +1,112 @@
+//! `spec.proto.runtime.v1.Runtime`: routes each rpc to the file of its
+//! building block. An rpc whose building block has not landed answers
+//! UNIMPLEMENTED, naming itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::hello;
+use crate::api::ApiContext;
+use crate::proto::runtime::v1 as pb;
+use crate::proto::runtime::v1::runtime_server::Runtime;
+
+pub struct RuntimeService {
+    ctx: Arc<ApiContext>,
+}
+
+impl RuntimeService {
+    pub fn new(ctx: Arc<ApiContext>) -> Self {
+        RuntimeService { ctx }
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn not_built(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "spec.proto.runtime.v1.Runtime/{rpc} is not implemented by this version of layotto-rs"
+    ))
+}
+
+/// Unary rpcs whose building block is not built yet. Spelled in the shape
+/// `async_trait` gives trait methods, since the attribute does not see
+/// inside macro calls.
+macro_rules! not_built {
+    ($($method:ident($req:ty) -> $resp:ty = $rpc:literal;)*) => {
+        $(
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _: Request<$req>,
+            ) -> Pin<Box<dyn Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async { Err(not_built($rpc)) })
+            }
+        )*
+    };
+}
+
+#[tonic::async_trait]
+impl Runtime for RuntimeService {
+    async fn say_hello(&self, req: Request<pb::SayHelloRequest>) -> Result<Response<pb::SayHelloResponse>, Status> {
+        hello::say_hello(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    not_built! {
+        invoke_service(pb::InvokeServiceRequest) -> pb::InvokeResponse = "InvokeService";
+        get_configuration(pb::GetConfigurationRequest) -> pb::GetConfigurationResponse = "GetConfiguration";
+        save_configuration(pb::SaveConfigurationRequest) -> () = "SaveConfiguration";
+        delete_configuration(pb::DeleteConfigurationRequest) -> () = "DeleteConfiguration";
+        try_lock(pb::TryLockRequest) -> pb::TryLockResponse = "TryLock";
+        unlock(pb::UnlockRequest) -> pb::UnlockResponse = "Unlock";
+        lock_keep_alive(pb::LockKeepAliveRequest) -> pb::LockKeepAliveResponse = "LockKeepAlive";
+        get_next_id(pb::GetNextIdRequest) -> pb::GetNextIdResponse = "GetNextId";
+        get_state(pb::GetStateRequest) -> pb::GetStateResponse = "GetState";
+        get_bulk_state(pb::GetBulkStateRequest) -> pb::GetBulkStateResponse = "GetBulkState";
+        save_state(pb::SaveStateRequest) -> () = "SaveState";
+        delete_state(pb::DeleteStateRequest) -> () = "DeleteState";
+        delete_bulk_state(pb::DeleteBulkStateRequest) -> () = "DeleteBulkState";
+        execute_state_transaction(pb::ExecuteStateTransactionRequest) -> () = "ExecuteStateTransaction";
+        publish_event(pb::PublishEventRequest) -> () = "PublishEvent";
+        list_file(pb::ListFileRequest) -> pb::ListFileResp = "ListFile";
+        del_file(pb::DelFileRequest) -> () = "DelFile";
+        get_file_meta(pb::GetFileMetaRequest) -> pb::GetFileMetaResponse = "GetFileMeta";
+        invoke_binding(pb::InvokeBindingRequest) -> pb::InvokeBindingResponse = "InvokeBinding";
+        get_secret(pb::GetSecretRequest) -> pb::GetSecretResponse = "GetSecret";
+        get_bulk_secret(pb::GetBulkSecretRequest) -> pb::GetBulkSecretResponse = "GetBulkSecret";
+    }
+
+    type SubscribeConfigurationStream = ResponseStream<pb::SubscribeConfigurationResponse>;
+
+    async fn subscribe_configuration(
+        &self,
+        _: Request<Streaming<pb::SubscribeConfigurationRequest>>,
+    ) -> Result<Response<Self::SubscribeConfigurationStream>, Status> {
+        Err(not_built("SubscribeConfiguration"))
+    }
+
+    type SubscribeTopicEventsStream = ResponseStream<pb::SubscribeTopicEventsResponse>;
+
+    async fn subscribe_topic_events(
+        &self,
+        _: Request<Streaming<pb::SubscribeTopicEventsRequest>>,
+    ) -> Result<Response<Self::SubscribeTopicEventsStream>, Status> {
+        Err(not_built("SubscribeTopicEvents"))
+    }
+
+    type GetFileStream = ResponseStream<pb::GetFileResponse>;
+
+    async fn get_file(&self, _: Request<pb::GetFileRequest>) -> Result<Response<Self::GetFileStream>, Status> {
+        Err(not_built("GetFile"))
+    }
+
+    async fn put_file(&self, _: Request<Streaming<pb::PutFileRequest>>) -> Result<Response<()>, Status> {
+        Err(not_built("PutFile"))
+    }
+}

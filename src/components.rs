@@ -1,0 +1,254 @@
+//! Building blocks, the component traits they define, and THE registry that
+//! maps a configured `type` to the code that builds it.
+//!
+//! Adding a component type is one file under `components/<block>/` and one
+//! line in that block's table below. Nothing here knows about gRPC or actors:
+//! a component is plain async code over a backend client.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+#[cfg(feature = "test-components")]
+pub mod faulty;
+pub mod hello;
+
+/// The building blocks, named as the sections of Layotto's `grpc_config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    SecretStore,
+    ConfigStore,
+    Hellos,
+    State,
+    Bindings,
+    PubSubs,
+    File,
+    Lock,
+    Sequencer,
+}
+
+impl Kind {
+    /// Every kind, in start-up order (Layotto's: secrets first, so that
+    /// other components can draw their credentials from them).
+    pub const ALL: [Kind; 9] = [
+        Kind::SecretStore,
+        Kind::ConfigStore,
+        Kind::Hellos,
+        Kind::State,
+        Kind::Bindings,
+        Kind::PubSubs,
+        Kind::File,
+        Kind::Lock,
+        Kind::Sequencer,
+    ];
+
+    /// The config section, and the prefix of `"<kind>/<name>"` status keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::SecretStore => "secret_store",
+            Kind::ConfigStore => "config_store",
+            Kind::Hellos => "hellos",
+            Kind::State => "state",
+            Kind::Bindings => "bindings",
+            Kind::PubSubs => "pub_subs",
+            Kind::File => "file",
+            Kind::Lock => "lock",
+            Kind::Sequencer => "sequencer",
+        }
+    }
+
+    pub fn from_section(section: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == section)
+    }
+
+    /// The type names a config may use for this kind.
+    pub fn known_types(self) -> Vec<&'static str> {
+        match self {
+            Kind::Hellos => type_names(Hellos::TYPES),
+            // Building blocks whose component types have not landed yet: any
+            // `type` in their section is rejected by validation.
+            Kind::SecretStore
+            | Kind::ConfigStore
+            | Kind::State
+            | Kind::Bindings
+            | Kind::PubSubs
+            | Kind::File
+            | Kind::Lock
+            | Kind::Sequencer => Vec::new(),
+        }
+    }
+
+    /// Checks a component's metadata without I/O; `None` when `type` is not
+    /// registered for this kind.
+    pub fn validate(self, spec: &ComponentSpec) -> Option<Vec<MetadataError>> {
+        match self {
+            Kind::Hellos => find(Hellos::TYPES, &spec.type_name).map(|t| (t.validate)(spec)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One configured component instance, as validated from the config file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComponentSpec {
+    /// Instance name: the key in its config section, used by clients as
+    /// `store_name`, `pubsub_name`, `service_name`, ...
+    pub name: String,
+    /// Registered type, e.g. `redis`.
+    pub type_name: String,
+    /// Backend settings, spelled as Dapr's component metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Per-key lower bounds for sequencers (`biggerThan`).
+    pub bigger_than: BTreeMap<String, i64>,
+    /// Requests this component may hold at once (queued plus running);
+    /// overrides `supervisor.queue_capacity`.
+    pub queue_capacity: Option<usize>,
+}
+
+impl ComponentSpec {
+    pub fn new(name: impl Into<String>, type_name: impl Into<String>) -> Self {
+        ComponentSpec {
+            name: name.into(),
+            type_name: type_name.into(),
+            metadata: BTreeMap::new(),
+            bigger_than: BTreeMap::new(),
+            queue_capacity: None,
+        }
+    }
+
+    pub fn with_metadata(mut self, key: &str, value: &str) -> Self {
+        self.metadata.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+}
+
+/// A metadata problem found by a type's `validate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataError {
+    /// The metadata key at fault.
+    pub key: String,
+    pub message: String,
+}
+
+impl MetadataError {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        MetadataError {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a component call can fail with. The API layer maps each variant to
+/// one gRPC status (see `api::grpc::status`).
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ComponentError {
+    /// The request is malformed for this component.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The named item does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// An optimistic-concurrency check failed (etag mismatch, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The backend could not be reached; the call may succeed if retried.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The component cannot serve any more calls (a broken connection, a
+    /// lost session): the supervisor restarts it with a fresh client.
+    #[error("{0}")]
+    Fatal(String),
+    /// The component does not support this operation.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Anything else the backend reported.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ComponentError {
+    /// Whether the supervisor must restart the component after this error.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ComponentError::Fatal(_))
+    }
+}
+
+/// Why a component could not be built.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// What every component offers its supervisor.
+#[async_trait::async_trait]
+pub trait Component: Send + Sync + 'static {
+    /// Proves the backend is usable by doing what real use does (Redis
+    /// `PING`, Postgres `SELECT 1`, an AMQP channel open).
+    async fn health_check(&self) -> Result<(), ComponentError>;
+
+    /// Releases the backend client. Called once when the component's actor
+    /// stops; the next start builds a new client.
+    async fn close(&self) {}
+}
+
+/// Builds one component instance. Runs on every (re)start, so a restart
+/// never reuses a dead connection.
+pub type BuildFn<C> = fn(ComponentSpec) -> BoxFuture<'static, Result<Arc<C>, BuildError>>;
+
+/// One registered component type.
+pub struct TypeEntry<C: ?Sized> {
+    /// The `type` value in config.
+    pub name: &'static str,
+    /// Pure metadata checks, run by `layotto validate` and at start-up.
+    pub validate: fn(&ComponentSpec) -> Vec<MetadataError>,
+    pub build: BuildFn<C>,
+}
+
+/// Ties a kind to its component trait and its type table.
+pub trait BuildingBlock: Send + Sync + 'static {
+    /// The component trait object, e.g. `dyn HelloService`.
+    type Component: ?Sized + Component;
+    const KIND: Kind;
+    const TYPES: &'static [TypeEntry<Self::Component>];
+}
+
+/// The `hellos` building block.
+pub struct Hellos;
+
+impl BuildingBlock for Hellos {
+    type Component = dyn hello::HelloService;
+    const KIND: Kind = Kind::Hellos;
+    const TYPES: &'static [TypeEntry<Self::Component>] = &[
+        hello::helloworld::TYPE,
+        #[cfg(feature = "test-components")]
+        faulty::HELLO,
+    ];
+}
+
+/// Looks a type up in a block's table.
+pub fn find<'a, C: ?Sized>(types: &'a [TypeEntry<C>], name: &str) -> Option<&'a TypeEntry<C>> {
+    types.iter().find(|t| t.name == name)
+}
+
+fn type_names<C: ?Sized>(types: &[TypeEntry<C>]) -> Vec<&'static str> {
+    types.iter().map(|t| t.name).collect()
+}
+
+/// Reads a required metadata key, for `validate` functions.
+pub fn require(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
+    if spec.meta(key).is_none_or(|v| v.trim().is_empty()) {
+        errors.push(MetadataError::new(key, "is required"));
+    }
+}

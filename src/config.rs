@@ -1,0 +1,596 @@
+//! The sidecar's configuration: parse (TOML, YAML, JSON or Layotto's MOSN
+//! `config.json`), overlay `LAYOTTO__...` environment variables, then
+//! validate.
+//!
+//! Validation is pure (no I/O) and reports every problem at once, each with
+//! its field path, so a broken file is fixed in one pass. Its output is the
+//! typed [`Config`] the runtime starts from.
+
+mod layotto_json;
+mod walk;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::components::{ComponentSpec, Kind};
+use walk::{Problems, Section};
+
+/// The configuration compiled into the binary: `config/default.toml`. It
+/// needs no external service.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+
+/// The path `layotto start` reads when none is given.
+pub const DEFAULT_PATH: &str = "config/default.toml";
+
+/// Prefix of environment overrides: `LAYOTTO__SERVER__GRPC=0.0.0.0:34904`.
+pub const ENV_PREFIX: &str = "LAYOTTO";
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub app: AppConfig,
+    pub supervisor: SupervisorConfig,
+    pub log: LogConfig,
+    /// Configured component instances per building block, in name order.
+    pub components: BTreeMap<Kind, Vec<ComponentSpec>>,
+}
+
+/// `[server]`: where the sidecar listens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// The Layotto gRPC API (`spec.proto.runtime.v1.Runtime`), plus gRPC
+    /// health and reflection. Default `127.0.0.1:34904`.
+    pub grpc: SocketAddr,
+    /// The actuator: health, info and Prometheus `/metrics`. Default
+    /// `127.0.0.1:34999`.
+    pub actuator: SocketAddr,
+    /// Dapr's HTTP endpoints (`/v1.0/healthz`, ...) that Dapr SDKs wait on;
+    /// `"disabled"` turns it off. Default `127.0.0.1:3500`.
+    pub dapr_http: Option<SocketAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM before
+    /// the sidecar stops anyway. Default `10s`.
+    pub shutdown_grace_period: Duration,
+}
+
+/// `[app]`: the application this sidecar serves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppConfig {
+    /// The application's id; scopes keys (`keyPrefix = appid`) and names
+    /// the event source. Default empty.
+    pub app_id: String,
+    /// Host of the application's callback server. Default `127.0.0.1`.
+    pub grpc_callback_host: String,
+    /// Port of the application's callback server; 0 means the application
+    /// runs none. Default 0.
+    pub grpc_callback_port: u16,
+    /// Which AppCallback service the application implements. Default
+    /// `layotto`.
+    pub callback_protocol: CallbackProtocol,
+}
+
+/// The AppCallback flavour the application serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallbackProtocol {
+    /// `spec.proto.runtime.v1.AppCallback`.
+    Layotto,
+    /// `dapr.proto.runtime.v1.AppCallback`.
+    Dapr,
+}
+
+/// `[supervisor]`: how components are restarted and watched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SupervisorConfig {
+    /// First restart delay; it doubles with each restart inside the
+    /// restart window. Default `200ms`.
+    pub backoff_min: Duration,
+    /// Longest restart delay. Default `30s`.
+    pub backoff_max: Duration,
+    /// Restarts allowed inside `restart_window` before the supervisor
+    /// escalates (waits `backoff_max` between attempts, or exits the process
+    /// under `fail_fast`). Default 10.
+    pub max_restarts: u32,
+    /// The window that `max_restarts` counts over. Default `60s`.
+    pub restart_window: Duration,
+    /// Time between health checks of each component. Default `5s`.
+    pub health_interval: Duration,
+    /// A health check that takes longer has failed. Default `2s`.
+    pub health_timeout: Duration,
+    /// Consecutive failed health checks that restart a component. Default 1.
+    pub health_failure_threshold: u32,
+    /// How long start-up waits for every component's first build before it
+    /// serves anyway (components still starting show as INIT). Default `5s`.
+    pub init_timeout: Duration,
+    /// Requests one component may hold at once (queued plus running); more
+    /// are refused with RESOURCE_EXHAUSTED. Default 1024.
+    pub queue_capacity: usize,
+    /// Exit at start-up if any component fails to start, and whenever a
+    /// component exceeds its restart intensity (Layotto's behaviour).
+    /// Default false: the sidecar comes up and keeps retrying.
+    pub fail_fast: bool,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `layotto=debug,warn`, ...); `RUST_LOG`
+    /// wins when set. Default `info`.
+    pub level: String,
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig {
+                grpc: SocketAddr::from(([127, 0, 0, 1], 34904)),
+                actuator: SocketAddr::from(([127, 0, 0, 1], 34999)),
+                dapr_http: Some(SocketAddr::from(([127, 0, 0, 1], 3500))),
+                shutdown_grace_period: Duration::from_secs(10),
+            },
+            app: AppConfig {
+                app_id: String::new(),
+                grpc_callback_host: "127.0.0.1".into(),
+                grpc_callback_port: 0,
+                callback_protocol: CallbackProtocol::Layotto,
+            },
+            supervisor: SupervisorConfig {
+                backoff_min: Duration::from_millis(200),
+                backoff_max: Duration::from_secs(30),
+                max_restarts: 10,
+                restart_window: Duration::from_secs(60),
+                health_interval: Duration::from_secs(5),
+                health_timeout: Duration::from_secs(2),
+                health_failure_threshold: 1,
+                init_timeout: Duration::from_secs(5),
+                queue_capacity: 1024,
+                fail_fast: false,
+            },
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Text,
+            },
+            components: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The configured instances of one building block.
+    pub fn components_of(&self, kind: Kind) -> &[ComponentSpec] {
+        self.components.get(&kind).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// One thing wrong with a config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the field, e.g. `state.orders.metadata.redisHost`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// A config that cannot be used, with every problem found.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file read, or `<embedded default>`.
+    pub source_name: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid config {}: {n} problem{}",
+            self.source_name,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The file formats a config may be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    Yaml,
+    /// Native JSON, or Layotto's MOSN `config.json` (told apart by its
+    /// top-level `servers`).
+    Json,
+}
+
+impl Format {
+    fn from_path(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()? {
+            "toml" => Some(Format::Toml),
+            "yaml" | "yml" => Some(Format::Yaml),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Reads, overlays the process environment on, and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source_name = path.display().to_string();
+    let fail = |message: String| ConfigError {
+        source_name: source_name.clone(),
+        problems: vec![Problem {
+            path: String::new(),
+            message,
+        }],
+    };
+    let format =
+        Format::from_path(path).ok_or_else(|| fail("unknown file type: use .toml, .yaml, .yml or .json".into()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    load_str(&text, format, &source_name, None)
+}
+
+/// The embedded default config, with the process environment overlaid.
+pub fn load_embedded_default() -> Result<Config, ConfigError> {
+    load_str(EMBEDDED_DEFAULT, Format::Toml, "<embedded default>", None)
+}
+
+/// Parses and validates config text. `env` replaces the process environment
+/// for overrides (tests); `None` reads the real one.
+pub fn load_str(
+    text: &str,
+    format: Format,
+    source_name: &str,
+    env: Option<BTreeMap<String, String>>,
+) -> Result<Config, ConfigError> {
+    let error = |problems| ConfigError {
+        source_name: source_name.to_owned(),
+        problems,
+    };
+    let mut tree = parse(text, format).map_err(|message| {
+        error(vec![Problem {
+            path: String::new(),
+            message,
+        }])
+    })?;
+    if format == Format::Json && tree.get("servers").is_some() {
+        tree = layotto_json::translate(&tree).map_err(error)?;
+    }
+    overlay_env(&mut tree, env).map_err(|message| {
+        error(vec![Problem {
+            path: String::new(),
+            message,
+        }])
+    })?;
+    validate(tree).map_err(error)
+}
+
+fn parse(text: &str, format: Format) -> Result<Map<String, Value>, String> {
+    let file_format = match format {
+        Format::Toml => config::FileFormat::Toml,
+        Format::Yaml => config::FileFormat::Yaml,
+        Format::Json => config::FileFormat::Json,
+    };
+    let value: Value = config::Config::builder()
+        .add_source(config::File::from_str(text, file_format))
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(|e| format!("cannot parse: {e}"))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        // An empty file parses as nothing at all: every default applies.
+        Value::Null => Ok(Map::new()),
+        other => Err(format!(
+            "expected a table at the top level, found {}",
+            walk::kind_of(&other)
+        )),
+    }
+}
+
+/// Merges `LAYOTTO__A__B=value` into the tree. Environment keys arrive
+/// lower-cased, so each segment reuses the spelling of an existing key that
+/// matches it case-insensitively (`...__METADATA__REDISHOST` overrides
+/// `redisHost`).
+fn overlay_env(tree: &mut Map<String, Value>, env: Option<BTreeMap<String, String>>) -> Result<(), String> {
+    use config::Source;
+    let source = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .source(env.map(|vars| vars.into_iter().collect()));
+    let vars = source
+        .collect()
+        .map_err(|e| format!("cannot read environment overrides: {e}"))?;
+    for (key, value) in vars {
+        let text = value
+            .into_string()
+            .map_err(|e| format!("environment override {key}: {e}"))?;
+        let segments: Vec<&str> = key.split('.').collect();
+        set_path(tree, &segments, Value::String(text));
+    }
+    Ok(())
+}
+
+fn set_path(tree: &mut Map<String, Value>, segments: &[&str], value: Value) {
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
+    let key = tree
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(first))
+        .cloned()
+        .unwrap_or_else(|| (*first).to_owned());
+    if rest.is_empty() {
+        tree.insert(key, value);
+        return;
+    }
+    let child = tree.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !child.is_object() {
+        *child = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = child {
+        set_path(map, rest, value);
+    }
+}
+
+/// Turns a parsed tree into a [`Config`], or lists everything wrong with it.
+pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
+    let defaults = Config::default();
+    let mut problems = Problems::default();
+    let mut root = Section::new(String::new(), tree);
+
+    let server = {
+        let d = &defaults.server;
+        let mut s = root.section("server", &mut problems);
+        let server = ServerConfig {
+            grpc: s.addr("grpc", &mut problems).unwrap_or(d.grpc),
+            actuator: s.addr("actuator", &mut problems).unwrap_or(d.actuator),
+            dapr_http: s.optional_addr("dapr_http", &mut problems).unwrap_or(d.dapr_http),
+            shutdown_grace_period: s
+                .duration("shutdown_grace_period", &mut problems)
+                .unwrap_or(d.shutdown_grace_period),
+        };
+        s.finish(&mut problems);
+        server
+    };
+
+    let app = {
+        let d = &defaults.app;
+        let mut s = root.section("app", &mut problems);
+        let protocol = s.string("callback_protocol", &mut problems);
+        let app = AppConfig {
+            app_id: s.string("app_id", &mut problems).unwrap_or_default(),
+            grpc_callback_host: s
+                .string("grpc_callback_host", &mut problems)
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| d.grpc_callback_host.clone()),
+            grpc_callback_port: s
+                .integer::<u16>("grpc_callback_port", &mut problems)
+                .unwrap_or(d.grpc_callback_port),
+            callback_protocol: match protocol.as_deref() {
+                None => d.callback_protocol,
+                Some("layotto") => CallbackProtocol::Layotto,
+                Some("dapr") => CallbackProtocol::Dapr,
+                Some(other) => {
+                    problems.push(
+                        "app.callback_protocol",
+                        format!("'{other}' is not a callback protocol; use \"layotto\" or \"dapr\""),
+                    );
+                    d.callback_protocol
+                }
+            },
+        };
+        s.finish(&mut problems);
+        app
+    };
+
+    let supervisor = {
+        let d = &defaults.supervisor;
+        let mut s = root.section("supervisor", &mut problems);
+        let sup = SupervisorConfig {
+            backoff_min: s.duration("backoff_min", &mut problems).unwrap_or(d.backoff_min),
+            backoff_max: s.duration("backoff_max", &mut problems).unwrap_or(d.backoff_max),
+            max_restarts: s.integer("max_restarts", &mut problems).unwrap_or(d.max_restarts),
+            restart_window: s.duration("restart_window", &mut problems).unwrap_or(d.restart_window),
+            health_interval: s
+                .duration("health_interval", &mut problems)
+                .unwrap_or(d.health_interval),
+            health_timeout: s.duration("health_timeout", &mut problems).unwrap_or(d.health_timeout),
+            health_failure_threshold: s
+                .integer("health_failure_threshold", &mut problems)
+                .unwrap_or(d.health_failure_threshold),
+            init_timeout: s.duration("init_timeout", &mut problems).unwrap_or(d.init_timeout),
+            queue_capacity: s.integer("queue_capacity", &mut problems).unwrap_or(d.queue_capacity),
+            fail_fast: s.boolean("fail_fast", &mut problems).unwrap_or(d.fail_fast),
+        };
+        s.finish(&mut problems);
+        if sup.backoff_min.is_zero() {
+            problems.push("supervisor.backoff_min", "must be above zero");
+        }
+        if sup.backoff_max < sup.backoff_min {
+            problems.push("supervisor.backoff_max", "must not be below supervisor.backoff_min");
+        }
+        for (field, value) in [
+            ("restart_window", sup.restart_window),
+            ("health_interval", sup.health_interval),
+            ("health_timeout", sup.health_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("supervisor.{field}"), "must be above zero");
+            }
+        }
+        if sup.health_failure_threshold == 0 {
+            problems.push("supervisor.health_failure_threshold", "must be at least 1");
+        }
+        if sup.queue_capacity == 0 {
+            problems.push("supervisor.queue_capacity", "must be at least 1");
+        }
+        sup
+    };
+
+    let log = {
+        let d = &defaults.log;
+        let mut s = root.section("log", &mut problems);
+        let format = s.string("format", &mut problems);
+        let log = LogConfig {
+            level: s.string("level", &mut problems).unwrap_or_else(|| d.level.clone()),
+            format: match format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    problems.push(
+                        "log.format",
+                        format!("'{other}' is not a log format; use \"text\" or \"json\""),
+                    );
+                    d.format
+                }
+            },
+        };
+        s.finish(&mut problems);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+            problems.push("log.level", format!("'{}' is not a log filter: {e}", log.level));
+        }
+        log
+    };
+
+    let mut components = BTreeMap::new();
+    for kind in Kind::ALL {
+        let Some(value) = root.take(kind.as_str()) else {
+            continue;
+        };
+        let specs = component_section(kind, value, &mut problems);
+        if !specs.is_empty() {
+            components.insert(kind, specs);
+        }
+    }
+    root.finish(&mut problems);
+
+    let problems = problems.into_vec();
+    if problems.is_empty() {
+        Ok(Config {
+            server,
+            app,
+            supervisor,
+            log,
+            components,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<ComponentSpec> {
+    let section = kind.as_str();
+    let Value::Object(instances) = value else {
+        problems.push(
+            section,
+            format!(
+                "expected a table of instance name -> {{ type, metadata }}, found {}",
+                walk::kind_of(&value)
+            ),
+        );
+        return Vec::new();
+    };
+    let mut specs = Vec::new();
+    for (name, entry) in instances {
+        let path = format!("{section}.{name}");
+        if name.trim().is_empty() || name.contains(char::is_whitespace) {
+            problems.push(&path, "instance names must be non-empty and contain no whitespace");
+        }
+        let Value::Object(entry) = entry else {
+            problems.push(
+                &path,
+                format!("expected a table {{ type, metadata }}, found {}", walk::kind_of(&entry)),
+            );
+            continue;
+        };
+        let mut s = Section::new(path.clone(), entry);
+        let type_name = s.string("type", problems);
+        let mut metadata = s.string_map("metadata", problems).unwrap_or_default();
+        // Layotto writes a hello component's greeting beside `type`.
+        if kind == Kind::Hellos
+            && let Some(hello) = s.string("hello", problems)
+        {
+            metadata.entry("hello".into()).or_insert(hello);
+        }
+        let bigger_than = if kind == Kind::Sequencer {
+            s.integer_map("biggerThan", problems).unwrap_or_default()
+        } else {
+            BTreeMap::new()
+        };
+        let queue_capacity = s.integer::<usize>("queue_capacity", problems);
+        if queue_capacity == Some(0) {
+            problems.push(format!("{path}.queue_capacity"), "must be at least 1");
+        }
+        // Dapr component files carry a version; every type here is v1.
+        let _ = s.string("version", problems);
+        s.finish(problems);
+
+        let Some(type_name) = type_name else {
+            problems.push(format!("{path}.type"), "is required");
+            continue;
+        };
+        let spec = ComponentSpec {
+            name,
+            type_name,
+            metadata,
+            bigger_than,
+            queue_capacity,
+        };
+        match kind.validate(&spec) {
+            Some(errors) => {
+                for e in errors {
+                    problems.push(format!("{path}.metadata.{}", e.key), e.message);
+                }
+            }
+            None => {
+                let known = kind.known_types();
+                let hint = if known.is_empty() {
+                    format!("no {section} component types are implemented yet")
+                } else {
+                    format!("known types: {}", known.join(", "))
+                };
+                problems.push(
+                    format!("{path}.type"),
+                    format!("unknown type '{}' for {section}; {hint}", spec.type_name),
+                );
+            }
+        }
+        specs.push(spec);
+    }
+    specs
+}
+
+/// Which file `layotto start` reads: the given path, else the default path
+/// when it exists, else the embedded default.
+pub fn resolve(path: Option<&Path>) -> Option<PathBuf> {
+    match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+
+fn toml(text: &str) -> Result<Config, ConfigError> {
+    load_str(text, Format::Toml, "test.toml", Some(BTreeMap::new()))
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match toml(text) {
+        Ok(_) => panic!("expected the config to be rejected"),
+        Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn an_empty_file_gets_every_default() {
+    let config = toml("").expect("empty config is valid");
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn the_embedded_default_is_valid_and_serves_helloworld() {
+    let config = load_str(EMBEDDED_DEFAULT, Format::Toml, "default", Some(BTreeMap::new())).expect("valid");
+    let hellos = config.components_of(Kind::Hellos);
+    assert_eq!(hellos.len(), 1);
+    assert_eq!(hellos[0].type_name, "helloworld");
+    assert_eq!(hellos[0].meta("hello"), Some("greeting"));
+}
+
+#[test]
+fn every_section_is_read() {
+    let config = toml(
+        r#"
+        [server]
+        grpc = "0.0.0.0:1"
+        actuator = "localhost:2"
+        dapr_http = "disabled"
+        shutdown_grace_period = "3s"
+        [app]
+        app_id = "orders"
+        grpc_callback_port = 9999
+        callback_protocol = "dapr"
+        [supervisor]
+        backoff_min = "10ms"
+        backoff_max = "1s"
+        max_restarts = 3
+        restart_window = "5s"
+        health_interval = "100ms"
+        health_timeout = "50ms"
+        health_failure_threshold = 2
+        init_timeout = "1s"
+        queue_capacity = 8
+        fail_fast = true
+        [log]
+        level = "debug"
+        format = "json"
+        [hellos.a]
+        type = "helloworld"
+        queue_capacity = 2
+        metadata = { hello = "hi", n = 3 }
+        "#,
+    )
+    .expect("valid");
+    assert_eq!(config.server.grpc, "0.0.0.0:1".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        config.server.actuator,
+        "127.0.0.1:2".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(config.server.dapr_http, None);
+    assert_eq!(config.server.shutdown_grace_period, Duration::from_secs(3));
+    assert_eq!(config.app.app_id, "orders");
+    assert_eq!(config.app.grpc_callback_port, 9999);
+    assert_eq!(config.app.callback_protocol, CallbackProtocol::Dapr);
+    assert_eq!(config.supervisor.max_restarts, 3);
+    assert_eq!(config.supervisor.health_timeout, Duration::from_millis(50));
+    assert!(config.supervisor.fail_fast);
+    assert_eq!(config.log.format, LogFormat::Json);
+    let a = &config.components_of(Kind::Hellos)[0];
+    assert_eq!(a.queue_capacity, Some(2));
+    assert_eq!(a.meta("hello"), Some("hi"));
+    assert_eq!(a.meta("n"), Some("3"));
+}
+
+#[test]
+fn all_problems_are_reported_at_once_with_their_paths() {
+    let found = problems(
+        r#"
+        [server]
+        grpc = "not-an-address"
+        shutdown_grace_period = "soon"
+        colour = "blue"
+        [supervisor]
+        backoff_min = 5
+        [hellos.greeter]
+        metadata = {}
+        [hellos.other]
+        type = "nope"
+        "#,
+    );
+    let expect = [
+        "server.grpc: 'not-an-address' is not an address",
+        "server.shutdown_grace_period: 'soon' is not a duration",
+        "server.colour: unknown field",
+        "supervisor.backoff_min: expected a duration with a unit",
+        "hellos.greeter.type: is required",
+        "hellos.other.type: unknown type 'nope' for hellos; known types: helloworld",
+    ];
+    for e in expect {
+        assert!(found.iter().any(|p| p.starts_with(e)), "missing '{e}' in {found:#?}");
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+}
+
+#[test]
+fn a_type_of_a_block_not_built_yet_is_rejected() {
+    let found = problems("[state.s]\ntype = \"redis\"\n");
+    assert_eq!(
+        found,
+        vec!["state.s.type: unknown type 'redis' for state; no state component types are implemented yet"]
+    );
+}
+
+#[test]
+fn inconsistent_supervisor_settings_are_rejected() {
+    let found = problems("[supervisor]\nbackoff_min = \"2s\"\nbackoff_max = \"1s\"\nqueue_capacity = 0\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("supervisor.backoff_max: must not be below"))
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("supervisor.queue_capacity: must be at least 1"))
+    );
+}
+
+#[test]
+fn bad_enums_and_filters_are_named() {
+    let found = problems("[app]\ncallback_protocol = \"http\"\n[log]\nformat = \"xml\"\nlevel = \"[[\"\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("app.callback_protocol: 'http' is not a callback protocol"))
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("log.format: 'xml' is not a log format"))
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("log.level: '[[' is not a log filter"))
+    );
+}
+
+#[test]
+fn unparsable_text_is_one_problem_naming_the_cause() {
+    let e = toml("[server\ngrpc = ").expect_err("broken TOML");
+    assert_eq!(e.problems.len(), 1);
+    assert!(e.problems[0].message.starts_with("cannot parse"), "{e}");
+    assert!(e.to_string().starts_with("invalid config test.toml: 1 problem"), "{e}");
+}
+
+#[test]
+fn environment_overrides_reach_nested_and_camel_case_keys() {
+    let env = BTreeMap::from([
+        ("LAYOTTO__SERVER__GRPC".to_owned(), "0.0.0.0:7000".to_owned()),
+        ("LAYOTTO__SUPERVISOR__FAIL_FAST".to_owned(), "true".to_owned()),
+        ("LAYOTTO__HELLOS__HW__METADATA__HELLO".to_owned(), "from env".to_owned()),
+        ("LAYOTTO__APP__GRPC_CALLBACK_PORT".to_owned(), "1234".to_owned()),
+        ("UNRELATED".to_owned(), "x".to_owned()),
+    ]);
+    let text = "[hellos.hw]\ntype = \"helloworld\"\nmetadata = { hello = \"from file\" }\n";
+    let config = load_str(text, Format::Toml, "t", Some(env)).expect("valid");
+    assert_eq!(config.server.grpc.port(), 7000);
+    assert!(config.supervisor.fail_fast);
+    assert_eq!(config.app.grpc_callback_port, 1234);
+    assert_eq!(config.components_of(Kind::Hellos)[0].meta("hello"), Some("from env"));
+}
+
+#[test]
+fn yaml_reads_the_same_as_toml() {
+    let yaml = "server:\n  grpc: 127.0.0.1:1\nhellos:\n  hw:\n    type: helloworld\n    hello: hey\n";
+    let config = load_str(yaml, Format::Yaml, "t.yaml", Some(BTreeMap::new())).expect("valid");
+    assert_eq!(config.server.grpc.port(), 1);
+    assert_eq!(config.components_of(Kind::Hellos)[0].meta("hello"), Some("hey"));
+}
+
+#[test]
+fn layotto_config_json_is_translated() {
+    let json = r#"{
+      "servers": [{
+        "listeners": [
+          {"name": "grpc", "address": "127.0.0.1:4000", "filter_chains": [{"filters": [
+            {"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {
+              "hellos": {"helloworld": {"type": "helloworld", "hello": "greeting"}},
+              "app": {"app_id": "app1", "grpc_callback_port": 9999}
+            }}}
+          ]}]},
+          {"name": "actuator", "address": "127.0.0.1:4001", "filter_chains": [{"filters": []}]}
+        ]
+      }]
+    }"#;
+    let config = load_str(json, Format::Json, "config.json", Some(BTreeMap::new())).expect("valid");
+    assert_eq!(config.server.grpc.port(), 4000);
+    assert_eq!(config.server.actuator.port(), 4001);
+    assert_eq!(config.app.app_id, "app1");
+    assert_eq!(config.app.grpc_callback_port, 9999);
+    assert_eq!(config.components_of(Kind::Hellos)[0].meta("hello"), Some("greeting"));
+}
+
+#[test]
+fn layotto_sections_we_do_not_implement_are_reported() {
+    let json = r#"{"servers": [{"listeners": [{"address": "127.0.0.1:4000", "filter_chains": [{"filters": [
+        {"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {"rpcs": {}, "extends": {}}}}
+    ]}]}]}]}"#;
+    let e = load_str(json, Format::Json, "config.json", Some(BTreeMap::new())).expect_err("unsupported");
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, vec!["grpc_config.extends", "grpc_config.rpcs"]);
+}
+
+#[test]
+fn a_layotto_json_without_the_runtime_filter_is_rejected() {
+    let e = load_str(r#"{"servers": []}"#, Format::Json, "c.json", Some(BTreeMap::new())).expect_err("no runtime");
+    assert!(e.problems[0].message.contains("server_name"), "{e}");
+}
+
+#[test]
+fn a_missing_file_and_an_unknown_extension_are_config_errors() {
+    let e = load(Path::new("/nonexistent/layotto.toml")).expect_err("missing");
+    assert!(e.problems[0].message.starts_with("cannot read"), "{e}");
+    let e = load(Path::new("layotto.ini")).expect_err("extension");
+    assert!(e.problems[0].message.starts_with("unknown file type"), "{e}");
+}

@@ -1,0 +1,56 @@
+//! Layotto-rs: an application runtime that runs beside an app as a sidecar
+//! and gives it distributed capabilities (state, pub/sub, locks, ...) over
+//! Layotto's gRPC API, with the backend chosen by config.
+//!
+//! # Layout
+//!
+//! A request walks one way, and each step is a module:
+//!
+//! - [`api`]: where requests enter. The gRPC servers (`api::grpc`, one file
+//!   per building block, and `api::grpc::status`, the one place errors
+//!   become gRPC statuses), the actuator (health, info, `/metrics`) and
+//!   Dapr's HTTP health endpoints. Handlers decode, validate and route.
+//! - [`actors`]: each configured component lives in an actix actor; the
+//!   [`actors::Router`] finds it by building block and name, and a typed
+//!   message carries the request to it.
+//! - [`components`]: the building-block traits, THE registry of component
+//!   types, and one file per backend. Nothing here knows about gRPC.
+//! - [`supervisor`]: owns lifecycles. A root supervisor, one supervisor per
+//!   building block, one actor per component; restarts with backoff, and
+//!   the status registry that health endpoints and metrics read.
+//!
+//! Around them: [`config`] (parse, validate, no I/O), [`runtime`] (start-up
+//! and graceful shutdown), [`metrics`] (every metric name), [`telemetry`]
+//! (logging) and [`proto`] (generated gRPC code).
+
+pub mod actors;
+pub mod api;
+pub mod components;
+pub mod config;
+pub mod metrics;
+pub mod runtime;
+pub mod supervisor;
+pub mod telemetry;
+
+/// Generated protobuf and gRPC code.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    /// Descriptors of the served API, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("layotto_descriptor");
+
+    /// Layotto's `spec.proto.runtime.v1`.
+    pub mod runtime {
+        pub mod v1 {
+            tonic::include_proto!("spec.proto.runtime.v1");
+        }
+    }
+
+    /// Baseline services used only by the benchmarks.
+    #[doc(hidden)]
+    pub mod bench {
+        include!(concat!(env!("OUT_DIR"), "/bench/layotto.bench.v1.rs"));
+    }
+}
+
+pub use config::Config;
+pub use runtime::{Runtime, RuntimeError};

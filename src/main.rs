@@ -1,0 +1,128 @@
+//! The `layotto` command: parse the command line, load and validate the
+//! config (exit 64 when it is bad), run until SIGTERM or SIGINT, drain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use layotto::config::{self, Config, ConfigError};
+use layotto::{Runtime, telemetry};
+use tracing::{error, info};
+
+/// Exit code for a config that cannot be used (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+/// Exit code for a failure at run time.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "layotto",
+    version,
+    about = "Application runtime sidecar speaking Layotto's gRPC API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Start {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exit if any component fails to start, instead of serving and
+        /// retrying it (Layotto's behaviour); same as supervisor.fail_fast.
+        #[arg(long)]
+        fail_fast: bool,
+    },
+    /// Check a config file and exit: 0 when it is valid, 64 otherwise.
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Config file (.toml, .yaml, .yml, or .json, including Layotto's
+    /// config.json). Default: config/default.toml, or the embedded default
+    /// when that file does not exist.
+    #[arg(short, long, env = "RUNTIME_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> Result<(Config, String), ConfigError> {
+        match config::resolve(self.config.as_deref()) {
+            Some(path) => config::load(&path).map(|c| (c, path.display().to_string())),
+            None => config::load_embedded_default().map(|c| (c, "<embedded default>".to_owned())),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match config.load() {
+            Ok((config, source)) => {
+                let components: usize = config.components.values().map(Vec::len).sum();
+                println!("{source}: valid ({components} components)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Start { config, fail_fast } => {
+            let (mut config, source) = match config.load() {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            config.supervisor.fail_fast |= fail_fast;
+            telemetry::init(&config.log);
+            info!(config = %source, version = env!("CARGO_PKG_VERSION"), "Starting Layotto");
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("layotto-io")
+        .build()?;
+    tokio.block_on(async {
+        let mut runtime = Runtime::start(config).await?;
+        let outcome = tokio::select! {
+            signal = shutdown_signal() => {
+                info!(signal = signal?, "Shutdown requested");
+                Ok(())
+            }
+            failure = runtime.failed() => Err(failure.into()),
+        };
+        runtime.shutdown().await;
+        outcome
+    })
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

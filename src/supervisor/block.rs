@@ -1,0 +1,198 @@
+//! The supervisor of one building block: it starts one actor per configured
+//! component, each on an arbiter (thread) of its own, and restarts an actor
+//! that stops, after a backoff, with a freshly built component.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_rt::Arbiter;
+use futures::future::join_all;
+use tracing::{error, info, warn};
+
+use super::backoff::{RestartHistory, RestartPolicy};
+use super::root::Escalation;
+use super::status::Health;
+use crate::actors::{ChildEvent, ComponentActor, HostSettings, Shutdown, Slot};
+use crate::components::{BuildingBlock, TypeEntry, find};
+use crate::config::SupervisorConfig;
+
+/// How long a component may take to close at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Child<B: BuildingBlock> {
+    slot: Arc<Slot<B>>,
+    entry: &'static TypeEntry<B::Component>,
+    arbiter: Arbiter,
+    generation: u64,
+    history: RestartHistory,
+    pending_restart: Option<SpawnHandle>,
+}
+
+pub struct BlockSupervisor<B: BuildingBlock> {
+    children: BTreeMap<String, Child<B>>,
+    settings: SupervisorConfig,
+    policy: RestartPolicy,
+    escalate: Recipient<Escalation>,
+    stopping: bool,
+}
+
+impl<B: BuildingBlock> BlockSupervisor<B> {
+    /// Prepares one child per slot. A slot whose type is missing from the
+    /// registry cannot get here: config validation rejects it.
+    pub fn new(slots: &[Arc<Slot<B>>], settings: SupervisorConfig, escalate: Recipient<Escalation>) -> Self {
+        let children = slots
+            .iter()
+            .filter_map(|slot| {
+                let entry = find(B::TYPES, &slot.spec.type_name)?;
+                let child = Child {
+                    slot: slot.clone(),
+                    entry,
+                    arbiter: Arbiter::new(),
+                    generation: 0,
+                    history: RestartHistory::default(),
+                    pending_restart: None,
+                };
+                Some((slot.spec.name.clone(), child))
+            })
+            .collect();
+        BlockSupervisor {
+            children,
+            policy: RestartPolicy::from(&settings),
+            settings,
+            escalate,
+            stopping: false,
+        }
+    }
+
+    fn start_child(&mut self, name: &str, ctx: &mut Context<Self>) {
+        let supervisor = ctx.address().recipient();
+        let Some(child) = self.children.get_mut(name) else {
+            return;
+        };
+        child.pending_restart = None;
+        child.generation += 1;
+        let (spec, entry, generation) = (child.slot.spec.clone(), child.entry, child.generation);
+        let settings = HostSettings::new(&self.settings, child.slot.capacity());
+        let addr = ComponentActor::<B>::start_in_arbiter(&child.arbiter.handle(), move |_| {
+            ComponentActor::new(spec, entry, settings, generation, supervisor)
+        });
+        child.slot.set_actor(Some(addr));
+    }
+
+    fn child_stopped(&mut self, name: &str, reason: String, ctx: &mut Context<Self>) {
+        let Some(child) = self.children.get_mut(name) else {
+            return;
+        };
+        let key = child.slot.status.id().key();
+        child.slot.set_actor(None);
+        if self.stopping {
+            child.slot.status.set(Health::Down, "shutdown");
+            return;
+        }
+        let restart = child.history.next(&self.policy, Instant::now(), &mut rand::rng());
+        let mut status = format!("{reason}; restarting in {:?}", restart.delay);
+        if restart.intensity_exceeded {
+            error!(
+                component = %key,
+                restarts = child.history.recent(),
+                window = ?self.policy.window,
+                %reason,
+                "Component exceeded its restart intensity"
+            );
+            status = format!(
+                "{reason}; more than {} restarts in {:?}, restarting in {:?}",
+                self.policy.max_restarts, self.policy.window, restart.delay
+            );
+            if self.settings.fail_fast {
+                self.escalate.do_send(Escalation {
+                    component: key.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        } else {
+            warn!(component = %key, %reason, delay = ?restart.delay, "Restarting component");
+        }
+        child.slot.status.set(Health::Down, &status);
+        let name = name.to_owned();
+        child.pending_restart = Some(ctx.run_later(restart.delay, move |act, ctx| {
+            if act.stopping {
+                return;
+            }
+            if let Some(child) = act.children.get(&name) {
+                child.slot.status.count_restart();
+            }
+            act.start_child(&name, ctx);
+        }));
+    }
+}
+
+impl<B: BuildingBlock> Actor for BlockSupervisor<B> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            self.start_child(&name, ctx);
+        }
+        info!(kind = %B::KIND, components = self.children.len(), "Building block supervisor started");
+    }
+}
+
+impl<B: BuildingBlock> Handler<ChildEvent> for BlockSupervisor<B> {
+    type Result = ();
+
+    fn handle(&mut self, event: ChildEvent, ctx: &mut Context<Self>) {
+        match event {
+            ChildEvent::Up { name, generation } => {
+                if let Some(child) = self.children.get(&name).filter(|c| c.generation == generation) {
+                    child.slot.status.set(Health::Up, "");
+                }
+            }
+            ChildEvent::Stopped {
+                name,
+                generation,
+                reason,
+            } => {
+                let current = self.children.get(&name).is_some_and(|c| c.generation == generation);
+                if current {
+                    self.child_stopped(&name, reason, ctx);
+                }
+            }
+        }
+    }
+}
+
+/// Stops every child (closing its component), then the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopBlock;
+
+impl<B: BuildingBlock> Handler<StopBlock> for BlockSupervisor<B> {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopBlock, ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let mut stops = Vec::new();
+        for child in self.children.values_mut() {
+            if let Some(handle) = child.pending_restart.take() {
+                ctx.cancel_future(handle);
+            }
+            if let Some(addr) = child.slot.actor() {
+                stops.push(async move {
+                    // A stuck close must not hold up the whole shutdown.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, addr.send(Shutdown)).await;
+                });
+            }
+            child.slot.status.set(Health::Down, "shutdown");
+        }
+        Box::pin(join_all(stops).into_actor(self).map(|_, act, ctx| {
+            for child in act.children.values() {
+                child.slot.set_actor(None);
+                child.arbiter.stop();
+            }
+            ctx.stop();
+        }))
+    }
+}

@@ -1,0 +1,106 @@
+//! The root of the supervision tree: it starts one supervisor per building
+//! block, stops them in reverse order at shutdown (each stops its children
+//! first), and carries an escalation out of the actor system.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+use tracing::error;
+
+use super::Slots;
+use super::block::{BlockSupervisor, StopBlock};
+use crate::actors::Slot;
+use crate::components::BuildingBlock;
+use crate::config::SupervisorConfig;
+
+/// A component that keeps failing, under `fail_fast`: the runtime exits.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Escalation {
+    /// `"<kind>/<name>"`.
+    pub component: String,
+    pub reason: String,
+}
+
+pub struct RootSupervisor {
+    slots: Option<Slots>,
+    settings: SupervisorConfig,
+    escalations: mpsc::UnboundedSender<Escalation>,
+    /// Block supervisors in start order.
+    blocks: Vec<Recipient<StopBlock>>,
+}
+
+impl RootSupervisor {
+    pub fn new(slots: Slots, settings: SupervisorConfig, escalations: mpsc::UnboundedSender<Escalation>) -> Self {
+        RootSupervisor {
+            slots: Some(slots),
+            settings,
+            escalations,
+            blocks: Vec::new(),
+        }
+    }
+
+    fn start_block<B: BuildingBlock>(&mut self, slots: &[Arc<Slot<B>>], ctx: &mut Context<Self>) {
+        if slots.is_empty() {
+            return;
+        }
+        let block = BlockSupervisor::<B>::new(slots, self.settings.clone(), ctx.address().recipient()).start();
+        self.blocks.push(block.recipient());
+    }
+}
+
+impl Actor for RootSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(slots) = self.slots.take() else {
+            return;
+        };
+        // Start-up order follows `Kind::ALL`: secret stores first.
+        let Slots { hellos } = slots;
+        self.start_block(&hellos, ctx);
+    }
+}
+
+impl Handler<Escalation> for RootSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, escalation: Escalation, _ctx: &mut Context<Self>) {
+        error!(component = %escalation.component, reason = %escalation.reason, "Escalating component failure");
+        let _ = self.escalations.send(escalation);
+    }
+}
+
+/// Stops the whole tree, children first; answers when every component has
+/// closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopTree;
+
+impl Handler<StopTree> for RootSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopTree, _ctx: &mut Context<Self>) -> Self::Result {
+        let blocks: Vec<_> = self.blocks.drain(..).rev().collect();
+        let stop_all = async move {
+            // Later blocks may depend on earlier ones (secrets), so stop
+            // them one after another, newest first.
+            for block in blocks {
+                let _ = block.send(StopBlock).await;
+            }
+        };
+        Box::pin(stop_all.into_actor(self).map(|(), _act, ctx| ctx.stop()))
+    }
+}
+
+/// Answers when the actor system is responsive: the liveness probe.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for RootSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _ctx: &mut Context<Self>) {}
+}
