@@ -1,7 +1,6 @@
 //! The sending side of a component actor: what an API handler holds.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use actix::{Addr, dev::SendError};
@@ -39,7 +38,6 @@ pub struct Slot<B: BuildingBlock> {
     /// `"<kind>/<name>"`, for error messages.
     key: Arc<str>,
     addr: RwLock<Option<Addr<ComponentActor<B>>>>,
-    in_flight: Arc<AtomicUsize>,
     capacity: usize,
 }
 
@@ -50,13 +48,17 @@ impl<B: BuildingBlock> Slot<B> {
             spec: Arc::new(spec),
             status,
             addr: RwLock::new(None),
-            in_flight: Arc::new(AtomicUsize::new(0)),
             capacity,
         })
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// `"<kind>/<name>"`.
+    pub fn key(&self) -> &Arc<str> {
+        &self.key
     }
 
     /// Installs the actor that now hosts the component.
@@ -103,55 +105,32 @@ impl<B: BuildingBlock> ComponentHandle<B> {
                 reason,
             });
         }
-        let permit = Permit::acquire(&slot.in_flight, slot.capacity).ok_or_else(|| CallError::Busy {
-            component: slot.key.clone(),
-            capacity: slot.capacity,
-        })?;
         let restarting = || CallError::Unavailable {
             component: slot.key.clone(),
             reason: "restarting".into(),
         };
-        let addr = slot.actor().ok_or_else(restarting)?;
         let (reply, answer) = oneshot::channel();
         let call = Call {
             op,
             reply,
-            permit,
-            component: slot.key.clone(),
             _block: PhantomData,
         };
-        addr.try_send(call).map_err(|e| match e {
-            SendError::Full(_) => CallError::Busy {
-                component: slot.key.clone(),
-                capacity: slot.capacity,
-            },
-            SendError::Closed(_) => restarting(),
-        })?;
+        {
+            let actor = slot.addr.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let actor = actor.as_ref().ok_or_else(restarting)?;
+            actor.try_send(call).map_err(|e| match e {
+                SendError::Full(_) => CallError::Busy {
+                    component: slot.key.clone(),
+                    capacity: slot.capacity,
+                },
+                SendError::Closed(_) => restarting(),
+            })?;
+        }
         answer.await.unwrap_or_else(|_| {
             Err(CallError::Unavailable {
                 component: slot.key.clone(),
                 reason: "stopped while handling the request".into(),
             })
         })
-    }
-}
-
-/// One place in a component's queue, given back on drop.
-pub(super) struct Permit(Arc<AtomicUsize>);
-
-impl Permit {
-    fn acquire(in_flight: &Arc<AtomicUsize>, capacity: usize) -> Option<Permit> {
-        let taken = in_flight.fetch_add(1, Ordering::AcqRel);
-        if taken >= capacity {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Permit(in_flight.clone()))
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -7,8 +7,11 @@
 //! panic caught at its boundary; its supervisor is told why and restarts it.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,8 +20,8 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::Operation;
-use super::handle::{CallError, Permit};
-use crate::components::{BuildingBlock, Component, ComponentSpec, TypeEntry};
+use super::handle::CallError;
+use crate::components::{BuildingBlock, Component, ComponentError, ComponentSpec, TypeEntry};
 use crate::config::SupervisorConfig;
 
 /// What a component actor tells its supervisor.
@@ -67,6 +70,10 @@ pub struct ComponentActor<B: BuildingBlock> {
     generation: u64,
     supervisor: Recipient<ChildEvent>,
     component: Option<Arc<B::Component>>,
+    /// `"<kind>/<name>"`, for errors and logs.
+    key: Arc<str>,
+    /// Operations running in tasks of their own.
+    in_flight: Rc<Cell<usize>>,
     health_failures: u32,
     health_in_flight: bool,
     stop_reason: Option<String>,
@@ -87,6 +94,7 @@ impl<B: BuildingBlock> ComponentActor<B> {
             name = %spec.name,
             r#type = %spec.type_name,
         );
+        let key = format!("{}/{}", B::KIND, spec.name).into();
         ComponentActor {
             spec,
             entry,
@@ -94,6 +102,8 @@ impl<B: BuildingBlock> ComponentActor<B> {
             generation,
             supervisor,
             component: None,
+            key,
+            in_flight: Rc::new(Cell::new(0)),
             health_failures: 0,
             health_in_flight: false,
             stop_reason: None,
@@ -210,10 +220,6 @@ impl<B: BuildingBlock> Actor for ComponentActor<B> {
 pub(super) struct Call<B: BuildingBlock, O: Operation<B>> {
     pub(super) op: O,
     pub(super) reply: oneshot::Sender<Result<O::Output, CallError>>,
-    /// Held until the operation finishes, so the queue bound counts running
-    /// operations as well as waiting ones.
-    pub(super) permit: Permit,
-    pub(super) component: Arc<str>,
     pub(super) _block: std::marker::PhantomData<fn() -> B>,
 }
 
@@ -225,53 +231,98 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
     type Result = ();
 
     fn handle(&mut self, call: Call<B, O>, ctx: &mut Context<Self>) {
-        let Call {
-            op,
-            reply,
-            permit,
-            component: key,
-            ..
-        } = call;
+        let Call { op, reply, .. } = call;
         let Some(component) = self.component.clone() else {
             let reason = match &self.stop_reason {
                 Some(reason) => reason.clone(),
                 None => "starting".to_owned(),
             };
-            let _ = reply.send(Err(CallError::Unavailable { component: key, reason }));
+            let _ = reply.send(Err(CallError::Unavailable {
+                component: self.key.clone(),
+                reason,
+            }));
             return;
         };
-        let actor = ctx.address();
-        // A task of its own: operations run concurrently, and one that
-        // outlives a restart finishes on the client it started with.
-        actix_rt::spawn(
-            async move {
-                let outcome = AssertUnwindSafe(async move { op.run(component).await })
-                    .catch_unwind()
-                    .await;
-                let (result, stop) = match outcome {
-                    Ok(Ok(output)) => (Ok(output), None),
-                    Ok(Err(error)) => {
-                        let stop = error.is_fatal().then(|| format!("fatal error: {error}"));
-                        (Err(CallError::Component { component: key, error }), stop)
-                    }
-                    Err(panic) => {
-                        let message = panic_message(&*panic);
-                        warn!(panic = %message, "Component panicked while handling a request");
-                        (
-                            Err(CallError::Panicked { component: key }),
-                            Some(format!("panicked while handling a request: {message}")),
-                        )
-                    }
-                };
-                let _ = reply.send(result);
-                drop(permit);
-                if let Some(reason) = stop {
-                    actor.do_send(StopWith(reason));
-                }
+        if self.in_flight.get() >= self.settings.queue_capacity {
+            let _ = reply.send(Err(CallError::Busy {
+                component: self.key.clone(),
+                capacity: self.settings.queue_capacity,
+            }));
+            return;
+        }
+        let mut operation = AssertUnwindSafe(op.run(component)).catch_unwind();
+        // Many operations answer without waiting (in-memory stores, cached
+        // values): poll once here and spare them a task of their own. A
+        // future may be polled again with another waker, so one that is
+        // still pending carries on in a task below.
+        let first = operation.poll_unpin(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        if let Poll::Ready(outcome) = first {
+            if let Some(reason) = answer(outcome, reply, &self.key) {
+                self.stop_because(ctx, reason);
             }
-            .instrument(self.span.clone()),
-        );
+            return;
+        }
+        let actor = ctx.address();
+        let key = self.key.clone();
+        let in_flight = InFlight::enter(&self.in_flight);
+        // A task of its own: operations run concurrently, and one that
+        // outlives a restart finishes on the client it started with. Not
+        // instrumented with the actor's span: entering a span on every poll
+        // of every request costs more than the hop itself; the few events
+        // logged here name the component instead.
+        actix_rt::spawn(async move {
+            let stop = answer(operation.await, reply, &key);
+            drop(in_flight);
+            if let Some(reason) = stop {
+                actor.do_send(StopWith(reason));
+            }
+        });
     }
+}
+
+/// Counts an operation running in its own task, on the actor's thread.
+struct InFlight(Rc<Cell<usize>>);
+
+impl InFlight {
+    fn enter(count: &Rc<Cell<usize>>) -> InFlight {
+        count.set(count.get() + 1);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Sends an operation's outcome to its caller; says why the actor must stop
+/// when the outcome was a fatal error or a panic.
+fn answer<T>(
+    outcome: Result<Result<T, ComponentError>, Box<dyn Any + Send>>,
+    reply: oneshot::Sender<Result<T, CallError>>,
+    component: &Arc<str>,
+) -> Option<String> {
+    let (result, stop) = match outcome {
+        Ok(Ok(output)) => (Ok(output), None),
+        Ok(Err(error)) => {
+            let stop = error.is_fatal().then(|| format!("fatal error: {error}"));
+            let component = component.clone();
+            (Err(CallError::Component { component, error }), stop)
+        }
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            warn!(%component, panic = %message, "Component panicked while handling a request");
+            (
+                Err(CallError::Panicked {
+                    component: component.clone(),
+                }),
+                Some(format!("panicked while handling a request: {message}")),
+            )
+        }
+    };
+    let _ = reply.send(result);
+    stop
 }
 
 /// Stops the actor for the given reason (from one of its own tasks).

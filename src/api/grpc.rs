@@ -5,6 +5,7 @@
 mod health;
 mod hello;
 mod metrics_layer;
+pub use metrics_layer::GrpcMetricsLayer;
 mod runtime;
 pub mod status;
 
@@ -25,7 +26,7 @@ use crate::proto::runtime::v1::runtime_server::RuntimeServer;
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Every `"package.Service/Method"` this server answers.
-fn served_methods() -> HashSet<String> {
+pub fn served_methods() -> HashSet<String> {
     let mut methods: HashSet<String> = ["grpc.reflection.v1.ServerReflection/ServerReflectionInfo".to_owned()].into();
     for encoded in [crate::proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
         let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
