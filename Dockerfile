@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: build with the pinned toolchain, run as an unprivileged user
+# on a slim base. protoc comes from the protoc-bin-vendored crate, so the
+# build stage needs no system packages beyond the Rust image.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin layotto \
+ && install -D target/release/layotto /out/layotto
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/layotto --create-home layotto
+COPY --from=build /out/layotto /usr/local/bin/layotto
+COPY config/ /etc/layotto/
+# Inside a container the listeners must face the network, not loopback.
+ENV LAYOTTO__SERVER__GRPC=0.0.0.0:34904 \
+    LAYOTTO__SERVER__ACTUATOR=0.0.0.0:34999 \
+    LAYOTTO__SERVER__DAPR_HTTP=0.0.0.0:3500 \
+    RUNTIME_CONFIG=/etc/layotto/default.toml
+USER layotto
+WORKDIR /var/lib/layotto
+EXPOSE 34904 34999 3500
+ENTRYPOINT ["/usr/local/bin/layotto"]
+CMD ["start"]
