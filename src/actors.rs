@@ -11,6 +11,7 @@
 
 mod handle;
 pub mod hello;
+pub mod state;
 mod host;
 mod router;
 

@@ -14,6 +14,8 @@ use futures::future::BoxFuture;
 #[cfg(feature = "test-components")]
 pub mod faulty;
 pub mod hello;
+pub mod redis_client;
+pub mod state;
 
 /// The building blocks, named as the sections of Layotto's `grpc_config`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,13 +67,16 @@ impl Kind {
 
     /// The type names a config may use for this kind.
     pub fn known_types(self) -> Vec<&'static str> {
+        fn names<B: BuildingBlock>() -> Vec<&'static str> {
+            B::TYPES.iter().map(|t| t.name).collect()
+        }
         match self {
-            Kind::Hellos => type_names(Hellos::TYPES),
+            Kind::Hellos => names::<Hellos>(),
+            Kind::State => names::<State>(),
             // Building blocks whose component types have not landed yet: any
             // `type` in their section is rejected by validation.
             Kind::SecretStore
             | Kind::ConfigStore
-            | Kind::State
             | Kind::Bindings
             | Kind::PubSubs
             | Kind::File
@@ -83,9 +88,19 @@ impl Kind {
     /// Checks a component's metadata without I/O; `None` when `type` is not
     /// registered for this kind.
     pub fn validate(self, spec: &ComponentSpec) -> Option<Vec<MetadataError>> {
+        fn check<B: BuildingBlock>(spec: &ComponentSpec) -> Option<Vec<MetadataError>> {
+            find(B::TYPES, &spec.type_name).map(|t| (t.validate)(spec))
+        }
         match self {
-            Kind::Hellos => find(Hellos::TYPES, &spec.type_name).map(|t| (t.validate)(spec)),
-            _ => None,
+            Kind::Hellos => check::<Hellos>(spec),
+            Kind::State => check::<State>(spec),
+            Kind::SecretStore
+            | Kind::ConfigStore
+            | Kind::Bindings
+            | Kind::PubSubs
+            | Kind::File
+            | Kind::Lock
+            | Kind::Sequencer => None,
         }
     }
 }
@@ -237,13 +252,38 @@ impl BuildingBlock for Hellos {
     ];
 }
 
+/// The `state` building block.
+pub struct State;
+
+impl BuildingBlock for State {
+    type Component = dyn state::StateStore;
+    const KIND: Kind = Kind::State;
+    const TYPES: &'static [TypeEntry<Self::Component>] = &[
+        state::memory::TYPE,
+        state::sqlite::TYPE,
+        state::redis::TYPE,
+        state::postgres::TYPE,
+        state::mysql::TYPE,
+    ];
+}
+
 /// Looks a type up in a block's table.
 pub fn find<'a, C: ?Sized>(types: &'a [TypeEntry<C>], name: &str) -> Option<&'a TypeEntry<C>> {
     types.iter().find(|t| t.name == name)
 }
 
-fn type_names<C: ?Sized>(types: &[TypeEntry<C>]) -> Vec<&'static str> {
-    types.iter().map(|t| t.name).collect()
+/// Percent-encodes what would break the user-info part of a URL, for
+/// building connection URLs from metadata.
+pub(crate) fn url_encode(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' => c.to_string(),
+            other => {
+                let mut buf = [0u8; 4];
+                other.encode_utf8(&mut buf).bytes().map(|b| format!("%{b:02X}")).collect()
+            }
+        })
+        .collect()
 }
 
 /// Reads a required metadata key, for `validate` functions.

@@ -28,7 +28,7 @@ use actix::Addr;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::{Blocks, Router, Slot};
-use crate::components::{BuildingBlock, Hellos};
+use crate::components::{BuildingBlock, Hellos, State};
 use crate::config::{Config, SupervisorConfig};
 use root::{Ping, RootSupervisor, StopTree};
 
@@ -37,12 +37,14 @@ use root::{Ping, RootSupervisor, StopTree};
 /// the first moment.
 pub struct Slots {
     pub hellos: Vec<Arc<Slot<Hellos>>>,
+    pub state: Vec<Arc<Slot<State>>>,
 }
 
 impl Slots {
     pub fn new(config: &Config, registry: &StatusRegistry) -> Self {
         Slots {
             hellos: slots_of::<Hellos>(config, registry),
+            state: slots_of::<State>(config, registry),
         }
     }
 
@@ -50,6 +52,7 @@ impl Slots {
     pub fn router(&self) -> Router {
         Router {
             hellos: Blocks::new(&self.hellos),
+            state: Blocks::new(&self.state),
         }
     }
 }

@@ -6,6 +6,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::Operation;
+use crate::components::hello::HelloService;
 use crate::components::{ComponentError, Hellos};
 
 /// Greets `name`.
@@ -16,10 +17,7 @@ pub struct SayHello {
 impl Operation<Hellos> for SayHello {
     type Output = String;
 
-    fn run(
-        self,
-        component: Arc<<Hellos as crate::components::BuildingBlock>::Component>,
-    ) -> BoxFuture<'static, Result<String, ComponentError>> {
+    fn run(self, component: Arc<dyn HelloService>) -> BoxFuture<'static, Result<String, ComponentError>> {
         async move { component.hello(&self.name).await }.boxed()
     }
 }

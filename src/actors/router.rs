@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::handle::{ComponentHandle, Slot};
-use crate::components::{BuildingBlock, Hellos, Kind};
+use crate::components::{BuildingBlock, Hellos, Kind, State};
 
 /// Why a request's component name does not lead to a component.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -72,4 +72,5 @@ impl<B: BuildingBlock> Blocks<B> {
 /// Every configured component, by building block.
 pub struct Router {
     pub hellos: Blocks<Hellos>,
+    pub state: Blocks<State>,
 }

@@ -7,6 +7,7 @@ mod hello;
 mod metrics_layer;
 pub use metrics_layer::GrpcMetricsLayer;
 mod runtime;
+mod state;
 pub mod status;
 
 use std::collections::HashSet;

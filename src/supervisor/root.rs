@@ -58,8 +58,9 @@ impl Actor for RootSupervisor {
             return;
         };
         // Start-up order follows `Kind::ALL`: secret stores first.
-        let Slots { hellos } = slots;
+        let Slots { hellos, state } = slots;
         self.start_block(&hellos, ctx);
+        self.start_block(&state, ctx);
     }
 }
 

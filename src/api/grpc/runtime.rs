@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::hello;
+use super::{hello, state};
 use crate::api::ApiContext;
 use crate::proto::runtime::v1 as pb;
 use crate::proto::runtime::v1::runtime_server::Runtime;
@@ -58,6 +58,36 @@ impl Runtime for RuntimeService {
         hello::say_hello(&self.ctx, req.into_inner()).await.map(Response::new)
     }
 
+    async fn get_state(&self, req: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
+        state::get_state(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_bulk_state(
+        &self,
+        req: Request<pb::GetBulkStateRequest>,
+    ) -> Result<Response<pb::GetBulkStateResponse>, Status> {
+        state::get_bulk_state(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn save_state(&self, req: Request<pb::SaveStateRequest>) -> Result<Response<()>, Status> {
+        state::save_state(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete_state(&self, req: Request<pb::DeleteStateRequest>) -> Result<Response<()>, Status> {
+        state::delete_state(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete_bulk_state(&self, req: Request<pb::DeleteBulkStateRequest>) -> Result<Response<()>, Status> {
+        state::delete_bulk_state(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn execute_state_transaction(
+        &self,
+        req: Request<pb::ExecuteStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        state::execute_state_transaction(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
     not_built! {
         invoke_service(pb::InvokeServiceRequest) -> pb::InvokeResponse = "InvokeService";
         get_configuration(pb::GetConfigurationRequest) -> pb::GetConfigurationResponse = "GetConfiguration";
@@ -67,12 +97,6 @@ impl Runtime for RuntimeService {
         unlock(pb::UnlockRequest) -> pb::UnlockResponse = "Unlock";
         lock_keep_alive(pb::LockKeepAliveRequest) -> pb::LockKeepAliveResponse = "LockKeepAlive";
         get_next_id(pb::GetNextIdRequest) -> pb::GetNextIdResponse = "GetNextId";
-        get_state(pb::GetStateRequest) -> pb::GetStateResponse = "GetState";
-        get_bulk_state(pb::GetBulkStateRequest) -> pb::GetBulkStateResponse = "GetBulkState";
-        save_state(pb::SaveStateRequest) -> () = "SaveState";
-        delete_state(pb::DeleteStateRequest) -> () = "DeleteState";
-        delete_bulk_state(pb::DeleteBulkStateRequest) -> () = "DeleteBulkState";
-        execute_state_transaction(pb::ExecuteStateTransactionRequest) -> () = "ExecuteStateTransaction";
         publish_event(pb::PublishEventRequest) -> () = "PublishEvent";
         list_file(pb::ListFileRequest) -> pb::ListFileResp = "ListFile";
         del_file(pb::DelFileRequest) -> () = "DelFile";

@@ -1,0 +1,427 @@
+//! The engine shared by the SQL state stores (`sqlite`, `postgresql`,
+//! `mysql`): one table, one code path, three dialects.
+//!
+//! Table: `id` (the key), `value` (bytes), `etag` (a random 53-bit integer,
+//! new on every write) and `expires_at` (epoch milliseconds, NULL for
+//! never). Time comes from the database's clock, so sidecars with skewed
+//! clocks agree on expiry. Expired rows are invisible to every statement and
+//! deleted by a periodic cleanup.
+//!
+//! A write that needs a check (an etag, or first-write) runs in a database
+//! transaction that reads the current etag with a row lock (`FOR UPDATE`;
+//! SQLite serialises writers with a single connection), checks it with
+//! [`check_write`], then writes. A first-write inserts, so two sidecars
+//! racing to create one key meet at the primary key: one wins, the other
+//! gets a conflict. Plain last-write upserts skip the read.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, SqlSafeStr, SqlStr, Transaction};
+use tokio::task::AbortHandle;
+use tracing::warn;
+
+use super::{
+    Concurrency, Consistency, DeleteRequest, Etag, SetRequest, StateStore, StateValue, TransactionOp, already_exists,
+    check_write, new_etag,
+};
+use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError};
+
+/// Metadata: seconds between deletions of expired rows (Dapr's name).
+pub const CLEANUP_INTERVAL: &str = "cleanupIntervalInSeconds";
+/// Metadata: the table to use; created if missing.
+pub const TABLE_NAME: &str = "tableName";
+const DEFAULT_TABLE: &str = "state";
+const DEFAULT_CLEANUP_SECS: u64 = 3600;
+
+/// What differs between the SQL backends.
+pub(super) struct Dialect {
+    /// The store type, for messages.
+    pub name: &'static str,
+    /// An SQL expression for the current time in epoch milliseconds.
+    pub now_ms: &'static str,
+    /// `CREATE TABLE IF NOT EXISTS` and its indexes, for a table name.
+    pub create: fn(&str) -> Vec<String>,
+    /// The clause that turns an INSERT into an upsert of `value`, `etag`
+    /// and `expires_at`.
+    pub upsert_clause: &'static str,
+    /// Appended to the check read: a row lock, where the backend has one.
+    pub lock_clause: &'static str,
+    /// `$1, $2, ...` placeholders instead of `?`.
+    pub numbered_params: bool,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// The longest key the table holds, in characters.
+    pub max_key_chars: Option<usize>,
+}
+
+/// The statements, built once per store. The only text pasted into them is
+/// the table name, which [`validate_settings`] allows to be a plain
+/// identifier only: that is the audit `AssertSqlSafe` asks for.
+struct Queries {
+    get: SqlStr,
+    current_etag: SqlStr,
+    upsert: SqlStr,
+    insert: SqlStr,
+    purge_expired_key: SqlStr,
+    delete: SqlStr,
+    cleanup: SqlStr,
+}
+
+impl Queries {
+    fn new(d: &Dialect, table: &str) -> Queries {
+        let now = d.now_ms;
+        let alive = format!("(expires_at IS NULL OR expires_at > {now})");
+        let insert = format!("INSERT INTO {table} (id, value, etag, expires_at) VALUES (?, ?, ?, {now} + ?)");
+        let q = |sql: String| {
+            let sql = if d.numbered_params { number_params(&sql) } else { sql };
+            AssertSqlSafe(sql).into_sql_str()
+        };
+        Queries {
+            get: q(format!("SELECT value, etag, expires_at, {now} AS now_ms FROM {table} WHERE id = ? AND {alive}")),
+            current_etag: q(format!("SELECT etag FROM {table} WHERE id = ? AND {alive}{}", d.lock_clause)),
+            upsert: q(format!("{insert} {}", d.upsert_clause)),
+            insert: q(insert.clone()),
+            purge_expired_key: q(format!(
+                "DELETE FROM {table} WHERE id = ? AND expires_at IS NOT NULL AND expires_at <= {now}"
+            )),
+            delete: q(format!("DELETE FROM {table} WHERE id = ?")),
+            cleanup: q(format!("DELETE FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= {now}")),
+        }
+    }
+}
+
+/// Rewrites `?` placeholders as `$1, $2, ...` (no statement here has a `?`
+/// inside a literal).
+fn number_params(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The settings every SQL store reads from metadata.
+pub(super) struct SqlSettings {
+    pub table: String,
+    pub cleanup_every: Duration,
+}
+
+impl SqlSettings {
+    pub fn from_spec(spec: &ComponentSpec) -> SqlSettings {
+        SqlSettings {
+            table: spec.meta(TABLE_NAME).unwrap_or(DEFAULT_TABLE).to_owned(),
+            cleanup_every: Duration::from_secs(
+                spec.meta(CLEANUP_INTERVAL)
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(DEFAULT_CLEANUP_SECS)
+                    .max(1),
+            ),
+        }
+    }
+}
+
+/// Checks `tableName` and `cleanupIntervalInSeconds`.
+pub(super) fn validate_settings(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
+    if let Some(table) = spec.meta(TABLE_NAME)
+        && !is_identifier(table)
+    {
+        errors.push(MetadataError::new(
+            TABLE_NAME,
+            format!("'{table}' is not a table name: use letters, digits and _ (optionally schema.table)"),
+        ));
+    }
+    super::check_number(spec, CLEANUP_INTERVAL, errors);
+}
+
+/// A plain SQL identifier, optionally qualified once: the table name is
+/// pasted into statements, so nothing else may pass.
+fn is_identifier(name: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
+}
+
+pub(super) struct SqlStore {
+    dialect: &'static Dialect,
+    pool: AnyPool,
+    queries: Queries,
+    cleanup: AbortHandle,
+}
+
+impl SqlStore {
+    /// Connects, creates the table if needed, and starts the cleanup.
+    pub async fn connect(dialect: &'static Dialect, url: &str, settings: SqlSettings) -> Result<SqlStore, BuildError> {
+        sqlx::any::install_default_drivers();
+        let fail = |what: &str, e: sqlx::Error| BuildError(format!("{} {what}: {e}", dialect.name));
+        let pool = AnyPoolOptions::new()
+            .max_connections(dialect.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| fail("cannot connect", e))?;
+        for ddl in (dialect.create)(&settings.table) {
+            sqlx::query(AssertSqlSafe(ddl))
+                .execute(&pool)
+                .await
+                .map_err(|e| fail(&format!("cannot create table {}", settings.table), e))?;
+        }
+        let queries = Queries::new(dialect, &settings.table);
+        let cleanup = tokio::spawn(cleanup_loop(pool.clone(), queries.cleanup.clone(), settings.cleanup_every))
+            .abort_handle();
+        Ok(SqlStore {
+            dialect,
+            pool,
+            queries,
+            cleanup,
+        })
+    }
+
+    fn error(&self, e: sqlx::Error) -> ComponentError {
+        map_error(self.dialect.name, e)
+    }
+
+    /// Refuses a key the table cannot hold, before the database does it
+    /// with a less helpful message.
+    fn check_key(&self, key: &str) -> Result<(), ComponentError> {
+        match self.dialect.max_key_chars {
+            Some(max) if key.chars().count() > max => Err(ComponentError::InvalidArgument(format!(
+                "{} keys are at most {max} characters; this one has {}",
+                self.dialect.name,
+                key.chars().count()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies `ops` in one database transaction.
+    async fn apply_all(&self, ops: Vec<TransactionOp>) -> Result<Vec<Etag>, ComponentError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let mut etags = Vec::with_capacity(ops.len());
+        for op in ops {
+            etags.push(self.apply(&mut tx, op).await?);
+        }
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(etags)
+    }
+
+    /// Checks and applies one operation inside `tx`; answers the new etag
+    /// of an upsert (0 for a delete).
+    async fn apply(&self, tx: &mut Transaction<'static, Any>, op: TransactionOp) -> Result<Etag, ComponentError> {
+        let needs_check = match &op {
+            TransactionOp::Upsert(r) => r.etag.is_some() || r.concurrency == Concurrency::FirstWrite,
+            TransactionOp::Delete(r) => r.etag.is_some(),
+        };
+        let current = if needs_check {
+            let row = sqlx::query(self.queries.current_etag.clone())
+                .bind(op.key().to_owned())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            row.map(|r| r.try_get::<i64, _>(0)).transpose().map_err(|e| self.error(e))?
+        } else {
+            None
+        };
+        check_write(&op, current)?;
+        match op {
+            TransactionOp::Upsert(req) => {
+                let etag = new_etag();
+                let statement = if req.etag.is_none() && req.concurrency == Concurrency::FirstWrite {
+                    // A value that expired still holds the key; clear it so
+                    // the insert meets only live rows.
+                    sqlx::query(self.queries.purge_expired_key.clone())
+                        .bind(req.key.clone())
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(|e| self.error(e))?;
+                    self.queries.insert.clone()
+                } else {
+                    self.queries.upsert.clone()
+                };
+                let key = req.key.clone();
+                let written = write_row(statement, req, etag).execute(&mut **tx).await;
+                match written {
+                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(already_exists(&key)),
+                    Err(e) => Err(self.error(e)),
+                    Ok(_) => Ok(etag),
+                }
+            }
+            TransactionOp::Delete(req) => {
+                sqlx::query(self.queries.delete.clone())
+                    .bind(req.key)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// Binds a row's columns to an INSERT or upsert.
+fn write_row(sql: SqlStr, req: SetRequest, etag: Etag) -> sqlx::query::Query<'static, Any, AnyArguments> {
+    let ttl_ms = req.ttl.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+    sqlx::query(sql).bind(req.key).bind(req.value).bind(etag).bind(ttl_ms)
+}
+
+impl Drop for SqlStore {
+    fn drop(&mut self) {
+        self.cleanup.abort();
+    }
+}
+
+async fn cleanup_loop(pool: AnyPool, sql: SqlStr, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(error) = sqlx::query(sql.clone()).execute(&pool).await {
+            warn!(%error, "Cannot delete expired state rows");
+        }
+    }
+}
+
+/// Maps a database error: lost connections restart the component, lost
+/// races are conflicts the caller may retry.
+pub(super) fn map_error(store: &str, e: sqlx::Error) -> ComponentError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => ComponentError::Fatal(format!("{store} connection failed: {e}")),
+        sqlx::Error::Database(db) => {
+            // Serialization failure, deadlock (PostgreSQL); deadlock, lock
+            // wait timeout (MySQL): another transaction won.
+            let code = db.code().unwrap_or_default();
+            if matches!(code.as_ref(), "40001" | "40P01" | "1213" | "1205") || db.is_unique_violation() {
+                ComponentError::Conflict(format!("{store}: a concurrent write won, retry: {e}"))
+            } else {
+                ComponentError::Internal(format!("{store}: {e}"))
+            }
+        }
+        _ => ComponentError::Internal(format!("{store}: {e}")),
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for SqlStore {
+    async fn health_check(&self) -> Result<(), ComponentError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    async fn close(&self) {
+        self.cleanup.abort();
+        self.pool.close().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for SqlStore {
+    async fn get(&self, key: &str, _consistency: Consistency) -> Result<Option<StateValue>, ComponentError> {
+        self.check_key(key)?;
+        let row: Option<AnyRow> = sqlx::query(self.queries.get.clone())
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let decode = |row: &AnyRow| -> Result<StateValue, sqlx::Error> {
+            let expires_at: Option<i64> = row.try_get(2)?;
+            let now_ms: i64 = row.try_get(3)?;
+            Ok(StateValue {
+                data: row.try_get(0)?,
+                etag: row.try_get(1)?,
+                // Reported on the sidecar's clock, offset as the database
+                // sees it.
+                expires_at: expires_at.map(|at| {
+                    let left = Duration::from_millis(u64::try_from(at - now_ms).unwrap_or(0));
+                    SystemTime::now() + left
+                }),
+            })
+        };
+        decode(&row).map(Some).map_err(|e| self.error(e))
+    }
+
+    async fn set(&self, req: SetRequest) -> Result<Etag, ComponentError> {
+        self.check_key(&req.key)?;
+        if req.etag.is_none() && req.concurrency == Concurrency::LastWrite {
+            // Nothing to check: one statement, no transaction.
+            let etag = new_etag();
+            write_row(self.queries.upsert.clone(), req, etag)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+            return Ok(etag);
+        }
+        let etags = self.apply_all(vec![TransactionOp::Upsert(req)]).await?;
+        Ok(etags.first().copied().unwrap_or_default())
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<(), ComponentError> {
+        self.check_key(&req.key)?;
+        if req.etag.is_none() {
+            sqlx::query(self.queries.delete.clone())
+                .bind(req.key)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+            return Ok(());
+        }
+        self.apply_all(vec![TransactionOp::Delete(req)]).await.map(drop)
+    }
+
+    async fn transact(&self, ops: Vec<TransactionOp>) -> Result<(), ComponentError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        for op in &ops {
+            self.check_key(op.key())?;
+        }
+        self.apply_all(ops).await.map(drop)
+    }
+}
+
+/// Wraps a store for the registry.
+pub(super) fn boxed(store: SqlStore) -> Arc<dyn StateStore> {
+    Arc::new(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(number_params("a = ? AND b = ?"), "a = $1 AND b = $2");
+    }
+
+    #[test]
+    fn only_plain_identifiers_are_table_names() {
+        for ok in ["state", "layotto_state", "public.state", "_t1"] {
+            assert!(is_identifier(ok), "{ok}");
+        }
+        for bad in ["", "1state", "state; DROP TABLE x", "a.b.c", "st-ate", "\"x\""] {
+            assert!(!is_identifier(bad), "{bad}");
+        }
+    }
+}
