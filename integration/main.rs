@@ -6,5 +6,6 @@
 mod api;
 mod process;
 mod shutdown;
+mod state;
 mod supervision;
 mod support;

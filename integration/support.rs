@@ -31,6 +31,25 @@ pub async fn start(toml: &str) -> Runtime {
     Runtime::start(config(toml)).await.expect("runtime starts")
 }
 
+/// Waits until every component is UP; fails the test after 20 s, naming
+/// the ones that are not.
+pub async fn wait_ready(rt: &Runtime) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rt.status().ready() {
+        if Instant::now() > deadline {
+            let down: Vec<String> = rt
+                .status()
+                .components()
+                .into_iter()
+                .filter(|(_, s)| s.health != layotto::supervisor::Health::Up)
+                .map(|(id, s)| format!("{}: {}", id.key(), s.reason))
+                .collect();
+            panic!("components not UP after 20 s: {down:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A token unique to this test run, for names shared with other tests.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -138,4 +157,34 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Whether a backing service answers on `addr`. Outside CI a missing
+/// service skips the test (with a printed reason); under `CI=true` it fails
+/// it, so CI cannot pass by skipping.
+pub fn backend_available(name: &str, addr: &str) -> bool {
+    let reachable = addr
+        .parse::<SocketAddr>()
+        .ok()
+        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok())
+        .is_some();
+    if reachable {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{name} is not reachable on {addr}, and CI=true requires it");
+    }
+    eprintln!("skipping: {name} is not reachable on {addr} (start it with ../shared/services.sh)");
+    false
+}
+
+/// Skips (outside CI) or fails (under CI) the test when `$name` at `$addr`
+/// is down.
+#[macro_export]
+macro_rules! require_backend {
+    ($name:expr, $addr:expr) => {
+        if !$crate::support::backend_available($name, $addr) {
+            return;
+        }
+    };
 }

@@ -11,9 +11,9 @@
 
 mod handle;
 pub mod hello;
-pub mod state;
 mod host;
 mod router;
+pub mod state;
 
 pub use handle::{CallError, ComponentHandle, Slot};
 pub use host::{ChildEvent, ComponentActor, HostSettings, Shutdown};

@@ -280,7 +280,11 @@ pub(crate) fn url_encode(s: &str) -> String {
             'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' => c.to_string(),
             other => {
                 let mut buf = [0u8; 4];
-                other.encode_utf8(&mut buf).bytes().map(|b| format!("%{b:02X}")).collect()
+                other
+                    .encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect()
             }
         })
         .collect()

@@ -42,7 +42,10 @@ pub fn validate(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
         if let Some(v) = spec.meta(key)
             && humantime::parse_duration(v).is_err()
         {
-            errors.push(MetadataError::new(key, format!("'{v}' is not a duration such as \"5s\"")));
+            errors.push(MetadataError::new(
+                key,
+                format!("'{v}' is not a duration such as \"5s\""),
+            ));
         }
     }
 }
@@ -50,7 +53,11 @@ pub fn validate(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
 /// The `redis://` (or `rediss://`) URL the metadata describes.
 pub fn url(spec: &ComponentSpec) -> String {
     let host = spec.meta(REDIS_HOST).unwrap_or("127.0.0.1:6379").trim();
-    let scheme = if spec.meta(ENABLE_TLS) == Some("true") { "rediss" } else { "redis" };
+    let scheme = if spec.meta(ENABLE_TLS) == Some("true") {
+        "rediss"
+    } else {
+        "redis"
+    };
     let user = spec.meta(USERNAME).unwrap_or_default();
     let password = spec.meta(PASSWORD).unwrap_or_default();
     let auth = match (user.is_empty(), password.is_empty()) {

@@ -95,7 +95,9 @@ impl TransactionOp {
 
 /// Why a write was refused: the etag check failed.
 pub fn etag_mismatch(key: &str) -> ComponentError {
-    ComponentError::Conflict(format!("possible etag mismatch for key '{key}': the stored value changed"))
+    ComponentError::Conflict(format!(
+        "possible etag mismatch for key '{key}': the stored value changed"
+    ))
 }
 
 /// Why a first-write was refused.
@@ -128,11 +130,7 @@ pub trait StateStore: Component {
 
     /// Several keys at once, at most `parallelism` in flight; one result per
     /// key, in order, so one key's failure does not fail the others.
-    async fn bulk_get(
-        &self,
-        keys: Vec<String>,
-        parallelism: usize,
-    ) -> Vec<Result<Option<StateValue>, ComponentError>> {
+    async fn bulk_get(&self, keys: Vec<String>, parallelism: usize) -> Vec<Result<Option<StateValue>, ComponentError>> {
         futures::stream::iter(keys)
             .map(|key| async move { self.get(&key, Consistency::Unspecified).await })
             .buffered(parallelism.max(1))
@@ -205,7 +203,10 @@ pub(crate) fn check_key_prefix(spec: &ComponentSpec, errors: &mut Vec<MetadataEr
     if let KeyPrefix::Literal(literal) = KeyPrefix::from_spec(spec)
         && literal.contains(PREFIX_SEPARATOR)
     {
-        errors.push(MetadataError::new(KEY_PREFIX, format!("'{literal}' must not contain '||'")));
+        errors.push(MetadataError::new(
+            KEY_PREFIX,
+            format!("'{literal}' must not contain '||'"),
+        ));
     }
 }
 
@@ -224,10 +225,19 @@ mod tests {
         };
         assert_eq!(KeyPrefix::from_spec(&spec(None)).prefix("app1", "orders"), None);
         assert_eq!(KeyPrefix::from_spec(&spec(Some("none"))).prefix("app1", "orders"), None);
-        assert_eq!(KeyPrefix::from_spec(&spec(Some("appid"))).prefix("app1", "orders"), Some("app1"));
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(Some("appid"))).prefix("app1", "orders"),
+            Some("app1")
+        );
         assert_eq!(KeyPrefix::from_spec(&spec(Some("appid"))).prefix("", "orders"), None);
-        assert_eq!(KeyPrefix::from_spec(&spec(Some("name"))).prefix("app1", "orders"), Some("orders"));
-        assert_eq!(KeyPrefix::from_spec(&spec(Some("shop"))).prefix("app1", "orders"), Some("shop"));
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(Some("name"))).prefix("app1", "orders"),
+            Some("orders")
+        );
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(Some("shop"))).prefix("app1", "orders"),
+            Some("shop")
+        );
     }
 
     #[test]

@@ -66,7 +66,9 @@ impl Runtime for RuntimeService {
         &self,
         req: Request<pb::GetBulkStateRequest>,
     ) -> Result<Response<pb::GetBulkStateResponse>, Status> {
-        state::get_bulk_state(&self.ctx, req.into_inner()).await.map(Response::new)
+        state::get_bulk_state(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn save_state(&self, req: Request<pb::SaveStateRequest>) -> Result<Response<()>, Status> {
@@ -74,18 +76,24 @@ impl Runtime for RuntimeService {
     }
 
     async fn delete_state(&self, req: Request<pb::DeleteStateRequest>) -> Result<Response<()>, Status> {
-        state::delete_state(&self.ctx, req.into_inner()).await.map(Response::new)
+        state::delete_state(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn delete_bulk_state(&self, req: Request<pb::DeleteBulkStateRequest>) -> Result<Response<()>, Status> {
-        state::delete_bulk_state(&self.ctx, req.into_inner()).await.map(Response::new)
+        state::delete_bulk_state(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn execute_state_transaction(
         &self,
         req: Request<pb::ExecuteStateTransactionRequest>,
     ) -> Result<Response<()>, Status> {
-        state::execute_state_transaction(&self.ctx, req.into_inner()).await.map(Response::new)
+        state::execute_state_transaction(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     not_built! {

@@ -156,7 +156,10 @@ pub async fn get_bulk_state(
         }
         items.push(item);
     }
-    let parallelism = usize::try_from(req.parallelism).ok().filter(|p| *p > 0).unwrap_or(DEFAULT_PARALLELISM);
+    let parallelism = usize::try_from(req.parallelism)
+        .ok()
+        .filter(|p| *p > 0)
+        .unwrap_or(DEFAULT_PARALLELISM);
     let (positions, keys): (Vec<usize>, Vec<String>) = wanted.into_iter().unzip();
     let results = store.handle.call(BulkGet { keys, parallelism }).await?;
     for (i, result) in positions.into_iter().zip(results) {
@@ -221,7 +224,10 @@ pub async fn delete_bulk_state(ctx: &ApiContext, req: pb::DeleteBulkStateRequest
     }
 }
 
-pub async fn execute_state_transaction(ctx: &ApiContext, req: pb::ExecuteStateTransactionRequest) -> Result<(), Status> {
+pub async fn execute_state_transaction(
+    ctx: &ApiContext,
+    req: pb::ExecuteStateTransactionRequest,
+) -> Result<(), Status> {
     let store = Store::find(ctx, &req.store_name, "storeName")?;
     let mut ops = Vec::with_capacity(req.operations.len());
     for (i, op) in req.operations.into_iter().enumerate() {

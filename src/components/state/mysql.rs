@@ -18,7 +18,9 @@ pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
     build: |spec| {
         async move {
             let url = url(&spec)?;
-            SqlStore::connect(&DIALECT, &url, SqlSettings::from_spec(&spec)).await.map(sql::boxed)
+            SqlStore::connect(&DIALECT, &url, SqlSettings::from_spec(&spec))
+                .await
+                .map(sql::boxed)
         }
         .boxed()
     },
@@ -88,9 +90,18 @@ mod tests {
     #[test]
     fn go_driver_dsns_become_urls() {
         let spec = |dsn: &str| ComponentSpec::new("s", "mysql").with_metadata(CONNECTION_STRING, dsn);
-        assert_eq!(url(&spec("root:pw@tcp(db:3307)/test?parseTime=true")).expect("url"), "mysql://root:pw@db:3307/test");
-        assert_eq!(url(&spec("root@tcp(127.0.0.1:3306)/test")).expect("url"), "mysql://root@127.0.0.1:3306/test");
-        assert_eq!(url(&spec("mysql://root@127.0.0.1:3306/test")).expect("url"), "mysql://root@127.0.0.1:3306/test");
+        assert_eq!(
+            url(&spec("root:pw@tcp(db:3307)/test?parseTime=true")).expect("url"),
+            "mysql://root:pw@db:3307/test"
+        );
+        assert_eq!(
+            url(&spec("root@tcp(127.0.0.1:3306)/test")).expect("url"),
+            "mysql://root@127.0.0.1:3306/test"
+        );
+        assert_eq!(
+            url(&spec("mysql://root@127.0.0.1:3306/test")).expect("url"),
+            "mysql://root@127.0.0.1:3306/test"
+        );
         assert!(url(&spec("nonsense")).is_err());
     }
 }

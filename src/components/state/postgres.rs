@@ -18,7 +18,9 @@ pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
     build: |spec| {
         async move {
             let url = url(&spec)?;
-            SqlStore::connect(&DIALECT, &url, SqlSettings::from_spec(&spec)).await.map(sql::boxed)
+            SqlStore::connect(&DIALECT, &url, SqlSettings::from_spec(&spec))
+                .await
+                .map(sql::boxed)
         }
         .boxed()
     },
@@ -69,7 +71,9 @@ fn url(spec: &ComponentSpec) -> Result<String, BuildError> {
     let mut params = Vec::new();
     for pair in dsn.split_whitespace() {
         let Some((k, v)) = pair.split_once('=') else {
-            return Err(BuildError(format!("postgresql: connectionString: '{pair}' is not key=value")));
+            return Err(BuildError(format!(
+                "postgresql: connectionString: '{pair}' is not key=value"
+            )));
         };
         let v = v.trim_matches('\'').to_owned();
         match k {
@@ -86,7 +90,11 @@ fn url(spec: &ComponentSpec) -> Result<String, BuildError> {
         (false, true) => format!("{}@", url_encode(&user)),
         (false, false) => format!("{}:{}@", url_encode(&user), url_encode(&password)),
     };
-    let query = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
+    let query = if params.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", params.join("&"))
+    };
     Ok(format!("postgres://{auth}{host}:{port}/{database}{query}"))
 }
 
@@ -96,9 +104,14 @@ mod tests {
 
     #[test]
     fn key_value_dsns_become_urls() {
-        let spec = ComponentSpec::new("s", "postgresql")
-            .with_metadata(CONNECTION_STRING, "host=db port=5433 user=app password=p@ss dbname=orders sslmode=disable");
-        assert_eq!(url(&spec).expect("url"), "postgres://app:p%40ss@db:5433/orders?sslmode=disable");
+        let spec = ComponentSpec::new("s", "postgresql").with_metadata(
+            CONNECTION_STRING,
+            "host=db port=5433 user=app password=p@ss dbname=orders sslmode=disable",
+        );
+        assert_eq!(
+            url(&spec).expect("url"),
+            "postgres://app:p%40ss@db:5433/orders?sslmode=disable"
+        );
         let spec = ComponentSpec::new("s", "postgresql").with_metadata(CONNECTION_STRING, "postgres://u@h/d");
         assert_eq!(url(&spec).expect("url"), "postgres://u@h/d");
     }

@@ -107,7 +107,11 @@ impl RedisStore {
                         .arg("u")
                         .arg(req.value.as_slice())
                         .arg(req.etag.map(|e| e.to_string()).unwrap_or_default())
-                        .arg(if req.concurrency == Concurrency::FirstWrite { "1" } else { "0" })
+                        .arg(if req.concurrency == Concurrency::FirstWrite {
+                            "1"
+                        } else {
+                            "0"
+                        })
                         .arg(etag)
                         .arg(req.ttl.map(|t| t.as_millis().max(1).to_string()).unwrap_or_default());
                 }
@@ -186,7 +190,10 @@ impl StateStore for RedisStore {
             pipe.cmd("HMGET").arg(key).arg("data").arg("version");
         }
         let mut conn = self.conn.clone();
-        match pipe.query_async::<Vec<(Option<Vec<u8>>, Option<String>)>>(&mut conn).await {
+        match pipe
+            .query_async::<Vec<(Option<Vec<u8>>, Option<String>)>>(&mut conn)
+            .await
+        {
             Ok(rows) => rows
                 .into_iter()
                 .map(|(data, version)| {

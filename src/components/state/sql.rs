@@ -79,15 +79,22 @@ impl Queries {
             AssertSqlSafe(sql).into_sql_str()
         };
         Queries {
-            get: q(format!("SELECT value, etag, expires_at, {now} AS now_ms FROM {table} WHERE id = ? AND {alive}")),
-            current_etag: q(format!("SELECT etag FROM {table} WHERE id = ? AND {alive}{}", d.lock_clause)),
+            get: q(format!(
+                "SELECT value, etag, expires_at, {now} AS now_ms FROM {table} WHERE id = ? AND {alive}"
+            )),
+            current_etag: q(format!(
+                "SELECT etag FROM {table} WHERE id = ? AND {alive}{}",
+                d.lock_clause
+            )),
             upsert: q(format!("{insert} {}", d.upsert_clause)),
             insert: q(insert.clone()),
             purge_expired_key: q(format!(
                 "DELETE FROM {table} WHERE id = ? AND expires_at IS NOT NULL AND expires_at <= {now}"
             )),
             delete: q(format!("DELETE FROM {table} WHERE id = ?")),
-            cleanup: q(format!("DELETE FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= {now}")),
+            cleanup: q(format!(
+                "DELETE FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= {now}"
+            )),
         }
     }
 }
@@ -173,14 +180,22 @@ impl SqlStore {
             .await
             .map_err(|e| fail("cannot connect", e))?;
         for ddl in (dialect.create)(&settings.table) {
-            sqlx::query(AssertSqlSafe(ddl))
-                .execute(&pool)
-                .await
-                .map_err(|e| fail(&format!("cannot create table {}", settings.table), e))?;
+            match sqlx::query(AssertSqlSafe(ddl)).execute(&pool).await {
+                Ok(_) => {}
+                // Sidecars starting together race to create the table; in
+                // PostgreSQL `IF NOT EXISTS` does not stop the loser from
+                // failing (42P07, or 23505 on the catalog). The table is there.
+                Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("42P07" | "23505")) => {}
+                Err(e) => return Err(fail(&format!("cannot create table {}", settings.table), e)),
+            }
         }
         let queries = Queries::new(dialect, &settings.table);
-        let cleanup = tokio::spawn(cleanup_loop(pool.clone(), queries.cleanup.clone(), settings.cleanup_every))
-            .abort_handle();
+        let cleanup = tokio::spawn(cleanup_loop(
+            pool.clone(),
+            queries.cleanup.clone(),
+            settings.cleanup_every,
+        ))
+        .abort_handle();
         Ok(SqlStore {
             dialect,
             pool,
@@ -230,7 +245,9 @@ impl SqlStore {
                 .fetch_optional(&mut **tx)
                 .await
                 .map_err(|e| self.error(e))?;
-            row.map(|r| r.try_get::<i64, _>(0)).transpose().map_err(|e| self.error(e))?
+            row.map(|r| r.try_get::<i64, _>(0))
+                .transpose()
+                .map_err(|e| self.error(e))?
         } else {
             None
         };

@@ -18,7 +18,9 @@ pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
     build: |spec| {
         async move {
             let url = url(&spec)?;
-            SqlStore::connect(&DIALECT, &url, SqlSettings::from_spec(&spec)).await.map(sql::boxed)
+            SqlStore::connect(&DIALECT, &url, SqlSettings::from_spec(&spec))
+                .await
+                .map(sql::boxed)
         }
         .boxed()
     },
@@ -35,7 +37,10 @@ static DIALECT: Dialect = Dialect {
                 "CREATE TABLE IF NOT EXISTS {table} (id TEXT NOT NULL PRIMARY KEY, value BLOB NOT NULL, \
                  etag INTEGER NOT NULL, expires_at INTEGER)"
             ),
-            format!("CREATE INDEX IF NOT EXISTS {}_expires_at ON {table} (expires_at)", table.replace('.', "_")),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {}_expires_at ON {table} (expires_at)",
+                table.replace('.', "_")
+            ),
         ]
     },
     upsert_clause: "ON CONFLICT (id) DO UPDATE SET value = excluded.value, etag = excluded.etag, \
