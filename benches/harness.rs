@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 /// How hard and how long to push.
+#[derive(Clone)]
 pub struct Load {
     pub rounds: usize,
     pub seconds: f64,
@@ -30,11 +31,21 @@ impl Load {
         }
     }
 
-    /// Runs `call` from `concurrency` tasks spread over `channels` for the
-    /// round's duration, on the client's thread.
-    pub async fn run<F, Fut, E>(&self, client: &Client, channels: &[Channel], call: F) -> Sample
+    /// The same load with `n` calls in flight.
+    pub fn with_concurrency(&self, n: usize) -> Load {
+        Load {
+            concurrency: n,
+            ..self.clone()
+        }
+    }
+
+    /// Runs `call` from `concurrency` tasks spread over `conns` (gRPC
+    /// channels, or any other client) for the round's duration, on the
+    /// client's thread.
+    pub async fn run<C, F, Fut, E>(&self, client: &Client, conns: &[C], call: F) -> Sample
     where
-        F: Fn(Channel) -> Fut + Clone + Send + 'static,
+        C: Clone + Send + 'static,
+        F: Fn(C) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send,
         E: Send + 'static,
     {
@@ -43,14 +54,14 @@ impl Load {
         let deadline = started + duration;
         let tasks: Vec<_> = (0..self.concurrency)
             .map(|i| {
-                let channel = channels[i % channels.len()].clone();
+                let conn = conns[i % conns.len()].clone();
                 let call = call.clone();
                 client.0.spawn(async move {
                     let mut latencies = Vec::new();
                     let mut errors = 0u64;
                     while Instant::now() < deadline {
                         let t = Instant::now();
-                        match call(channel.clone()).await {
+                        match call(conn.clone()).await {
                             Ok(()) => latencies.push(t.elapsed().as_micros() as u32),
                             Err(_) => errors += 1,
                         }
@@ -102,6 +113,12 @@ impl Client {
                 Ok(out)
             })
             .await?
+    }
+
+    /// Runs a future on the client thread (to create clients whose tasks
+    /// must live there).
+    pub async fn spawn<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> anyhow::Result<T> {
+        Ok(self.0.spawn(f).await?)
     }
 }
 
@@ -191,13 +208,24 @@ impl Report {
         }
     }
 
+    /// Records a result line computed from the medians.
+    pub fn note(&mut self, line: String) {
+        eprintln!("{line}");
+        self.ratios.push(line);
+    }
+
+    /// Median p50 and p99 latency of a variant, in microseconds.
+    pub fn latency(&self, variant: &str) -> (f64, f64) {
+        self.medians(variant).map(|m| (m.1, m.2)).unwrap_or_default()
+    }
+
     /// Writes the report's section of docs/benchmarks.md (unless
     /// `BENCH_WRITE=0`).
     pub fn finish(&self, load: &Load) -> std::io::Result<()> {
         let mut md = format!(
             "### {}\n\n{}. Measured {} by `cargo bench --bench runtime -- {}`: {} rounds of {} s per variant, alternating, \
-             {} calls in flight over {} connections, client and server in one process on this {}-core machine. \
-             Medians over rounds.\n\n| variant | calls/s | p50 µs | p99 µs | calls | errors |\n|---|---:|---:|---:|---:|---:|\n",
+             {} calls in flight over {} connections (unless a variant says otherwise), client and server in one process \
+             on this {}-core machine. Medians over rounds.\n\n| variant | calls/s | p50 µs | p99 µs | calls | errors |\n|---|---:|---:|---:|---:|---:|\n",
             self.name,
             self.title,
             humantime::format_rfc3339_seconds(SystemTime::now()),

@@ -28,7 +28,9 @@ use layotto::metrics::Metrics;
 use layotto::proto::bench::echo_client::EchoClient;
 use layotto::proto::bench::echo_server::{Echo, EchoServer};
 use layotto::proto::runtime::v1::runtime_client::RuntimeClient;
-use layotto::proto::runtime::v1::{SayHelloRequest, SayHelloResponse};
+use layotto::proto::runtime::v1::{
+    GetStateRequest, GetStateResponse, SaveStateRequest, SayHelloRequest, SayHelloResponse, StateItem,
+};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -44,20 +46,30 @@ fn main() -> anyhow::Result<()> {
         if wanted("actor-hop") {
             actor_hop().await?;
         }
+        if wanted("state-memory") {
+            state_memory().await?;
+        }
+        if wanted("state-redis") {
+            state_redis().await?;
+        }
         anyhow::Ok(())
     })
+}
+
+/// A sidecar on free ports with the given components.
+async fn sidecar(components: &str) -> anyhow::Result<Runtime> {
+    let mut config = config::load_str(components, Format::Toml, "bench", Some(BTreeMap::new()))?;
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.grpc = any;
+    config.server.actuator = any;
+    config.server.dapr_http = None;
+    Ok(Runtime::start(config).await?)
 }
 
 /// SayHello through the component actor, against the same answer given in
 /// the gRPC handler on the same server stack.
 async fn actor_hop() -> anyhow::Result<()> {
-    let toml = "[hellos.helloworld]\ntype = \"helloworld\"\nhello = \"greeting\"\n[log]\nlevel = \"warn\"\n";
-    let mut config = config::load_str(toml, Format::Toml, "bench", Some(BTreeMap::new()))?;
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.server.grpc = any;
-    config.server.actuator = any;
-    config.server.dapr_http = None;
-    let sidecar = Runtime::start(config).await?;
+    let sidecar = sidecar("[hellos.helloworld]\ntype = \"helloworld\"\nhello = \"greeting\"\n").await?;
     let echo = serve_echo().await?;
 
     let load = Load::from_env();
@@ -101,8 +113,138 @@ fn request() -> SayHelloRequest {
     }
 }
 
-/// The baseline: the same answer (`HelloWorld::greet`) computed in the gRPC
-/// handler, behind the same metrics layer, with no actor in between.
+/// GetState and SaveState on the in-memory store through the sidecar,
+/// against a bare gRPC server on the same stack that answers them in the
+/// handler with a fixed value (no routing, no actor, no store).
+async fn state_memory() -> anyhow::Result<()> {
+    let sidecar = sidecar("[state.s]\ntype = \"in-memory\"\n").await?;
+    let echo = serve_echo().await?;
+    let load = Load::from_env();
+    let client = Client::start()?;
+    let sidecar_clients = client.channels(sidecar.grpc_addr(), load.connections).await?;
+    let echo_clients = client.channels(echo, load.connections).await?;
+    RuntimeClient::new(sidecar_clients[0].clone())
+        .save_state(save_request())
+        .await?;
+
+    let mut report = Report::new(
+        "state-memory",
+        "GetState and SaveState of a 64-byte value on the in-memory store, through the sidecar vs a bare gRPC echo server",
+    );
+    for _ in 0..load.rounds {
+        let get = |c| async move { RuntimeClient::new(c).get_state(get_request()).await.map(drop) };
+        report.add("GetState, sidecar", load.run(&client, &sidecar_clients, get).await);
+        let get = |c| async move { EchoClient::new(c).get_state(get_request()).await.map(drop) };
+        report.add("GetState, echo server", load.run(&client, &echo_clients, get).await);
+        let save = |c| async move { RuntimeClient::new(c).save_state(save_request()).await.map(drop) };
+        report.add("SaveState, sidecar", load.run(&client, &sidecar_clients, save).await);
+        let save = |c| async move { EchoClient::new(c).save_state(save_request()).await.map(drop) };
+        report.add("SaveState, echo server", load.run(&client, &echo_clients, save).await);
+    }
+    report.ratio(
+        "GetState, sidecar",
+        "GetState, echo server",
+        "GetState throughput, sidecar / echo (target >= 0.80)",
+    );
+    report.ratio(
+        "SaveState, sidecar",
+        "SaveState, echo server",
+        "SaveState throughput, sidecar / echo (target >= 0.80)",
+    );
+    report.finish(&load).context("writing docs/benchmarks.md")?;
+    sidecar.shutdown().await;
+    Ok(())
+}
+
+/// GetState on Redis through the sidecar, against the same read (`HMGET key
+/// data version`) sent straight to the same Redis with the `redis` crate,
+/// one call at a time: the difference is the latency the sidecar adds.
+async fn state_redis() -> anyhow::Result<()> {
+    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+        eprintln!("state-redis: skipped, no Redis on 127.0.0.1:6379");
+        return Ok(());
+    }
+    let sidecar = sidecar("[state.s]\ntype = \"redis\"\nmetadata = { redisHost = \"127.0.0.1:6379\" }\n").await?;
+    let load = Load::from_env();
+    let sequential = load.with_concurrency(1);
+    let client = Client::start()?;
+    let sidecar_clients = client.channels(sidecar.grpc_addr(), 1).await?;
+    let echo = serve_echo().await?;
+    let echo_clients = client.channels(echo, 1).await?;
+    RuntimeClient::new(sidecar_clients[0].clone())
+        .save_state(save_request())
+        .await?;
+    let direct = client
+        .spawn(async {
+            let redis = redis::Client::open("redis://127.0.0.1:6379/0")?;
+            redis.get_connection_manager().await
+        })
+        .await??;
+    let directs = vec![direct];
+
+    let mut report = Report::new(
+        "state-redis",
+        "GetState of a 64-byte value on Redis through the sidecar vs the same HMGET sent directly with the redis crate, one call in flight",
+    );
+    for _ in 0..load.rounds {
+        let get = |c| async move { RuntimeClient::new(c).get_state(get_request()).await.map(drop) };
+        report.add(
+            "GetState via sidecar",
+            sequential.run(&client, &sidecar_clients, get).await,
+        );
+        let hmget = |mut c: redis::aio::ConnectionManager| async move {
+            redis::cmd("HMGET")
+                .arg(BENCH_KEY)
+                .arg("data")
+                .arg("version")
+                .query_async::<(Option<Vec<u8>>, Option<String>)>(&mut c)
+                .await
+                .map(drop)
+        };
+        report.add("HMGET direct", sequential.run(&client, &directs, hmget).await);
+        let get = |c| async move { EchoClient::new(c).get_state(get_request()).await.map(drop) };
+        report.add(
+            "GetState, echo server (gRPC floor)",
+            sequential.run(&client, &echo_clients, get).await,
+        );
+    }
+    let (sidecar_p50, sidecar_p99) = report.latency("GetState via sidecar");
+    let (direct_p50, direct_p99) = report.latency("HMGET direct");
+    report.note(format!(
+        "**{:.0} µs** p50 added by the sidecar (target <= 100 µs); p99 added {:.0} µs",
+        sidecar_p50 - direct_p50,
+        sidecar_p99 - direct_p99
+    ));
+    report.finish(&sequential).context("writing docs/benchmarks.md")?;
+    sidecar.shutdown().await;
+    Ok(())
+}
+
+const BENCH_KEY: &str = "layotto-bench-key";
+
+fn get_request() -> GetStateRequest {
+    GetStateRequest {
+        store_name: "s".into(),
+        key: BENCH_KEY.into(),
+        ..Default::default()
+    }
+}
+
+fn save_request() -> SaveStateRequest {
+    SaveStateRequest {
+        store_name: "s".into(),
+        states: vec![StateItem {
+            key: BENCH_KEY.into(),
+            value: vec![b'x'; 64],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The baseline: the same answers computed in the gRPC handler, behind the
+/// same metrics layer, with no actor in between: SayHello greets with
+/// `HelloWorld::greet`; GetState answers a fixed 64-byte value, SaveState
+/// nothing.
 struct DirectHello(HelloWorld);
 
 #[tonic::async_trait]
@@ -114,18 +256,42 @@ impl Echo for DirectHello {
             data: req.data,
         }))
     }
+
+    async fn get_state(&self, _req: Request<GetStateRequest>) -> Result<Response<GetStateResponse>, Status> {
+        Ok(Response::new(GetStateResponse {
+            data: vec![b'x'; 64],
+            etag: "1".into(),
+            metadata: Default::default(),
+        }))
+    }
+
+    async fn save_state(&self, _req: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
+        Ok(Response::new(()))
+    }
 }
 
+/// Serves the baseline on a single-threaded runtime of its own, as the
+/// sidecar serves on its event loop: the same stack, the same threads.
 async fn serve_echo() -> anyhow::Result<SocketAddr> {
     let hello = HelloWorld::new(&ComponentSpec::new("helloworld", "helloworld").with_metadata("hello", "greeting"));
-    let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?.with_nodelay(Some(true));
+    let incoming = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    incoming.set_nonblocking(true)?;
     let addr = incoming.local_addr()?;
-    let layer = GrpcMetricsLayer::new(Metrics::new(), layotto::api::grpc::served_methods());
-    tokio::spawn(
-        Server::builder()
-            .layer(layer)
-            .add_service(EchoServer::new(DirectHello(hello)))
-            .serve_with_incoming(incoming),
-    );
+    std::thread::Builder::new().name("bench-echo".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("echo runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(incoming).expect("echo listener");
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let layer = GrpcMetricsLayer::new(Metrics::new(), layotto::api::grpc::served_methods());
+            let _ = Server::builder()
+                .layer(layer)
+                .add_service(EchoServer::new(DirectHello(hello)))
+                .serve_with_incoming(incoming)
+                .await;
+        });
+    })?;
     Ok(addr)
 }

@@ -3,7 +3,7 @@
 //! Dapr HTTP endpoints.
 
 use futures::StreamExt;
-use layotto::proto::runtime::v1::{GetStateRequest, SayHelloRequest};
+use layotto::proto::runtime::v1::{GetStateRequest, PublishEventRequest, SayHelloRequest};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -77,6 +77,16 @@ async fn a_block_with_no_components_is_a_failed_precondition() {
     let err = say_hello(&mut client, "helloworld", "x").await.expect_err("none");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(err.message(), "no hellos component is configured");
+    let err = client
+        .get_state(GetStateRequest {
+            store_name: "s".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no state store");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.message(), "no state component is configured");
     rt.shutdown().await;
 }
 
@@ -85,15 +95,15 @@ async fn rpcs_not_built_yet_are_unimplemented_naming_themselves() {
     let rt = support::start(TWO_HELLOS).await;
     let mut client = support::client(&rt).await;
     let err = client
-        .get_state(GetStateRequest {
-            store_name: "s".into(),
-            key: "k".into(),
+        .publish_event(PublishEventRequest {
+            pubsub_name: "p".into(),
+            topic: "t".into(),
             ..Default::default()
         })
         .await
         .expect_err("not built");
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("Runtime/GetState"), "{}", err.message());
+    assert!(err.message().contains("Runtime/PublishEvent"), "{}", err.message());
     rt.shutdown().await;
 }
 

@@ -7,5 +7,6 @@ mod api;
 mod process;
 mod shutdown;
 mod state;
+mod state_faults;
 mod supervision;
 mod support;

@@ -188,3 +188,80 @@ macro_rules! require_backend {
         }
     };
 }
+
+/// A Redis server of the test's own on a free port, for fault tests: it can
+/// be killed and started again without touching the shared one.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one, or answers `None` (skip, outside CI) when `redis-server`
+    /// is not installed.
+    pub fn start() -> Option<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut redis = PrivateRedis { port, child: None };
+        if !redis.spawn() {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("redis-server is not installed, and CI=true requires it");
+            }
+            eprintln!("skipping: redis-server is not installed");
+            return None;
+        }
+        Some(redis)
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "private redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL) and waits for it to go.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(self.spawn(), "redis-server restarts");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

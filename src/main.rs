@@ -98,10 +98,9 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("layotto-io")
-        .build()?;
+    // The sidecar runs on its own event-loop thread; this one only waits
+    // for a signal or a failure.
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     tokio.block_on(async {
         let mut runtime = Runtime::start(config).await?;
         let outcome = tokio::select! {

@@ -1,6 +1,13 @@
 //! Puts the sidecar together: listeners, supervision tree, API servers; and
 //! takes it apart again in order.
 //!
+//! Everything runs on one event loop (a thread running an actix system):
+//! the gRPC and HTTP servers, the supervisors and every component actor. A
+//! request is decoded, routed to its component's actor and answered without
+//! leaving that thread, so the actor hop is a local message, not a thread
+//! wake-up. Components are async and never block; blocking client libraries
+//! (SQLite) run on threads of their own.
+//!
 //! Start-up: bind every listener (a taken port fails at once), serve the
 //! actuator (readiness shows start-up progress), start the supervision tree,
 //! wait up to `init_timeout` for each component's first build, serve gRPC,
@@ -16,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -24,7 +31,7 @@ use tracing::{info, warn};
 use crate::api::{self, ApiContext};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::supervisor::{Escalation, Health, Slots, StartError, StatusRegistry, SupervisorHandle};
+use crate::supervisor::{Escalation, Health, Slots, StatusRegistry, SupervisorHandle};
 
 /// Why the runtime could not start, or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -35,146 +42,74 @@ pub enum RuntimeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Supervisor(#[from] StartError),
     #[error("components failed to start and supervisor.fail_fast is on: {}", .0.join("; "))]
     StartupFailed(Vec<String>),
     #[error("component {component} exceeded its restart intensity and supervisor.fail_fast is on: {reason}")]
     Escalated { component: String, reason: String },
     #[error("the gRPC server stopped: {0}")]
     Grpc(String),
+    #[error("the runtime's event loop failed: {0}")]
+    EventLoop(String),
 }
 
-type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
-
-/// A running sidecar.
+/// A running sidecar, seen from outside its event loop. Dropping it shuts
+/// the sidecar down.
 pub struct Runtime {
     grpc_addr: SocketAddr,
     actuator_addr: SocketAddr,
     dapr_http_addr: Option<SocketAddr>,
     status: Arc<StatusRegistry>,
     metrics: Arc<Metrics>,
-    supervisor: Option<SupervisorHandle>,
-    escalations: mpsc::UnboundedReceiver<Escalation>,
-    /// The gRPC server's stop switch and task, once it serves.
-    grpc: Option<(watch::Sender<bool>, GrpcTask)>,
-    http_stop: watch::Sender<bool>,
-    http_tasks: Vec<JoinHandle<std::io::Result<()>>>,
-    grace: Duration,
-    init_timeout: Duration,
+    stop: Option<oneshot::Sender<()>>,
+    failures: mpsc::UnboundedReceiver<RuntimeError>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| RuntimeError::Bind { what, addr, source })
-}
-
-fn local_addr(listener: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<SocketAddr, RuntimeError> {
-    listener
-        .local_addr()
-        .map_err(|source| RuntimeError::Bind { what, addr, source })
-}
-
-/// Resolves when `stop` turns true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
+/// What the event loop reports once it serves.
+struct Started {
+    grpc_addr: SocketAddr,
+    actuator_addr: SocketAddr,
+    dapr_http_addr: Option<SocketAddr>,
+    status: Arc<StatusRegistry>,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
-    /// Starts a sidecar from a validated config. Addresses with port 0 get a
-    /// free port; see [`Runtime::grpc_addr`] and friends.
+    /// Starts a sidecar from a validated config on an event-loop thread of
+    /// its own. Addresses with port 0 get a free port; see
+    /// [`Runtime::grpc_addr`] and friends.
     pub async fn start(config: Config) -> Result<Runtime, RuntimeError> {
-        let server = &config.server;
-        let grpc_listener = bind("gRPC", server.grpc).await?;
-        let actuator_listener = bind("actuator", server.actuator).await?;
-        let dapr_listener = match server.dapr_http {
-            Some(addr) => Some((bind("Dapr HTTP", addr).await?, addr)),
-            None => None,
+        let (started_tx, started_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (failures_tx, failures_rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("layotto-runtime".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                system.block_on(event_loop(config, started_tx, stop_rx, failures_tx));
+            })
+            .map_err(|e| RuntimeError::EventLoop(format!("cannot spawn its thread: {e}")))?;
+        let join = |thread: std::thread::JoinHandle<()>| async move {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         };
-        let grpc_addr = local_addr(&grpc_listener, "gRPC", server.grpc)?;
-        let actuator_addr = local_addr(&actuator_listener, "actuator", server.actuator)?;
-        let dapr_http_addr = match &dapr_listener {
-            Some((listener, addr)) => Some(local_addr(listener, "Dapr HTTP", *addr)?),
-            None => None,
-        };
-
-        let metrics = Metrics::new();
-        let status = StatusRegistry::new(metrics.clone());
-        let slots = Slots::new(&config, &status);
-        let router = slots.router();
-        let (escalate, escalations) = mpsc::unbounded_channel();
-        let supervisor = SupervisorHandle::start(slots, config.supervisor.clone(), escalate).await?;
-
-        let ctx = Arc::new(ApiContext {
-            router,
-            app: config.app.clone(),
-            status: status.clone(),
-            metrics: metrics.clone(),
-            supervisor: supervisor.probe(),
-        });
-
-        let (http_stop, http_stop_rx) = watch::channel(false);
-        let mut http_tasks = vec![tokio::spawn(api::actuator::serve(
-            ctx.clone(),
-            actuator_listener,
-            stopped(http_stop_rx.clone()),
-        ))];
-        if let Some((listener, _)) = dapr_listener {
-            http_tasks.push(tokio::spawn(api::dapr_http::serve(
-                ctx.clone(),
-                listener,
-                stopped(http_stop_rx),
-            )));
-        }
-
-        let mut runtime = Runtime {
-            grpc_addr,
-            actuator_addr,
-            dapr_http_addr,
-            status: status.clone(),
-            metrics,
-            supervisor: Some(supervisor),
-            escalations,
-            grpc: None,
-            http_stop,
-            http_tasks,
-            grace: config.server.shutdown_grace_period,
-            init_timeout: config.supervisor.init_timeout,
-        };
-
-        runtime.await_first_builds().await;
-        if config.supervisor.fail_fast {
-            let failed: Vec<String> = status
-                .components()
-                .into_iter()
-                .filter(|(_, s)| s.health != Health::Up)
-                .map(|(id, s)| format!("{}: {}", id.key(), s.reason))
-                .collect();
-            if !failed.is_empty() {
-                runtime.shutdown().await;
-                return Err(RuntimeError::StartupFailed(failed));
+        match started_rx.await {
+            Ok(Ok(started)) => Ok(Runtime {
+                grpc_addr: started.grpc_addr,
+                actuator_addr: started.actuator_addr,
+                dapr_http_addr: started.dapr_http_addr,
+                status: started.status,
+                metrics: started.metrics,
+                stop: Some(stop_tx),
+                failures: failures_rx,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                join(thread).await;
+                Err(e)
             }
-        }
-
-        let (grpc_stop, grpc_stop_rx) = watch::channel(false);
-        let grpc_task = tokio::spawn(api::grpc::serve(ctx, grpc_listener, stopped(grpc_stop_rx)));
-        runtime.grpc = Some((grpc_stop, grpc_task));
-        status.set_runtime(Health::Up, "");
-        info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, "Layotto is serving");
-        Ok(runtime)
-    }
-
-    /// Waits until every component has finished its first build (UP or
-    /// DOWN), or the init timeout passes.
-    async fn await_first_builds(&self) {
-        // The build itself is bounded by init_timeout; allow for the report.
-        let deadline = Instant::now() + self.init_timeout + Duration::from_secs(1);
-        let mut changes = self.status.subscribe();
-        while self.status.components().iter().any(|(_, s)| s.health == Health::Init) {
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-                warn!("Some components are still starting; serving anyway");
-                return;
+            Err(_) => {
+                join(thread).await;
+                Err(RuntimeError::EventLoop("it ended during start-up".into()))
             }
         }
     }
@@ -202,6 +137,195 @@ impl Runtime {
     /// Resolves when the runtime cannot go on: an escalation under
     /// `fail_fast`, or the gRPC server failing.
     pub async fn failed(&mut self) -> RuntimeError {
+        match self.failures.recv().await {
+            Some(e) => e,
+            None => RuntimeError::EventLoop("it ended".into()),
+        }
+    }
+
+    /// Stops the sidecar gracefully (see the module docs) and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind { what, addr, source })
+}
+
+fn local_addr(listener: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<SocketAddr, RuntimeError> {
+    listener
+        .local_addr()
+        .map_err(|source| RuntimeError::Bind { what, addr, source })
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Runs the sidecar on the current thread until `stop` fires (or its sender
+/// is dropped), reporting start-up on `started` and failures on `failures`.
+async fn event_loop(
+    config: Config,
+    started: oneshot::Sender<Result<Started, RuntimeError>>,
+    mut stop: oneshot::Receiver<()>,
+    failures: mpsc::UnboundedSender<RuntimeError>,
+) {
+    let mut serving = match Serving::start(config).await {
+        Ok(serving) => serving,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let report = Started {
+        grpc_addr: serving.grpc_addr,
+        actuator_addr: serving.actuator_addr,
+        dapr_http_addr: serving.dapr_http_addr,
+        status: serving.status.clone(),
+        metrics: serving.metrics.clone(),
+    };
+    if started.send(Ok(report)).is_err() {
+        serving.shutdown().await;
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            failure = serving.failure() => {
+                // Reported to the owner, who decides to shut down.
+                let _ = failures.send(failure);
+            }
+        }
+    }
+    serving.shutdown().await;
+}
+
+/// The parts of a serving sidecar, owned by the event loop.
+struct Serving {
+    grpc_addr: SocketAddr,
+    actuator_addr: SocketAddr,
+    dapr_http_addr: Option<SocketAddr>,
+    status: Arc<StatusRegistry>,
+    metrics: Arc<Metrics>,
+    supervisor: Option<SupervisorHandle>,
+    escalations: mpsc::UnboundedReceiver<Escalation>,
+    /// The gRPC server's stop switch and task, once it serves.
+    grpc: Option<(watch::Sender<bool>, GrpcTask)>,
+    http_stop: watch::Sender<bool>,
+    http_tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    grace: Duration,
+    init_timeout: Duration,
+}
+
+impl Serving {
+    async fn start(config: Config) -> Result<Serving, RuntimeError> {
+        let server = &config.server;
+        let grpc_listener = bind("gRPC", server.grpc).await?;
+        let actuator_listener = bind("actuator", server.actuator).await?;
+        let dapr_listener = match server.dapr_http {
+            Some(addr) => Some((bind("Dapr HTTP", addr).await?, addr)),
+            None => None,
+        };
+        let grpc_addr = local_addr(&grpc_listener, "gRPC", server.grpc)?;
+        let actuator_addr = local_addr(&actuator_listener, "actuator", server.actuator)?;
+        let dapr_http_addr = match &dapr_listener {
+            Some((listener, addr)) => Some(local_addr(listener, "Dapr HTTP", *addr)?),
+            None => None,
+        };
+
+        let metrics = Metrics::new();
+        let status = StatusRegistry::new(metrics.clone());
+        let slots = Slots::new(&config, &status);
+        let router = slots.router();
+        let (escalate, escalations) = mpsc::unbounded_channel();
+        let supervisor = SupervisorHandle::start(slots, config.supervisor.clone(), escalate);
+
+        let ctx = Arc::new(ApiContext {
+            router,
+            app: config.app.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            supervisor: supervisor.probe(),
+        });
+
+        let (http_stop, http_stop_rx) = watch::channel(false);
+        let mut http_tasks = vec![tokio::spawn(api::actuator::serve(
+            ctx.clone(),
+            actuator_listener,
+            stopped(http_stop_rx.clone()),
+        ))];
+        if let Some((listener, _)) = dapr_listener {
+            http_tasks.push(tokio::spawn(api::dapr_http::serve(
+                ctx.clone(),
+                listener,
+                stopped(http_stop_rx),
+            )));
+        }
+
+        let mut serving = Serving {
+            grpc_addr,
+            actuator_addr,
+            dapr_http_addr,
+            status: status.clone(),
+            metrics,
+            supervisor: Some(supervisor),
+            escalations,
+            grpc: None,
+            http_stop,
+            http_tasks,
+            grace: config.server.shutdown_grace_period,
+            init_timeout: config.supervisor.init_timeout,
+        };
+
+        serving.await_first_builds().await;
+        if config.supervisor.fail_fast {
+            let failed: Vec<String> = status
+                .components()
+                .into_iter()
+                .filter(|(_, s)| s.health != Health::Up)
+                .map(|(id, s)| format!("{}: {}", id.key(), s.reason))
+                .collect();
+            if !failed.is_empty() {
+                serving.shutdown().await;
+                return Err(RuntimeError::StartupFailed(failed));
+            }
+        }
+
+        let (grpc_stop, grpc_stop_rx) = watch::channel(false);
+        let grpc_task = tokio::spawn(api::grpc::serve(ctx, grpc_listener, stopped(grpc_stop_rx)));
+        serving.grpc = Some((grpc_stop, grpc_task));
+        status.set_runtime(Health::Up, "");
+        info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, "Layotto is serving");
+        Ok(serving)
+    }
+
+    /// Waits until every component has finished its first build (UP or
+    /// DOWN), or the init timeout passes.
+    async fn await_first_builds(&self) {
+        // The build itself is bounded by init_timeout; allow for the report.
+        let deadline = Instant::now() + self.init_timeout + Duration::from_secs(1);
+        let mut changes = self.status.subscribe();
+        while self.status.components().iter().any(|(_, s)| s.health == Health::Init) {
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                warn!("Some components are still starting; serving anyway");
+                return;
+            }
+        }
+    }
+
+    /// The next reason the runtime cannot go on.
+    async fn failure(&mut self) -> RuntimeError {
         let grpc_ended = async {
             match self.grpc.as_mut() {
                 Some((_, task)) => match task.await {
@@ -214,12 +338,15 @@ impl Runtime {
         };
         tokio::select! {
             Some(e) = self.escalations.recv() => RuntimeError::Escalated { component: e.component, reason: e.reason },
-            error = grpc_ended => error,
+            error = grpc_ended => {
+                // Reported once; what is left of the task is nothing.
+                self.grpc = None;
+                error
+            }
         }
     }
 
-    /// Stops the sidecar gracefully (see the module docs).
-    pub async fn shutdown(mut self) {
+    async fn shutdown(mut self) {
         info!(grace = ?self.grace, "Shutting down");
         self.status.set_runtime(Health::Down, "shutdown");
         let deadline = Instant::now() + self.grace;

@@ -1,9 +1,9 @@
 //! The supervision tree and the status registry.
 //!
 //! ```text
-//! RootSupervisor                      (actor system thread)
+//! RootSupervisor                      all on the runtime's event loop
 //!  ├── BlockSupervisor<Hellos>        one per building block in use
-//!  │    ├── ComponentActor "hello-a"  one arbiter (thread) per component
+//!  │    ├── ComponentActor "hello-a"  one per component instance
 //!  │    └── ComponentActor "hello-b"
 //!  └── BlockSupervisor<...>
 //! ```
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::actors::{Blocks, Router, Slot};
 use crate::components::{BuildingBlock, Hellos, State};
@@ -84,47 +84,21 @@ impl SupervisorProbe {
     }
 }
 
-/// Why the supervision tree could not start.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start the supervisor: {0}")]
-pub struct StartError(String);
-
-/// The running supervision tree, seen from outside the actor system.
+/// The running supervision tree.
 pub struct SupervisorHandle {
     root: Addr<RootSupervisor>,
-    system: actix_rt::System,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SupervisorHandle {
-    /// Starts the actor system on a thread of its own, then the tree.
-    /// Escalations (under `fail_fast`) arrive on `escalations`.
-    pub async fn start(
+    /// Starts the tree on the current actix arbiter: the runtime's event
+    /// loop. Escalations (under `fail_fast`) arrive on `escalations`.
+    pub fn start(
         slots: Slots,
         settings: SupervisorConfig,
         escalations: mpsc::UnboundedSender<Escalation>,
-    ) -> Result<SupervisorHandle, StartError> {
-        let (started, on_started) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("layotto-supervisor".into())
-            .spawn(move || {
-                let system = actix_rt::System::new();
-                let root = system
-                    .block_on(async move { actix::Actor::start(RootSupervisor::new(slots, settings, escalations)) });
-                if started.send((root, actix_rt::System::current())).is_ok() {
-                    // Returns when the system is stopped.
-                    let _ = system.run();
-                }
-            })
-            .map_err(|e| StartError(format!("cannot spawn the actor system thread: {e}")))?;
-        let (root, system) = on_started
-            .await
-            .map_err(|_| StartError("the actor system thread exited during start-up".into()))?;
-        Ok(SupervisorHandle {
-            root,
-            system,
-            thread: Some(thread),
-        })
+    ) -> SupervisorHandle {
+        let root = actix::Actor::start(RootSupervisor::new(slots, settings, escalations));
+        SupervisorHandle { root }
     }
 
     /// A probe of the actor system, for the liveness endpoint.
@@ -132,12 +106,8 @@ impl SupervisorHandle {
         SupervisorProbe(self.root.clone())
     }
 
-    /// Stops every component, children first, then the actor system.
-    pub async fn stop(mut self, timeout: Duration) {
+    /// Stops every component, children first.
+    pub async fn stop(self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.root.send(StopTree)).await;
-        self.system.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
     }
 }

@@ -116,11 +116,37 @@ fn all_problems_are_reported_at_once_with_their_paths() {
 
 #[test]
 fn a_type_of_a_block_not_built_yet_is_rejected() {
-    let found = problems("[state.s]\ntype = \"redis\"\n");
+    let found = problems("[lock.l]\ntype = \"redis\"\n");
     assert_eq!(
         found,
-        vec!["state.s.type: unknown type 'redis' for state; no state component types are implemented yet"]
+        vec!["lock.l.type: unknown type 'redis' for lock; no lock component types are implemented yet"]
     );
+}
+
+#[test]
+fn component_metadata_is_checked_by_its_type() {
+    let found = problems(
+        r#"
+        [state.a]
+        type = "redis"
+        [state.b]
+        type = "postgresql"
+        metadata = { connectionString = "postgres://x", tableName = "x; DROP TABLE y" }
+        [state.c]
+        type = "redis"
+        metadata = { redisHost = "h:1", redisDB = "first", keyPrefix = "a||b" }
+        "#,
+    );
+    let expect = [
+        "state.a.metadata.redisHost: is required",
+        "state.b.metadata.tableName: 'x; DROP TABLE y' is not a table name",
+        "state.c.metadata.redisDB: 'first' is not a database number",
+        "state.c.metadata.keyPrefix: 'a||b' must not contain '||'",
+    ];
+    for e in expect {
+        assert!(found.iter().any(|p| p.starts_with(e)), "missing '{e}' in {found:#?}");
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
 }
 
 #[test]

@@ -1,13 +1,12 @@
 //! The supervisor of one building block: it starts one actor per configured
-//! component, each on an arbiter (thread) of its own, and restarts an actor
-//! that stops, after a backoff, with a freshly built component.
+//! component and restarts an actor that stops, after a backoff, with a
+//! freshly built component.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_rt::Arbiter;
 use futures::future::join_all;
 use tracing::{error, info, warn};
 
@@ -24,7 +23,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 struct Child<B: BuildingBlock> {
     slot: Arc<Slot<B>>,
     entry: &'static TypeEntry<B::Component>,
-    arbiter: Arbiter,
     generation: u64,
     history: RestartHistory,
     pending_restart: Option<SpawnHandle>,
@@ -49,7 +47,6 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
                 let child = Child {
                     slot: slot.clone(),
                     entry,
-                    arbiter: Arbiter::new(),
                     generation: 0,
                     history: RestartHistory::default(),
                     pending_restart: None,
@@ -75,9 +72,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
         child.generation += 1;
         let (spec, entry, generation) = (child.slot.spec.clone(), child.entry, child.generation);
         let settings = HostSettings::new(&self.settings, child.slot.capacity());
-        let addr = ComponentActor::<B>::start_in_arbiter(&child.arbiter.handle(), move |_| {
-            ComponentActor::new(spec, entry, settings, generation, supervisor)
-        });
+        let addr = ComponentActor::<B>::new(spec, entry, settings, generation, supervisor).start();
         child.slot.set_actor(Some(addr));
     }
 
@@ -190,7 +185,6 @@ impl<B: BuildingBlock> Handler<StopBlock> for BlockSupervisor<B> {
         Box::pin(join_all(stops).into_actor(self).map(|_, act, ctx| {
             for child in act.children.values() {
                 child.slot.set_actor(None);
-                child.arbiter.stop();
             }
             ctx.stop();
         }))

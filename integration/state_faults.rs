@@ -1,0 +1,89 @@
+//! A state store whose backend goes away: DOWN in readiness, calls fail
+//! fast, and it recovers by itself when the backend returns.
+
+use std::time::Duration;
+
+use layotto::proto::runtime::v1 as pb;
+use tonic::Code;
+
+use crate::state::item;
+use crate::support::{self, PrivateRedis, eventually};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_store_goes_down_with_its_backend_and_recovers_without_a_restart() {
+    let Some(mut redis) = PrivateRedis::start() else { return };
+    let rt = support::start(&format!(
+        r#"
+        [supervisor]
+        backoff_min = "100ms"
+        backoff_max = "500ms"
+        health_interval = "200ms"
+        health_timeout = "500ms"
+        [state.r]
+        type = "redis"
+        metadata = {{ redisHost = "{}", readTimeout = "500ms", dialTimeout = "500ms" }}
+        [hellos.helloworld]
+        type = "helloworld"
+        "#,
+        redis.addr()
+    ))
+    .await;
+    support::wait_ready(&rt).await;
+    let mut client = support::client(&rt).await;
+    let save = |key: &str| pb::SaveStateRequest {
+        store_name: "r".into(),
+        states: vec![item(key, b"v")],
+    };
+    client
+        .save_state(save("before"))
+        .await
+        .expect("serves while Redis is up");
+
+    redis.kill();
+    let body = eventually("readiness to report the store DOWN", WAIT, || async {
+        let (code, body) = support::readiness(&rt).await;
+        (code == 503 && body["components"]["state/r"]["status"] == "DOWN").then_some(body)
+    })
+    .await;
+    let reason = body["components"]["state/r"]["details"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("redis"), "{reason}");
+    let err = client.save_state(save("during")).await.expect_err("Redis is gone");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("state/r"), "{}", err.message());
+    // The other components are unaffected.
+    support::say_hello(&mut client, "helloworld", "x")
+        .await
+        .expect("hello still serves");
+
+    redis.restart();
+    eventually("the store to come back", WAIT, || {
+        let mut client = client.clone();
+        async move { client.save_state(save("after")).await.ok() }
+    })
+    .await;
+    let (code, body) = support::readiness(&rt).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body["components"]["state/r"]["details"]["restarts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{body}"
+    );
+    let got = client
+        .get_state(pb::GetStateRequest {
+            store_name: "r".into(),
+            key: "after".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("reads after recovery")
+        .into_inner();
+    assert_eq!(got.data, b"v");
+    rt.shutdown().await;
+}
