@@ -31,10 +31,11 @@ impl Load {
         }
     }
 
-    /// The same load with `n` calls in flight.
-    pub fn with_concurrency(&self, n: usize) -> Load {
+    /// The same rounds, one call at a time on one connection.
+    pub fn sequential(&self) -> Load {
         Load {
-            concurrency: n,
+            concurrency: 1,
+            connections: 1,
             ..self.clone()
         }
     }
@@ -224,7 +225,7 @@ impl Report {
     pub fn finish(&self, load: &Load) -> std::io::Result<()> {
         let mut md = format!(
             "### {}\n\n{}. Measured {} by `cargo bench --bench runtime -- {}`: {} rounds of {} s per variant, alternating, \
-             {} calls in flight over {} connections (unless a variant says otherwise), client and server in one process \
+             {} calls in flight over {} connections, client and server in one process \
              on this {}-core machine. Medians over rounds.\n\n| variant | calls/s | p50 µs | p99 µs | calls | errors |\n|---|---:|---:|---:|---:|---:|\n",
             self.name,
             self.title,
