@@ -9,6 +9,9 @@ const API_PROTOS: &[&str] = &[
     "proto/spec/proto/runtime/v1/appcallback.proto",
 ];
 
+/// Dapr's AppCallback, which the sidecar calls on apps built with Dapr SDKs.
+const DAPR_PROTOS: &[&str] = &["proto/dapr/proto/runtime/v1/appcallback.proto"];
+
 /// Baseline services for the benchmarks; kept out of reflection.
 const BENCH_PROTOS: &[&str] = &["proto/layotto/bench/v1/echo.proto"];
 
@@ -41,6 +44,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("layotto_descriptor.bin"))
         .compile_with_config(config(), API_PROTOS, &["proto"])?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("dapr_descriptor.bin"))
+        .compile_with_config(config(), DAPR_PROTOS, &["proto"])?;
     // A directory of its own: prost also writes (service-only) code for the
     // imported runtime.proto, which must not overwrite the real one.
     let bench_out = out.join("bench");

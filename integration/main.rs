@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod apps;
 mod process;
+mod pubsub;
 mod shutdown;
 mod state;
 mod state_faults;

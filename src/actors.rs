@@ -12,6 +12,7 @@
 mod handle;
 pub mod hello;
 mod host;
+pub mod pubsub;
 mod router;
 pub mod state;
 

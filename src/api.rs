@@ -1,12 +1,18 @@
-//! Where requests enter: the gRPC APIs, the actuator, and Dapr's HTTP health
-//! endpoints. Handlers decode and validate, find the component through the
-//! [`Router`], and send it a message; they never talk to a backend.
+//! Where the application meets the sidecar: the gRPC APIs, the actuator,
+//! Dapr's HTTP health endpoints, and the other direction, delivering events
+//! to the app's callback server. Handlers decode and validate, find the
+//! component through the [`Router`], and send it a message; they never talk
+//! to a backend.
 
 pub mod actuator;
+pub mod callback;
+pub mod cloudevents;
 pub mod dapr_http;
+pub mod delivery;
 pub mod grpc;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use crate::actors::Router;
 use crate::config::AppConfig;
@@ -20,4 +26,6 @@ pub struct ApiContext {
     pub status: Arc<StatusRegistry>,
     pub metrics: Arc<Metrics>,
     pub supervisor: SupervisorProbe,
+    /// `"<pubsub>/<topic>"` of each open SubscribeTopicEvents stream.
+    pub topic_streams: Mutex<HashSet<String>>,
 }

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 #[cfg(feature = "test-components")]
 pub mod faulty;
 pub mod hello;
+pub mod pubsub;
 pub mod redis_client;
 pub mod state;
 
@@ -73,15 +74,12 @@ impl Kind {
         match self {
             Kind::Hellos => names::<Hellos>(),
             Kind::State => names::<State>(),
+            Kind::PubSubs => names::<PubSubs>(),
             // Building blocks whose component types have not landed yet: any
             // `type` in their section is rejected by validation.
-            Kind::SecretStore
-            | Kind::ConfigStore
-            | Kind::Bindings
-            | Kind::PubSubs
-            | Kind::File
-            | Kind::Lock
-            | Kind::Sequencer => Vec::new(),
+            Kind::SecretStore | Kind::ConfigStore | Kind::Bindings | Kind::File | Kind::Lock | Kind::Sequencer => {
+                Vec::new()
+            }
         }
     }
 
@@ -94,13 +92,8 @@ impl Kind {
         match self {
             Kind::Hellos => check::<Hellos>(spec),
             Kind::State => check::<State>(spec),
-            Kind::SecretStore
-            | Kind::ConfigStore
-            | Kind::Bindings
-            | Kind::PubSubs
-            | Kind::File
-            | Kind::Lock
-            | Kind::Sequencer => None,
+            Kind::PubSubs => check::<PubSubs>(spec),
+            Kind::SecretStore | Kind::ConfigStore | Kind::Bindings | Kind::File | Kind::Lock | Kind::Sequencer => None,
         }
     }
 }
@@ -126,6 +119,11 @@ pub struct ComponentSpec {
     /// Requests this component may hold at once (queued plus running);
     /// overrides `supervisor.queue_capacity`.
     pub queue_capacity: Option<usize>,
+    /// The application's id (`app.app_id`), for components that scope by it.
+    pub app_id: String,
+    /// Names this sidecar among others sharing a backend, stable across its
+    /// restarts: `<hostname>-<gRPC port>`. Set at start-up.
+    pub instance_id: String,
 }
 
 impl ComponentSpec {
@@ -136,6 +134,8 @@ impl ComponentSpec {
             metadata: BTreeMap::new(),
             bigger_than: BTreeMap::new(),
             queue_capacity: None,
+            app_id: String::new(),
+            instance_id: String::new(),
         }
     }
 
@@ -264,6 +264,21 @@ impl BuildingBlock for State {
         state::redis::TYPE,
         state::postgres::TYPE,
         state::mysql::TYPE,
+    ];
+}
+
+/// The `pub_subs` building block.
+pub struct PubSubs;
+
+impl BuildingBlock for PubSubs {
+    type Component = dyn pubsub::PubSub;
+    const KIND: Kind = Kind::PubSubs;
+    const TYPES: &'static [TypeEntry<Self::Component>] = &[
+        pubsub::memory::TYPE,
+        pubsub::redis::TYPE,
+        pubsub::rabbitmq::TYPE,
+        pubsub::nats::TYPE,
+        pubsub::mqtt::TYPE,
     ];
 }
 

@@ -480,7 +480,10 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
         let Some(value) = root.take(kind.as_str()) else {
             continue;
         };
-        let specs = component_section(kind, value, &mut problems);
+        let mut specs = component_section(kind, value, &mut problems);
+        for spec in &mut specs {
+            spec.app_id = app.app_id.clone();
+        }
         if !specs.is_empty() {
             components.insert(kind, specs);
         }
@@ -558,6 +561,8 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
             metadata,
             bigger_than,
             queue_capacity,
+            app_id: String::new(),
+            instance_id: String::new(),
         };
         match kind.validate(&spec) {
             Some(errors) => {

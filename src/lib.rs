@@ -45,6 +45,21 @@ pub mod proto {
         }
     }
 
+    /// Dapr's `dapr.proto.runtime.v1.AppCallback` and the common types it
+    /// uses.
+    pub mod dapr {
+        pub mod common {
+            pub mod v1 {
+                tonic::include_proto!("dapr.proto.common.v1");
+            }
+        }
+        pub mod runtime {
+            pub mod v1 {
+                tonic::include_proto!("dapr.proto.runtime.v1");
+            }
+        }
+    }
+
     /// Baseline services used only by the benchmarks.
     #[doc(hidden)]
     pub mod bench {

@@ -13,6 +13,10 @@ use crate::components::Kind;
 
 pub struct Metrics {
     registry: Registry,
+    pubsub_published: IntCounterVec,
+    pubsub_delivered: IntCounterVec,
+    pubsub_delivery_duration: HistogramVec,
+    topics: TopicLabels,
     component_up: IntGaugeVec,
     component_restarts: IntCounterVec,
     grpc_requests: IntCounterVec,
@@ -56,6 +60,31 @@ impl Metrics {
             &["service", "method"],
         )
         .expect("metric definition is valid");
+        let pubsub_published = IntCounterVec::new(
+            Opts::new(
+                "layotto_pubsub_published_total",
+                "Messages published, by outcome (ok, error)",
+            ),
+            &["name", "topic", "outcome"],
+        )
+        .expect("metric definition is valid");
+        let pubsub_delivered = IntCounterVec::new(
+            Opts::new(
+                "layotto_pubsub_delivered_total",
+                "Deliveries to the app, by status (success, drop, retry, error, expired)",
+            ),
+            &["name", "topic", "status"],
+        )
+        .expect("metric definition is valid");
+        let pubsub_delivery_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "layotto_pubsub_delivery_duration_seconds",
+                "Time the app took to answer one delivery",
+            )
+            .buckets(GRPC_BUCKETS.to_vec()),
+            &["name", "topic"],
+        )
+        .expect("metric definition is valid");
         let build_info = IntGaugeVec::new(
             Opts::new("layotto_build_info", "The running version; always 1"),
             &["version"],
@@ -68,6 +97,9 @@ impl Metrics {
             Box::new(component_restarts.clone()),
             Box::new(grpc_requests.clone()),
             Box::new(grpc_duration.clone()),
+            Box::new(pubsub_published.clone()),
+            Box::new(pubsub_delivered.clone()),
+            Box::new(pubsub_delivery_duration.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -75,6 +107,10 @@ impl Metrics {
         }
         Arc::new(Metrics {
             registry,
+            pubsub_published,
+            pubsub_delivered,
+            pubsub_delivery_duration,
+            topics: TopicLabels::default(),
             component_up,
             component_restarts,
             grpc_requests,
@@ -109,11 +145,53 @@ impl Metrics {
             .observe(seconds);
     }
 
+    pub fn count_publish(&self, name: &str, topic: &str, ok: bool) {
+        let topic = self.topics.label(topic);
+        self.pubsub_published
+            .with_label_values(&[name, &topic, if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    pub fn count_delivery(&self, name: &str, topic: &str, status: &str) {
+        let topic = self.topics.label(topic);
+        self.pubsub_delivered.with_label_values(&[name, &topic, status]).inc();
+    }
+
+    pub fn observe_delivery(&self, name: &str, topic: &str, seconds: f64) {
+        let topic = self.topics.label(topic);
+        self.pubsub_delivery_duration
+            .with_label_values(&[name, &topic])
+            .observe(seconds);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Topics are named by clients, so the label set is bounded: the first
+/// [`TopicLabels::MAX`] topics seen keep their names, later ones share
+/// `_other`.
+#[derive(Default)]
+struct TopicLabels(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl TopicLabels {
+    const MAX: usize = 200;
+    const OTHER: &'static str = "_other";
+
+    fn label(&self, topic: &str) -> String {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(topic) {
+            return topic.to_owned();
+        }
+        if seen.len() < Self::MAX {
+            seen.insert(topic.to_owned());
+            return topic.to_owned();
+        }
+        Self::OTHER.to_owned()
     }
 }

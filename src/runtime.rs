@@ -28,6 +28,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::api::callback::AppCallback;
+use crate::api::delivery::Subscriptions;
 use crate::api::{self, ApiContext};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -211,6 +213,19 @@ async fn event_loop(
     serving.shutdown().await;
 }
 
+/// Names this sidecar to backends it shares with other sidecars (a Redis
+/// consumer, an MQTT session): the host name and the gRPC port, so it is
+/// stable across restarts and differs between sidecars on one host.
+fn instance_id(grpc_addr: SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", grpc_addr.port())
+}
+
 /// The parts of a serving sidecar, owned by the event loop.
 struct Serving {
     grpc_addr: SocketAddr,
@@ -222,6 +237,8 @@ struct Serving {
     escalations: mpsc::UnboundedReceiver<Escalation>,
     /// The gRPC server's stop switch and task, once it serves.
     grpc: Option<(watch::Sender<bool>, GrpcTask)>,
+    /// Delivery of the app's subscriptions, when it has a callback server.
+    subscriptions: Option<Subscriptions>,
     http_stop: watch::Sender<bool>,
     http_tasks: Vec<JoinHandle<std::io::Result<()>>>,
     grace: Duration,
@@ -246,7 +263,7 @@ impl Serving {
 
         let metrics = Metrics::new();
         let status = StatusRegistry::new(metrics.clone());
-        let slots = Slots::new(&config, &status);
+        let slots = Slots::new(&config, &status, &instance_id(grpc_addr));
         let router = slots.router();
         let (escalate, escalations) = mpsc::unbounded_channel();
         let supervisor = SupervisorHandle::start(slots, config.supervisor.clone(), escalate);
@@ -257,6 +274,7 @@ impl Serving {
             status: status.clone(),
             metrics: metrics.clone(),
             supervisor: supervisor.probe(),
+            topic_streams: Default::default(),
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);
@@ -282,6 +300,7 @@ impl Serving {
             supervisor: Some(supervisor),
             escalations,
             grpc: None,
+            subscriptions: None,
             http_stop,
             http_tasks,
             grace: config.server.shutdown_grace_period,
@@ -303,8 +322,9 @@ impl Serving {
         }
 
         let (grpc_stop, grpc_stop_rx) = watch::channel(false);
-        let grpc_task = tokio::spawn(api::grpc::serve(ctx, grpc_listener, stopped(grpc_stop_rx)));
+        let grpc_task = tokio::spawn(api::grpc::serve(ctx.clone(), grpc_listener, stopped(grpc_stop_rx)));
         serving.grpc = Some((grpc_stop, grpc_task));
+        serving.subscriptions = AppCallback::for_app(&config.app).map(|app| Subscriptions::start(ctx, app));
         status.set_runtime(Health::Up, "");
         info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, "Layotto is serving");
         Ok(serving)
@@ -351,13 +371,23 @@ impl Serving {
         self.status.set_runtime(Health::Down, "shutdown");
         let deadline = Instant::now() + self.grace;
 
-        if let Some((stop, mut task)) = self.grpc.take() {
-            let _ = stop.send(true);
-            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                warn!("Calls still in flight after the grace period; cutting them off");
-                task.abort();
+        // Stop intake on both sides at once: no new calls, no new messages;
+        // what is in flight has until the deadline.
+        let drain_calls = async {
+            if let Some((stop, mut task)) = self.grpc.take() {
+                let _ = stop.send(true);
+                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                    warn!("Calls still in flight after the grace period; cutting them off");
+                    task.abort();
+                }
             }
-        }
+        };
+        let drain_deliveries = async {
+            if let Some(subscriptions) = self.subscriptions.take() {
+                subscriptions.stop(deadline).await;
+            }
+        };
+        tokio::join!(drain_calls, drain_deliveries);
 
         if let Some(supervisor) = self.supervisor.take() {
             let remaining = deadline.saturating_duration_since(Instant::now());

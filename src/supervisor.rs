@@ -28,7 +28,7 @@ use actix::Addr;
 use tokio::sync::mpsc;
 
 use crate::actors::{Blocks, Router, Slot};
-use crate::components::{BuildingBlock, Hellos, State};
+use crate::components::{BuildingBlock, Hellos, PubSubs, State};
 use crate::config::{Config, SupervisorConfig};
 use root::{Ping, RootSupervisor, StopTree};
 
@@ -38,13 +38,16 @@ use root::{Ping, RootSupervisor, StopTree};
 pub struct Slots {
     pub hellos: Vec<Arc<Slot<Hellos>>>,
     pub state: Vec<Arc<Slot<State>>>,
+    pub pubsubs: Vec<Arc<Slot<PubSubs>>>,
 }
 
 impl Slots {
-    pub fn new(config: &Config, registry: &StatusRegistry) -> Self {
+    /// `instance_id` names this sidecar to backends it shares with others.
+    pub fn new(config: &Config, registry: &StatusRegistry, instance_id: &str) -> Self {
         Slots {
-            hellos: slots_of::<Hellos>(config, registry),
-            state: slots_of::<State>(config, registry),
+            hellos: slots_of::<Hellos>(config, registry, instance_id),
+            state: slots_of::<State>(config, registry, instance_id),
+            pubsubs: slots_of::<PubSubs>(config, registry, instance_id),
         }
     }
 
@@ -53,11 +56,12 @@ impl Slots {
         Router {
             hellos: Blocks::new(&self.hellos),
             state: Blocks::new(&self.state),
+            pubsubs: Blocks::new(&self.pubsubs),
         }
     }
 }
 
-fn slots_of<B: BuildingBlock>(config: &Config, registry: &StatusRegistry) -> Vec<Arc<Slot<B>>> {
+fn slots_of<B: BuildingBlock>(config: &Config, registry: &StatusRegistry, instance_id: &str) -> Vec<Arc<Slot<B>>> {
     config
         .components_of(B::KIND)
         .iter()
@@ -68,7 +72,9 @@ fn slots_of<B: BuildingBlock>(config: &Config, registry: &StatusRegistry) -> Vec
                 type_name: spec.type_name.clone(),
             });
             let capacity = spec.queue_capacity.unwrap_or(config.supervisor.queue_capacity);
-            Slot::new(spec.clone(), status, capacity)
+            let mut spec = spec.clone();
+            spec.instance_id = instance_id.to_owned();
+            Slot::new(spec, status, capacity)
         })
         .collect()
 }

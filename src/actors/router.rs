@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::handle::{ComponentHandle, Slot};
-use crate::components::{BuildingBlock, Hellos, Kind, State};
+use crate::components::{BuildingBlock, Hellos, Kind, PubSubs, State};
 
 /// Why a request's component name does not lead to a component.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -73,4 +73,5 @@ impl<B: BuildingBlock> Blocks<B> {
 pub struct Router {
     pub hellos: Blocks<Hellos>,
     pub state: Blocks<State>,
+    pub pubsubs: Blocks<PubSubs>,
 }

@@ -5,6 +5,7 @@
 mod health;
 mod hello;
 mod metrics_layer;
+mod pubsub;
 pub use metrics_layer::GrpcMetricsLayer;
 mod runtime;
 mod state;

@@ -58,9 +58,10 @@ impl Actor for RootSupervisor {
             return;
         };
         // Start-up order follows `Kind::ALL`: secret stores first.
-        let Slots { hellos, state } = slots;
+        let Slots { hellos, state, pubsubs } = slots;
         self.start_block(&hellos, ctx);
         self.start_block(&state, ctx);
+        self.start_block(&pubsubs, ctx);
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{hello, state};
+use super::{hello, pubsub, state};
 use crate::api::ApiContext;
 use crate::proto::runtime::v1 as pb;
 use crate::proto::runtime::v1::runtime_server::Runtime;
@@ -105,7 +105,6 @@ impl Runtime for RuntimeService {
         unlock(pb::UnlockRequest) -> pb::UnlockResponse = "Unlock";
         lock_keep_alive(pb::LockKeepAliveRequest) -> pb::LockKeepAliveResponse = "LockKeepAlive";
         get_next_id(pb::GetNextIdRequest) -> pb::GetNextIdResponse = "GetNextId";
-        publish_event(pb::PublishEventRequest) -> () = "PublishEvent";
         list_file(pb::ListFileRequest) -> pb::ListFileResp = "ListFile";
         del_file(pb::DelFileRequest) -> () = "DelFile";
         get_file_meta(pb::GetFileMetaRequest) -> pb::GetFileMetaResponse = "GetFileMeta";
@@ -123,13 +122,21 @@ impl Runtime for RuntimeService {
         Err(not_built("SubscribeConfiguration"))
     }
 
+    async fn publish_event(&self, req: Request<pb::PublishEventRequest>) -> Result<Response<()>, Status> {
+        pubsub::publish_event(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type SubscribeTopicEventsStream = ResponseStream<pb::SubscribeTopicEventsResponse>;
 
     async fn subscribe_topic_events(
         &self,
-        _: Request<Streaming<pb::SubscribeTopicEventsRequest>>,
+        req: Request<Streaming<pb::SubscribeTopicEventsRequest>>,
     ) -> Result<Response<Self::SubscribeTopicEventsStream>, Status> {
-        Err(not_built("SubscribeTopicEvents"))
+        pubsub::subscribe_topic_events(self.ctx.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type GetFileStream = ResponseStream<pb::GetFileResponse>;

@@ -1,0 +1,380 @@
+//! Delivering consumed messages to the application, at least once.
+//!
+//! A subscription consumes its topic through the pub/sub component's actor
+//! and hands each message, as a CloudEvent, to a [`Sink`]: the app's
+//! AppCallback server, or a `SubscribeTopicEvents` stream. The app's answer
+//! settles the message with the broker: SUCCESS and DROP ack it (so does
+//! UNIMPLEMENTED, as in Dapr); RETRY or an error delivers it again after a
+//! backoff, without acking, so a sidecar crash leaves it to the broker to
+//! redeliver. Deliveries per subscription run concurrently, up to
+//! `maxConcurrentHandlers`.
+//!
+//! With a callback server configured, [`Subscriptions`] asks the app for its
+//! subscriptions (retrying with backoff until the app is up), starts them,
+//! and asks again every little while, and as soon as the app comes back
+//! after being unreachable, starting and stopping subscriptions to match.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::ApiContext;
+use super::callback::{AppCallback, AppSubscription, Outcome};
+use super::cloudevents::{self, TopicEvent};
+use crate::actors::pubsub::Subscribe;
+use crate::components::pubsub::{Delivery, SubscribeRequest, consumer_group};
+use crate::proto::runtime::v1 as pb;
+
+/// Metadata (subscription or component): deliveries in flight at once.
+pub const MAX_CONCURRENT_HANDLERS: &str = "maxConcurrentHandlers";
+const DEFAULT_CONCURRENCY: usize = 32;
+/// Redelivery backoff after RETRY or a failed call: doubles up to the max.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Between attempts to subscribe again after a broker failure.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(200);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+/// How often the app's subscription list is read again while it is up.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// Where a subscription's events go.
+#[derive(Clone)]
+pub enum Sink {
+    Callback { app: AppCallback, route: String },
+    Stream(StreamSink),
+}
+
+impl Sink {
+    async fn deliver(&self, event: &TopicEvent) -> Result<Outcome, String> {
+        match self {
+            Sink::Callback { app, route } => app.deliver(event, route).await.map_err(|s| s.to_string()),
+            Sink::Stream(stream) => stream.deliver(event).await,
+        }
+    }
+}
+
+/// Events for a `SubscribeTopicEvents` stream, answered by `event_processed`
+/// messages carrying the event's id.
+#[derive(Clone)]
+pub struct StreamSink {
+    events: mpsc::Sender<Result<pb::SubscribeTopicEventsResponse, tonic::Status>>,
+    waiting: Arc<Mutex<HashMap<String, VecDeque<oneshot::Sender<Outcome>>>>>,
+    /// Events wait until the stream's initial response has gone out.
+    open: watch::Receiver<bool>,
+}
+
+impl StreamSink {
+    /// A sink for `events`; it sends nothing until `open` turns true.
+    pub fn new(
+        events: mpsc::Sender<Result<pb::SubscribeTopicEventsResponse, tonic::Status>>,
+        open: watch::Receiver<bool>,
+    ) -> Self {
+        StreamSink {
+            events,
+            waiting: Arc::default(),
+            open,
+        }
+    }
+
+    /// Settles the oldest event with `id` still waiting for an answer.
+    pub fn processed(&self, id: &str, outcome: Outcome) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = waiting.get_mut(id) {
+            if let Some(waiter) = queue.pop_front() {
+                let _ = waiter.send(outcome);
+            }
+            if queue.is_empty() {
+                waiting.remove(id);
+            }
+        }
+    }
+
+    async fn deliver(&self, event: &TopicEvent) -> Result<Outcome, String> {
+        if self.open.clone().wait_for(|open| *open).await.is_err() {
+            return Err("the subscriber's stream closed".to_owned());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(event.id.clone())
+            .or_default()
+            .push_back(tx);
+        let message = pb::SubscribeTopicEventsResponse {
+            subscribe_topic_events_response_type: Some(
+                pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType::EventMessage(
+                    super::callback::layotto_event(event),
+                ),
+            ),
+        };
+        self.events
+            .send(Ok(message))
+            .await
+            .map_err(|_| "the subscriber's stream closed".to_owned())?;
+        rx.await
+            .map_err(|_| "the subscriber's stream closed before answering".to_owned())
+    }
+
+    /// Resolves when the subscriber's stream is gone.
+    pub async fn closed(&self) {
+        self.events.closed().await;
+    }
+}
+
+/// One subscription to run.
+#[derive(Clone, Debug)]
+pub struct SubscriptionSpec {
+    pub pubsub: String,
+    pub topic: String,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Consumes `spec` and delivers to `sink` until `stop` turns true; then
+/// lets deliveries in flight finish (giving back what they cannot settle).
+/// `live` hears once the broker subscription first stands.
+pub async fn run_subscription(
+    ctx: Arc<ApiContext>,
+    spec: SubscriptionSpec,
+    sink: Sink,
+    mut stop: watch::Receiver<bool>,
+    mut live: Option<oneshot::Sender<()>>,
+) {
+    let handle = match ctx.router.pubsubs.get("pubsub_name", &spec.pubsub) {
+        Ok(handle) => handle.clone(),
+        Err(e) => {
+            warn!(pubsub = %spec.pubsub, topic = %spec.topic, error = %e, "Cannot subscribe");
+            return;
+        }
+    };
+    let component = handle.spec();
+    let concurrency = spec
+        .metadata
+        .get(MAX_CONCURRENT_HANDLERS)
+        .map(String::as_str)
+        .or(component.meta(MAX_CONCURRENT_HANDLERS))
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or(DEFAULT_CONCURRENCY);
+    let request = SubscribeRequest {
+        topic: spec.topic.clone(),
+        group: spec
+            .metadata
+            .get(crate::components::pubsub::CONSUMER_ID)
+            .cloned()
+            .unwrap_or_else(|| consumer_group(component)),
+        max_in_flight: concurrency,
+        metadata: spec.metadata.clone(),
+    };
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut deliveries = JoinSet::new();
+    let mut backoff = RESUBSCRIBE_MIN;
+    info!(pubsub = %spec.pubsub, topic = %spec.topic, group = %request.group, concurrency, "Subscribing");
+    'subscribe: while !*stop.borrow() {
+        let mut stream = tokio::select! {
+            subscribed = handle.call(Subscribe(request.clone())) => match subscribed {
+                Ok(stream) => stream,
+                Err(error) => {
+                    debug!(pubsub = %spec.pubsub, topic = %spec.topic, %error, "Subscribe failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        backoff = RESUBSCRIBE_MIN;
+        if let Some(live) = live.take() {
+            let _ = live.send(());
+        }
+        loop {
+            // A free delivery slot first: the broker's prefetch does the
+            // rest of the flow control.
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break 'subscribe,
+                },
+                _ = stop.changed() => break 'subscribe,
+            };
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = stop.changed() => break 'subscribe,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let (ctx, spec, sink, stop) = (ctx.clone(), spec.clone(), sink.clone(), stop.clone());
+                    deliveries.spawn(async move {
+                        deliver(&ctx, &spec, &sink, delivery, stop).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(error)) => {
+                    warn!(pubsub = %spec.pubsub, topic = %spec.topic, %error, "Subscription lost; subscribing again");
+                    break;
+                }
+                None => {
+                    debug!(pubsub = %spec.pubsub, topic = %spec.topic, "Subscription ended; subscribing again");
+                    break;
+                }
+            }
+            // Reap finished deliveries as we go.
+            while deliveries.try_join_next().is_some() {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RESUBSCRIBE_MIN) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while deliveries.join_next().await.is_some() {}
+    info!(pubsub = %spec.pubsub, topic = %spec.topic, "Subscription stopped");
+}
+
+/// Delivers one message until the app settles it or the subscription stops.
+async fn deliver(
+    ctx: &ApiContext,
+    spec: &SubscriptionSpec,
+    sink: &Sink,
+    delivery: Delivery,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Delivery { message, acker } = delivery;
+    let event = cloudevents::unwrap(&message.data, &message.topic, &spec.pubsub, message.metadata);
+    let metrics = &ctx.metrics;
+    if event.expired {
+        metrics.count_delivery(&spec.pubsub, &spec.topic, "expired");
+        if let Err(error) = acker.ack().await {
+            warn!(pubsub = %spec.pubsub, topic = %spec.topic, %error, "Cannot ack an expired event");
+        }
+        return;
+    }
+    let mut backoff = RETRY_MIN;
+    loop {
+        let started = Instant::now();
+        let outcome = sink.deliver(&event).await;
+        metrics.observe_delivery(&spec.pubsub, &spec.topic, started.elapsed().as_secs_f64());
+        let settled = match outcome {
+            Ok(Outcome::Success) => Some("success"),
+            Ok(Outcome::Drop) => Some("drop"),
+            Ok(Outcome::Retry) => None,
+            Err(error) => {
+                debug!(pubsub = %spec.pubsub, topic = %spec.topic, id = %event.id, %error, "Delivery failed; retrying");
+                metrics.count_delivery(&spec.pubsub, &spec.topic, "error");
+                None
+            }
+        };
+        if let Some(status) = settled {
+            metrics.count_delivery(&spec.pubsub, &spec.topic, status);
+            if let Err(error) = acker.ack().await {
+                // The broker will deliver it again: at least once.
+                warn!(pubsub = %spec.pubsub, topic = %spec.topic, id = %event.id, %error, "Ack failed");
+            }
+            return;
+        }
+        metrics.count_delivery(&spec.pubsub, &spec.topic, "retry");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            // Stopping: hand it back rather than hold it.
+            acker.nack().await;
+            return;
+        }
+        backoff = (backoff * 2).min(RETRY_MAX);
+    }
+}
+
+/// The subscriptions the app declares through its callback server.
+pub struct Subscriptions {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriptions {
+    pub fn start(ctx: Arc<ApiContext>, app: AppCallback) -> Subscriptions {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(follow_app(ctx, app, stop_rx));
+        Subscriptions { stop, task }
+    }
+
+    /// Stops consuming; deliveries in flight get until `deadline` to finish.
+    pub async fn stop(self, deadline: tokio::time::Instant) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            warn!("Deliveries still in flight after the grace period; giving them back");
+            task.abort();
+        }
+    }
+}
+
+async fn follow_app(ctx: Arc<ApiContext>, app: AppCallback, mut stop: watch::Receiver<bool>) {
+    let mut running: HashMap<AppSubscription, watch::Sender<bool>> = HashMap::new();
+    let mut runners = JoinSet::new();
+    let mut backoff = Duration::from_millis(500);
+    let mut reachable = false;
+    while !*stop.borrow() {
+        let wait = match app.subscriptions().await {
+            Ok(wanted) => {
+                if !reachable {
+                    info!(subscriptions = wanted.len(), "The app's callback server answers");
+                }
+                reachable = true;
+                backoff = Duration::from_millis(500);
+                running.retain(|sub, stop_one| {
+                    let keep = wanted.contains(sub);
+                    if !keep {
+                        info!(pubsub = %sub.pubsub_name, topic = %sub.topic, "The app dropped a subscription");
+                        let _ = stop_one.send(true);
+                    }
+                    keep
+                });
+                for sub in wanted {
+                    if running.contains_key(&sub) {
+                        continue;
+                    }
+                    let (stop_one, stop_rx) = watch::channel(false);
+                    let spec = SubscriptionSpec {
+                        pubsub: sub.pubsub_name.clone(),
+                        topic: sub.topic.clone(),
+                        metadata: sub.metadata.iter().cloned().collect(),
+                    };
+                    let sink = Sink::Callback {
+                        app: app.clone(),
+                        route: sub.route.clone(),
+                    };
+                    runners.spawn(run_subscription(ctx.clone(), spec, sink, stop_rx, None));
+                    running.insert(sub, stop_one);
+                }
+                RESYNC
+            }
+            Err(status) => {
+                if reachable {
+                    warn!(%status, "The app's callback server does not answer; retrying");
+                } else {
+                    debug!(%status, "Waiting for the app's callback server");
+                }
+                reachable = false;
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                wait
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    for stop_one in running.values() {
+        let _ = stop_one.send(true);
+    }
+    while runners.join_next().await.is_some() {}
+}

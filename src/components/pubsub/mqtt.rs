@@ -1,0 +1,345 @@
+//! `mqtt`: MQTT 3.1.1 through rumqttc, QoS 1.
+//!
+//! Publishing returns once the broker's PUBACK arrives. Each subscription
+//! is a client of its own with a persistent session (`cleanSession = false`)
+//! named `<consumer group>-<sidecar instance>-<topic>`, subscribed to the
+//! shared subscription `$share/<consumer group>/<topic>`: sidecars of one
+//! group share the messages, and the broker keeps a sidecar's messages while
+//! it reconnects. Acks are manual: a message is PUBACKed only after the
+//! application answered, so one the sidecar never settled is redelivered.
+//!
+//! Metadata: `url` (`tcp://host:port` or `mqtt://host:port`; default
+//! `tcp://127.0.0.1:1883`), `consumerID`, `username`, `password`,
+//! `keepAlive` (default 30s).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+use super::{
+    Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest, check_duration, duration_meta,
+};
+use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+
+pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
+    name: "mqtt",
+    validate,
+    build: |spec| async move { MqttBroker::connect(&spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed(),
+};
+
+const URL: &str = "url";
+const USERNAME: &str = "username";
+const PASSWORD: &str = "password";
+const KEEP_ALIVE: &str = "keepAlive";
+/// How long a publish may wait for its PUBACK.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
+    let mut errors = Vec::new();
+    if let Err(e) = host_port(spec) {
+        errors.push(MetadataError::new(URL, e));
+    }
+    check_duration(spec, KEEP_ALIVE, &mut errors);
+    errors
+}
+
+/// `tcp://host:port`, `mqtt://host:port` or `host:port`.
+fn host_port(spec: &ComponentSpec) -> Result<(String, u16), String> {
+    let url = spec.meta(URL).unwrap_or("tcp://127.0.0.1:1883");
+    let rest = url
+        .strip_prefix("tcp://")
+        .or_else(|| url.strip_prefix("mqtt://"))
+        .unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{url}' has no port; write e.g. tcp://127.0.0.1:1883"))?;
+    let port = port.parse().map_err(|_| format!("'{url}' has no valid port"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// What MQTT client ids may hold here.
+fn id_part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone)]
+struct Settings {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    keep_alive: Duration,
+    instance: String,
+}
+
+impl Settings {
+    fn options(&self, client_id: String, clean_session: bool) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
+        options.set_keep_alive(self.keep_alive).set_clean_session(clean_session);
+        if let (Some(user), password) = (&self.username, &self.password) {
+            options.set_credentials(user.clone(), password.clone().unwrap_or_default());
+        }
+        options
+    }
+}
+
+/// Publishes waiting for their PUBACK: first in line until the event loop
+/// names their packet id, then by id.
+#[derive(Default)]
+struct PendingAcks {
+    unnumbered: VecDeque<oneshot::Sender<Result<(), String>>>,
+    by_id: HashMap<u16, oneshot::Sender<Result<(), String>>>,
+}
+
+pub struct MqttBroker {
+    publisher: AsyncClient,
+    pending: Arc<Mutex<PendingAcks>>,
+    /// Keeps publishes in the order their waiters were queued.
+    publish_order: tokio::sync::Mutex<()>,
+    connected: Arc<AtomicBool>,
+    events: AbortHandle,
+    settings: Settings,
+    closed: watch::Sender<bool>,
+}
+
+impl MqttBroker {
+    async fn connect(spec: &ComponentSpec) -> Result<MqttBroker, BuildError> {
+        let (host, port) = host_port(spec).map_err(BuildError)?;
+        let settings = Settings {
+            host,
+            port,
+            username: spec.meta(USERNAME).map(str::to_owned),
+            password: spec.meta(PASSWORD).map(str::to_owned),
+            keep_alive: duration_meta(spec, KEEP_ALIVE, Duration::from_secs(30)).map_err(BuildError)?,
+            instance: if spec.instance_id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                spec.instance_id.clone()
+            },
+        };
+        let client_id = format!(
+            "{}-pub-{}",
+            id_part(&super::consumer_group(spec)),
+            uuid::Uuid::new_v4().simple()
+        );
+        let (publisher, mut eventloop) = AsyncClient::new(settings.options(client_id, true), 1024);
+        // Wait for the CONNACK, so a broker that is not there fails the build.
+        let connected = Arc::new(AtomicBool::new(false));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            BuildError(format!(
+                "mqtt {}:{}: no CONNACK within 5s",
+                settings.host, settings.port
+            ))
+        })?
+        .map_err(|e| BuildError(format!("mqtt {}:{}: {e}", settings.host, settings.port)))?;
+        connected.store(true, Ordering::Release);
+        let pending = Arc::new(Mutex::new(PendingAcks::default()));
+        let events = tokio::spawn(publisher_events(eventloop, pending.clone(), connected.clone())).abort_handle();
+        Ok(MqttBroker {
+            publisher,
+            pending,
+            publish_order: tokio::sync::Mutex::new(()),
+            connected,
+            events,
+            settings,
+            closed: watch::channel(false).0,
+        })
+    }
+}
+
+impl Drop for MqttBroker {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
+}
+
+fn lock(pending: &Mutex<PendingAcks>) -> std::sync::MutexGuard<'_, PendingAcks> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drives the publisher's connection and settles publishes as their PUBACKs
+/// arrive.
+async fn publisher_events(mut eventloop: EventLoop, pending: Arc<Mutex<PendingAcks>>, connected: Arc<AtomicBool>) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                let mut p = lock(&pending);
+                if let Some(waiter) = p.unnumbered.pop_front() {
+                    p.by_id.insert(pkid, waiter);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(waiter) = lock(&pending).by_id.remove(&ack.pkid) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => connected.store(true, Ordering::Release),
+            Ok(_) => {}
+            Err(e) => {
+                connected.store(false, Ordering::Release);
+                let message = format!("mqtt connection lost: {e}");
+                let waiters = {
+                    let mut p = lock(&pending);
+                    let mut waiters: Vec<_> = p.unnumbered.drain(..).collect();
+                    waiters.extend(p.by_id.drain().map(|(_, w)| w));
+                    waiters
+                };
+                for waiter in waiters {
+                    let _ = waiter.send(Err(message.clone()));
+                }
+                // rumqttc reconnects on the next poll; do not spin.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for MqttBroker {
+    async fn health_check(&self) -> Result<(), ComponentError> {
+        if self.connected.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ComponentError::Fatal(format!(
+                "mqtt {}:{}: not connected",
+                self.settings.host, self.settings.port
+            )))
+        }
+    }
+
+    async fn close(&self) {
+        let _ = self.closed.send(true);
+        let _ = self.publisher.disconnect().await;
+        self.events.abort();
+    }
+}
+
+#[async_trait::async_trait]
+impl PubSub for MqttBroker {
+    async fn publish(&self, req: PublishRequest) -> Result<(), ComponentError> {
+        if !self.connected.load(Ordering::Acquire) {
+            return Err(ComponentError::Fatal("mqtt: not connected".into()));
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let _order = self.publish_order.lock().await;
+            lock(&self.pending).unnumbered.push_back(tx);
+            self.publisher
+                .publish(req.topic.clone(), QoS::AtLeastOnce, false, req.data)
+                .await
+                .map_err(|e| ComponentError::Fatal(format!("mqtt publish failed: {e}")))?;
+        }
+        match tokio::time::timeout(PUBLISH_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ComponentError::Unavailable(e)),
+            Ok(Err(_)) => Err(ComponentError::Unavailable("mqtt: the connection closed".into())),
+            Err(_) => Err(ComponentError::Unavailable(format!(
+                "mqtt: no PUBACK within {PUBLISH_TIMEOUT:?} for topic {}",
+                req.topic
+            ))),
+        }
+    }
+
+    async fn subscribe(&self, req: SubscribeRequest) -> Result<Deliveries, ComponentError> {
+        let client_id = format!(
+            "{}-{}-{}",
+            id_part(&req.group),
+            id_part(&self.settings.instance),
+            id_part(&req.topic)
+        );
+        let (client, mut eventloop) = AsyncClient::new(
+            {
+                let mut options = self.settings.options(client_id, false);
+                options.set_manual_acks(true);
+                options
+            },
+            req.max_in_flight.max(1),
+        );
+        let filter = format!("$share/{}/{}", req.group, req.topic);
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .map_err(|e| ComponentError::Fatal(format!("mqtt subscribe failed: {e}")))?;
+        let (tx, rx) = mpsc::channel(req.max_in_flight.max(1));
+        let mut closed = self.closed.subscribe();
+        let topic = req.topic.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = eventloop.poll() => event,
+                    _ = closed.wait_for(|c| *c) => break,
+                    _ = tx.closed() => break,
+                };
+                match event {
+                    Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                        let delivery = Delivery {
+                            message: Message {
+                                topic: topic.clone(),
+                                data: publish.payload.to_vec(),
+                                metadata: HashMap::new(),
+                            },
+                            acker: Box::new(MqttAcker {
+                                client: client.clone(),
+                                publish,
+                            }),
+                        };
+                        if tx.send(Ok(delivery)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // The session persists: the next subscription gets
+                        // what this one left unacked.
+                        let _ = tx
+                            .send(Err(ComponentError::Fatal(format!("mqtt subscriber lost: {e}"))))
+                            .await;
+                        break;
+                    }
+                }
+            }
+            let _ = client.disconnect().await;
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+struct MqttAcker {
+    client: AsyncClient,
+    publish: rumqttc::Publish,
+}
+
+#[async_trait::async_trait]
+impl Acker for MqttAcker {
+    async fn ack(self: Box<Self>) -> Result<(), ComponentError> {
+        self.client
+            .ack(&self.publish)
+            .await
+            .map_err(|e| ComponentError::Unavailable(format!("mqtt ack failed: {e}")))
+    }
+}

@@ -1,0 +1,305 @@
+//! `rabbitmq`: AMQP 0-9-1 through lapin. Each topic is a durable fanout
+//! exchange; each consumer group a durable queue (`<group>-<topic>`) bound
+//! to it, so sidecars of one group compete for its messages and a group's
+//! messages wait in its queue while no consumer runs.
+//!
+//! Publishing waits for the broker's publisher confirm; messages are
+//! persistent. Consuming acks manually, only after the application
+//! answered, with a prefetch bound; a message whose consumer dies unacked
+//! is requeued by the broker.
+//!
+//! Metadata: `host` or `connectionString` (an `amqp://` URL; default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`), `consumerID`, `prefetchCount`
+//! (default: the subscription's concurrency), `durable` (default true),
+//! `deliveryMode` (2 = persistent, the default; 1 = transient).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures::{FutureExt, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::watch;
+
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
+use crate::components::state::check_number;
+use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+
+pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
+    name: "rabbitmq",
+    validate,
+    build: |spec| {
+        async move {
+            RabbitBroker::connect(&spec)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn PubSub>)
+        }
+        .boxed()
+    },
+};
+
+const HOST: &str = "host";
+const CONNECTION_STRING: &str = "connectionString";
+const PREFETCH: &str = "prefetchCount";
+const DURABLE: &str = "durable";
+const DELIVERY_MODE: &str = "deliveryMode";
+const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
+    let mut errors = Vec::new();
+    if let Some(url) = spec.meta(CONNECTION_STRING).or(spec.meta(HOST))
+        && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+    {
+        errors.push(MetadataError::new(
+            HOST,
+            format!("'{url}' is not an amqp:// or amqps:// URL"),
+        ));
+    }
+    check_number(spec, PREFETCH, &mut errors);
+    if let Some(d) = spec.meta(DURABLE)
+        && d.parse::<bool>().is_err()
+    {
+        errors.push(MetadataError::new(DURABLE, format!("'{d}' is not true or false")));
+    }
+    if let Some(m) = spec.meta(DELIVERY_MODE)
+        && !matches!(m, "1" | "2")
+    {
+        errors.push(MetadataError::new(
+            DELIVERY_MODE,
+            format!("'{m}' is not 1 (transient) or 2 (persistent)"),
+        ));
+    }
+    errors
+}
+
+fn amqp_error(what: &str, e: lapin::Error) -> ComponentError {
+    ComponentError::Fatal(format!("rabbitmq {what}: {e}"))
+}
+
+pub struct RabbitBroker {
+    connection: Connection,
+    /// Publisher confirms on.
+    publisher: Channel,
+    durable: bool,
+    persistent: bool,
+    prefetch: Option<u16>,
+    /// Exchanges already declared by this connection.
+    declared: Mutex<HashSet<String>>,
+    closed: watch::Sender<bool>,
+}
+
+impl RabbitBroker {
+    async fn connect(spec: &ComponentSpec) -> Result<RabbitBroker, BuildError> {
+        let url = spec.meta(CONNECTION_STRING).or(spec.meta(HOST)).unwrap_or(DEFAULT_URL);
+        let fail = |what: &str, e: lapin::Error| BuildError(format!("rabbitmq {what}: {e}"));
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .map_err(|e| fail("cannot connect", e))?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(|e| fail("cannot open a channel", e))?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| fail("cannot turn on publisher confirms", e))?;
+        Ok(RabbitBroker {
+            connection,
+            publisher,
+            durable: spec.meta(DURABLE) != Some("false"),
+            persistent: spec.meta(DELIVERY_MODE) != Some("1"),
+            prefetch: spec.meta(PREFETCH).and_then(|p| p.trim().parse().ok()),
+            declared: Mutex::new(HashSet::new()),
+            closed: watch::channel(false).0,
+        })
+    }
+
+    async fn declare_exchange(&self, channel: &Channel, topic: &str) -> Result<(), ComponentError> {
+        let known = self.declared.lock().unwrap_or_else(|p| p.into_inner()).contains(topic);
+        if known {
+            return Ok(());
+        }
+        channel
+            .exchange_declare(
+                ShortString::from(topic),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: self.durable,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_error(&format!("cannot declare exchange {topic}"), e))?;
+        self.declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_owned());
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for RabbitBroker {
+    async fn health_check(&self) -> Result<(), ComponentError> {
+        // What use does: open a channel.
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_error("health check", e))?;
+        let _ = channel.close(200, "health check".into()).await;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let _ = self.closed.send(true);
+        let _ = self.connection.close(200, "closing".into()).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl PubSub for RabbitBroker {
+    async fn publish(&self, req: PublishRequest) -> Result<(), ComponentError> {
+        self.declare_exchange(&self.publisher, &req.topic).await?;
+        let mut headers = FieldTable::default();
+        for (k, v) in &req.metadata {
+            headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(v.as_str().into()));
+        }
+        let mut properties = BasicProperties::default()
+            .with_content_type(ShortString::from(req.content_type.as_str()))
+            .with_delivery_mode(if self.persistent { 2 } else { 1 })
+            .with_headers(headers);
+        if let Some(ttl) = req.ttl {
+            properties = properties.with_expiration(ShortString::from(ttl.as_millis().to_string()));
+        }
+        let confirm = self
+            .publisher
+            .basic_publish(
+                ShortString::from(req.topic.as_str()),
+                ShortString::from(""),
+                BasicPublishOptions::default(),
+                &req.data,
+                properties,
+            )
+            .await
+            .map_err(|e| amqp_error("publish failed", e))?
+            .await
+            .map_err(|e| amqp_error("publish was not confirmed", e))?;
+        if confirm.is_nack() {
+            return Err(ComponentError::Internal(format!(
+                "rabbitmq refused the message for topic {} (publisher confirm nack)",
+                req.topic
+            )));
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, req: SubscribeRequest) -> Result<Deliveries, ComponentError> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_error("cannot open a channel", e))?;
+        self.declare_exchange(&channel, &req.topic).await?;
+        let queue = format!("{}-{}", req.group, req.topic);
+        channel
+            .queue_declare(
+                ShortString::from(queue.as_str()),
+                QueueDeclareOptions {
+                    durable: self.durable,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_error(&format!("cannot declare queue {queue}"), e))?;
+        channel
+            .queue_bind(
+                ShortString::from(queue.as_str()),
+                ShortString::from(req.topic.as_str()),
+                ShortString::from(""),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_error("cannot bind the queue", e))?;
+        let prefetch = self
+            .prefetch
+            .unwrap_or_else(|| u16::try_from(req.max_in_flight).unwrap_or(u16::MAX).max(1));
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| amqp_error("cannot set the prefetch", e))?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(queue.as_str()),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_error("cannot consume", e))?;
+        let topic = req.topic.clone();
+        let mut closed = self.closed.subscribe();
+        let until_closed = async move {
+            let _ = closed.wait_for(|c| *c).await;
+        };
+        let deliveries = consumer.take_until(Box::pin(until_closed)).map(move |delivery| {
+            // Keep the channel open as long as the stream lives.
+            let _channel = &channel;
+            let delivery = delivery.map_err(|e| amqp_error("consumer failed", e))?;
+            let metadata = delivery
+                .properties
+                .headers()
+                .as_ref()
+                .map(|h| {
+                    h.inner()
+                        .iter()
+                        .filter_map(|(k, v)| match v {
+                            AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
+                            AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
+                            _ => None,
+                        })
+                        .collect::<HashMap<_, _>>()
+                })
+                .unwrap_or_default();
+            Ok(Delivery {
+                message: Message {
+                    topic: topic.clone(),
+                    data: delivery.data,
+                    metadata,
+                },
+                acker: Box::new(RabbitAcker(delivery.acker)),
+            })
+        });
+        Ok(Box::pin(deliveries))
+    }
+}
+
+struct RabbitAcker(lapin::Acker);
+
+#[async_trait::async_trait]
+impl Acker for RabbitAcker {
+    async fn ack(self: Box<Self>) -> Result<(), ComponentError> {
+        self.0
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(|e| amqp_error("ack failed", e))
+    }
+
+    async fn nack(self: Box<Self>) {
+        let _ = self
+            .0
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+    }
+}

@@ -1,0 +1,291 @@
+//! `redis`: Redis Streams, as Dapr's Redis pub/sub uses them. A topic is a
+//! stream; a consumer group is a Redis consumer group; each sidecar is a
+//! consumer named by its instance id.
+//!
+//! Publishing is an `XADD` of `data` (and `metadata`, as JSON). Consuming
+//! reads the consumer's own pending entries first (left by a crash), then
+//! new ones with a blocking `XREADGROUP` on a connection of its own; every
+//! `redeliverInterval` it claims (`XAUTOCLAIM`) entries that another
+//! consumer has held longer than `processingTimeout`, so a crashed sidecar's
+//! unacked messages are delivered again. `XACK` after the application
+//! answers.
+//!
+//! Metadata: the connection keys of `redis_client`, `consumerID`,
+//! `processingTimeout` (default 60s), `redeliverInterval` (default 15s),
+//! `maxLenApprox` (trim streams to about this many entries; default none).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{
+    Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest, check_duration, duration_meta,
+};
+use crate::components::redis_client::{self, map_error};
+use crate::components::state::check_number;
+use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+
+pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
+    name: "redis",
+    validate,
+    build: |spec| async move { RedisBroker::connect(spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed(),
+};
+
+const PROCESSING_TIMEOUT: &str = "processingTimeout";
+const REDELIVER_INTERVAL: &str = "redeliverInterval";
+const MAX_LEN_APPROX: &str = "maxLenApprox";
+/// How long one blocking read waits before it checks for claims and close.
+const BLOCK: Duration = Duration::from_secs(1);
+
+fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
+    let mut errors = Vec::new();
+    redis_client::validate(spec, &mut errors);
+    check_duration(spec, PROCESSING_TIMEOUT, &mut errors);
+    check_duration(spec, REDELIVER_INTERVAL, &mut errors);
+    check_number(spec, MAX_LEN_APPROX, &mut errors);
+    errors
+}
+
+#[derive(Clone)]
+struct Settings {
+    processing_timeout: Duration,
+    redeliver_interval: Duration,
+    max_len: Option<u64>,
+    consumer: String,
+}
+
+pub struct RedisBroker {
+    client: redis::Client,
+    conn: ConnectionManager,
+    settings: Settings,
+    closed: watch::Sender<bool>,
+}
+
+impl RedisBroker {
+    async fn connect(spec: ComponentSpec) -> Result<RedisBroker, BuildError> {
+        let bad = |e: String| BuildError(format!("redis pub/sub: {e}"));
+        let settings = Settings {
+            processing_timeout: duration_meta(&spec, PROCESSING_TIMEOUT, Duration::from_secs(60)).map_err(bad)?,
+            redeliver_interval: duration_meta(&spec, REDELIVER_INTERVAL, Duration::from_secs(15)).map_err(bad)?,
+            max_len: spec.meta(MAX_LEN_APPROX).and_then(|v| v.trim().parse().ok()),
+            consumer: if spec.instance_id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                spec.instance_id.clone()
+            },
+        };
+        let conn = redis_client::connect(&spec).await?;
+        let client = redis::Client::open(redis_client::url(&spec)).map_err(|e| bad(e.to_string()))?;
+        Ok(RedisBroker {
+            client,
+            conn,
+            settings,
+            closed: watch::channel(false).0,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for RedisBroker {
+    async fn health_check(&self) -> Result<(), ComponentError> {
+        redis_client::ping(&mut self.conn.clone()).await
+    }
+
+    async fn close(&self) {
+        let _ = self.closed.send(true);
+    }
+}
+
+#[async_trait::async_trait]
+impl PubSub for RedisBroker {
+    async fn publish(&self, req: PublishRequest) -> Result<(), ComponentError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&req.topic);
+        if let Some(max) = self.settings.max_len {
+            cmd.arg("MAXLEN").arg("~").arg(max);
+        }
+        cmd.arg("*").arg("data").arg(req.data.as_slice());
+        if !req.metadata.is_empty() {
+            let metadata = serde_json::to_string(&req.metadata).unwrap_or_default();
+            cmd.arg("metadata").arg(metadata);
+        }
+        cmd.query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(map_error)
+    }
+
+    async fn subscribe(&self, req: SubscribeRequest) -> Result<Deliveries, ComponentError> {
+        let mut conn = self.conn.clone();
+        // From "0": a new group gets what the stream already holds, so a
+        // message published before the first subscription is not lost.
+        let created = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&req.topic)
+            .arg(&req.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async::<String>(&mut conn)
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(map_error(e)),
+        }
+        // Blocking reads need a connection of their own.
+        let reader = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(map_error)?;
+        let consumer = Consumer {
+            topic: req.topic,
+            group: req.group,
+            batch: req.max_in_flight.clamp(1, 1000),
+            settings: self.settings.clone(),
+            acks: conn,
+            reader,
+            buffer: VecDeque::new(),
+            // Our own pending entries first: what a crash left unacked.
+            own_pending: true,
+            next_claim: Instant::now() + self.settings.redeliver_interval,
+            closed: self.closed.subscribe(),
+            failed: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(consumer, |mut c| async move {
+            let next = c.next().await?;
+            Some((next, c))
+        })))
+    }
+}
+
+struct Consumer {
+    topic: String,
+    group: String,
+    batch: usize,
+    settings: Settings,
+    acks: ConnectionManager,
+    reader: MultiplexedConnection,
+    buffer: VecDeque<StreamId>,
+    own_pending: bool,
+    next_claim: Instant,
+    closed: watch::Receiver<bool>,
+    failed: bool,
+}
+
+impl Consumer {
+    /// The next delivery; `None` once closed, an error (and then `None`)
+    /// when Redis fails.
+    async fn next(&mut self) -> Option<Result<Delivery, ComponentError>> {
+        loop {
+            if self.failed || *self.closed.borrow() {
+                return None;
+            }
+            if let Some(entry) = self.buffer.pop_front() {
+                return Some(Ok(self.delivery(entry)));
+            }
+            let fetched = if self.own_pending {
+                self.own_pending = false;
+                self.read("0", None).await
+            } else if Instant::now() >= self.next_claim {
+                self.next_claim = Instant::now() + self.settings.redeliver_interval;
+                self.claim().await
+            } else {
+                self.read(">", Some(BLOCK)).await
+            };
+            match fetched {
+                Ok(entries) => self.buffer.extend(entries),
+                Err(e) => {
+                    // Yield the error once, then end: the caller resubscribes.
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    async fn read(&mut self, from: &str, block: Option<Duration>) -> Result<Vec<StreamId>, ComponentError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.settings.consumer)
+            .arg("COUNT")
+            .arg(self.batch);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.topic).arg(from);
+        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.reader).await.map_err(map_error)?;
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default())
+    }
+
+    async fn claim(&mut self) -> Result<Vec<StreamId>, ComponentError> {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.topic)
+            .arg(&self.group)
+            .arg(&self.settings.consumer)
+            .arg(self.settings.processing_timeout.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(self.batch)
+            .query_async(&mut self.reader)
+            .await
+            .map_err(map_error)?;
+        Ok(reply.claimed)
+    }
+
+    fn delivery(&self, entry: StreamId) -> Delivery {
+        let data = match entry.map.get("data") {
+            Some(redis::Value::BulkString(bytes)) => bytes.clone(),
+            Some(redis::Value::SimpleString(s)) => s.clone().into_bytes(),
+            _ => Vec::new(),
+        };
+        let metadata = match entry.map.get("metadata") {
+            Some(redis::Value::BulkString(bytes)) => serde_json::from_slice(bytes.as_slice()).unwrap_or_default(),
+            _ => HashMap::new(),
+        };
+        Delivery {
+            message: Message {
+                topic: self.topic.clone(),
+                data,
+                metadata,
+            },
+            acker: Box::new(StreamAcker {
+                conn: self.acks.clone(),
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+                id: entry.id,
+            }),
+        }
+    }
+}
+
+struct StreamAcker {
+    conn: ConnectionManager,
+    topic: String,
+    group: String,
+    id: String,
+}
+
+#[async_trait::async_trait]
+impl Acker for StreamAcker {
+    async fn ack(self: Box<Self>) -> Result<(), ComponentError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("XACK")
+            .arg(&self.topic)
+            .arg(&self.group)
+            .arg(&self.id)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(map_error)
+    }
+}
