@@ -7,6 +7,7 @@ mod api;
 mod apps;
 mod process;
 mod pubsub;
+mod pubsub_faults;
 mod shutdown;
 mod state;
 mod state_faults;
