@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod pubsub;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,12 +53,15 @@ fn main() -> anyhow::Result<()> {
         if wanted("state-redis") {
             state_redis().await?;
         }
+        if wanted("pubsub") {
+            pubsub::run().await?;
+        }
         anyhow::Ok(())
     })
 }
 
 /// A sidecar on free ports with the given components.
-async fn sidecar(components: &str) -> anyhow::Result<Runtime> {
+pub(crate) async fn sidecar(components: &str) -> anyhow::Result<Runtime> {
     let mut config = config::load_str(components, Format::Toml, "bench", Some(BTreeMap::new()))?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.grpc = any;

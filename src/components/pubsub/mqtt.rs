@@ -272,20 +272,26 @@ impl PubSub for MqttBroker {
             id_part(&self.settings.instance),
             id_part(&req.topic)
         );
+        // Room for every ack the deliveries may send at once: an ack that
+        // waited for the event loop while the event loop waited for a free
+        // delivery would stall the subscription.
         let (client, mut eventloop) = AsyncClient::new(
             {
                 let mut options = self.settings.options(client_id, false);
                 options.set_manual_acks(true);
                 options
             },
-            req.max_in_flight.max(1),
+            1024,
         );
         let filter = format!("$share/{}/{}", req.group, req.topic);
         client
             .subscribe(filter, QoS::AtLeastOnce)
             .await
             .map_err(|e| ComponentError::Fatal(format!("mqtt subscribe failed: {e}")))?;
-        let (tx, rx) = mpsc::channel(req.max_in_flight.max(1));
+        // Unbounded, so the event loop never waits on the consumer; the
+        // broker's in-flight window (unacked QoS 1 messages per client)
+        // bounds what can pile up here.
+        let (tx, rx) = mpsc::unbounded_channel();
         let mut closed = self.closed.subscribe();
         let topic = req.topic.clone();
         tokio::spawn(async move {
@@ -293,7 +299,7 @@ impl PubSub for MqttBroker {
                 let event = tokio::select! {
                     event = eventloop.poll() => event,
                     _ = closed.wait_for(|c| *c) => break,
-                    _ = tx.closed() => break,
+                    () = tx.closed() => break,
                 };
                 match event {
                     Ok(Event::Incoming(Incoming::Publish(publish))) => {
@@ -308,7 +314,7 @@ impl PubSub for MqttBroker {
                                 publish,
                             }),
                         };
-                        if tx.send(Ok(delivery)).await.is_err() {
+                        if tx.send(Ok(delivery)).is_err() {
                             break;
                         }
                     }
@@ -316,16 +322,14 @@ impl PubSub for MqttBroker {
                     Err(e) => {
                         // The session persists: the next subscription gets
                         // what this one left unacked.
-                        let _ = tx
-                            .send(Err(ComponentError::Fatal(format!("mqtt subscriber lost: {e}"))))
-                            .await;
+                        let _ = tx.send(Err(ComponentError::Fatal(format!("mqtt subscriber lost: {e}"))));
                         break;
                     }
                 }
             }
             let _ = client.disconnect().await;
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)))
     }
 }
 
