@@ -3,7 +3,7 @@
 //! Dapr HTTP endpoints.
 
 use futures::StreamExt;
-use layotto::proto::runtime::v1::{GetStateRequest, PublishEventRequest, SayHelloRequest};
+use layotto::proto::runtime::v1::{GetStateRequest, InvokeServiceRequest, SayHelloRequest};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -95,15 +95,14 @@ async fn rpcs_not_built_yet_are_unimplemented_naming_themselves() {
     let rt = support::start(TWO_HELLOS).await;
     let mut client = support::client(&rt).await;
     let err = client
-        .publish_event(PublishEventRequest {
-            pubsub_name: "p".into(),
-            topic: "t".into(),
+        .invoke_service(InvokeServiceRequest {
+            id: "other-app".into(),
             ..Default::default()
         })
         .await
         .expect_err("not built");
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("Runtime/PublishEvent"), "{}", err.message());
+    assert!(err.message().contains("Runtime/InvokeService"), "{}", err.message());
     rt.shutdown().await;
 }
 

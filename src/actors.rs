@@ -12,8 +12,10 @@
 mod handle;
 pub mod hello;
 mod host;
+pub mod lock;
 pub mod pubsub;
 mod router;
+pub mod sequencer;
 pub mod state;
 
 pub use handle::{CallError, ComponentHandle, Slot};

@@ -14,8 +14,11 @@ use futures::future::BoxFuture;
 #[cfg(feature = "test-components")]
 pub mod faulty;
 pub mod hello;
+pub mod lock;
 pub mod pubsub;
 pub mod redis_client;
+pub mod sequencer;
+pub mod sql;
 pub mod state;
 
 /// The building blocks, named as the sections of Layotto's `grpc_config`.
@@ -282,9 +285,94 @@ impl BuildingBlock for PubSubs {
     ];
 }
 
+/// The `lock` building block.
+pub struct Locks;
+
+impl BuildingBlock for Locks {
+    type Component = dyn lock::LockStore;
+    const KIND: Kind = Kind::Lock;
+    const TYPES: &'static [TypeEntry<Self::Component>] = &[
+        lock::memory::TYPE,
+        lock::sqlite::TYPE,
+        lock::redis::TYPE,
+        lock::postgres::TYPE,
+    ];
+}
+
+/// The `sequencer` building block.
+pub struct Sequencers;
+
+impl BuildingBlock for Sequencers {
+    type Component = dyn sequencer::SequencerStore;
+    const KIND: Kind = Kind::Sequencer;
+    const TYPES: &'static [TypeEntry<Self::Component>] = &[
+        sequencer::memory::TYPE,
+        sequencer::sqlite::TYPE,
+        sequencer::redis::TYPE,
+        sequencer::postgres::TYPE,
+        sequencer::mysql::TYPE,
+    ];
+}
+
 /// Looks a type up in a block's table.
 pub fn find<'a, C: ?Sized>(types: &'a [TypeEntry<C>], name: &str) -> Option<&'a TypeEntry<C>> {
     types.iter().find(|t| t.name == name)
+}
+
+/// How keys are scoped in the backend: Layotto's `keyPrefix` metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyPrefix {
+    /// The bare key (Layotto's default).
+    None,
+    /// `<app id>||key`.
+    AppId,
+    /// `<store name>||key`.
+    Name,
+    /// `<literal>||key`.
+    Literal(String),
+}
+
+/// The metadata key that sets the prefix.
+pub const KEY_PREFIX: &str = "keyPrefix";
+/// Separates the prefix from the key.
+pub const PREFIX_SEPARATOR: &str = "||";
+
+impl KeyPrefix {
+    /// The component's prefix; `default` when `keyPrefix` is not set (the
+    /// state API's default is `none`, lock's and sequencer's `appid`, as in
+    /// Layotto).
+    pub fn from_spec(spec: &ComponentSpec, default: KeyPrefix) -> KeyPrefix {
+        match spec.meta(KEY_PREFIX).map(str::trim) {
+            None | Some("") => default,
+            Some("none") => KeyPrefix::None,
+            Some("appid") => KeyPrefix::AppId,
+            Some("name") => KeyPrefix::Name,
+            Some(literal) => KeyPrefix::Literal(literal.to_owned()),
+        }
+    }
+
+    /// The prefix for a store `store` of app `app_id`, or `None` when keys
+    /// go bare. An empty app id means no prefix, as in Layotto.
+    pub fn prefix<'a>(&'a self, app_id: &'a str, store: &'a str) -> Option<&'a str> {
+        match self {
+            KeyPrefix::None => None,
+            KeyPrefix::AppId => Some(app_id).filter(|id| !id.is_empty()),
+            KeyPrefix::Name => Some(store),
+            KeyPrefix::Literal(literal) => Some(literal),
+        }
+    }
+}
+
+/// Checks `keyPrefix`.
+pub(crate) fn check_key_prefix(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
+    if let KeyPrefix::Literal(literal) = KeyPrefix::from_spec(spec, KeyPrefix::None)
+        && literal.contains(PREFIX_SEPARATOR)
+    {
+        errors.push(MetadataError::new(
+            KEY_PREFIX,
+            format!("'{literal}' must not contain '||'"),
+        ));
+    }
 }
 
 /// Percent-encodes what would break the user-info part of a URL, for
@@ -309,5 +397,54 @@ pub(crate) fn url_encode(s: &str) -> String {
 pub fn require(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
     if spec.meta(key).is_none_or(|v| v.trim().is_empty()) {
         errors.push(MetadataError::new(key, "is required"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_prefixes_follow_layottos_rules() {
+        let spec = |p: Option<&str>| {
+            let spec = ComponentSpec::new("orders", "in-memory");
+            match p {
+                Some(p) => spec.with_metadata(KEY_PREFIX, p),
+                None => spec,
+            }
+        };
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(None), KeyPrefix::None).prefix("app1", "orders"),
+            None
+        );
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(Some("none")), KeyPrefix::None).prefix("app1", "orders"),
+            None
+        );
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(Some("appid")), KeyPrefix::None).prefix("app1", "orders"),
+            Some("app1")
+        );
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(Some("appid")), KeyPrefix::None).prefix("", "orders"),
+            None
+        );
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(Some("name")), KeyPrefix::None).prefix("app1", "orders"),
+            Some("orders")
+        );
+        assert_eq!(
+            KeyPrefix::from_spec(&spec(Some("shop")), KeyPrefix::None).prefix("app1", "orders"),
+            Some("shop")
+        );
+    }
+
+    #[test]
+    fn lock_and_sequencer_default_to_the_app_id() {
+        let spec = ComponentSpec::new("locks", "redis");
+        assert_eq!(
+            KeyPrefix::from_spec(&spec, KeyPrefix::AppId).prefix("app1", "locks"),
+            Some("app1")
+        );
     }
 }

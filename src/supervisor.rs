@@ -28,7 +28,7 @@ use actix::Addr;
 use tokio::sync::mpsc;
 
 use crate::actors::{Blocks, Router, Slot};
-use crate::components::{BuildingBlock, Hellos, PubSubs, State};
+use crate::components::{BuildingBlock, Hellos, Locks, PubSubs, Sequencers, State};
 use crate::config::{Config, SupervisorConfig};
 use root::{Ping, RootSupervisor, StopTree};
 
@@ -39,6 +39,8 @@ pub struct Slots {
     pub hellos: Vec<Arc<Slot<Hellos>>>,
     pub state: Vec<Arc<Slot<State>>>,
     pub pubsubs: Vec<Arc<Slot<PubSubs>>>,
+    pub locks: Vec<Arc<Slot<Locks>>>,
+    pub sequencers: Vec<Arc<Slot<Sequencers>>>,
 }
 
 impl Slots {
@@ -48,6 +50,8 @@ impl Slots {
             hellos: slots_of::<Hellos>(config, registry, instance_id),
             state: slots_of::<State>(config, registry, instance_id),
             pubsubs: slots_of::<PubSubs>(config, registry, instance_id),
+            locks: slots_of::<Locks>(config, registry, instance_id),
+            sequencers: slots_of::<Sequencers>(config, registry, instance_id),
         }
     }
 
@@ -57,6 +61,8 @@ impl Slots {
             hellos: Blocks::new(&self.hellos),
             state: Blocks::new(&self.state),
             pubsubs: Blocks::new(&self.pubsubs),
+            locks: Blocks::new(&self.locks),
+            sequencers: Blocks::new(&self.sequencers),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::handle::{ComponentHandle, Slot};
-use crate::components::{BuildingBlock, Hellos, Kind, PubSubs, State};
+use crate::components::{BuildingBlock, Hellos, Kind, Locks, PubSubs, Sequencers, State};
 
 /// Why a request's component name does not lead to a component.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,4 +74,6 @@ pub struct Router {
     pub hellos: Blocks<Hellos>,
     pub state: Blocks<State>,
     pub pubsubs: Blocks<PubSubs>,
+    pub locks: Blocks<Locks>,
+    pub sequencers: Blocks<Sequencers>,
 }

@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 
+pub(crate) use super::check_key_prefix;
 use super::{Component, ComponentError, ComponentSpec, MetadataError};
+pub use super::{KEY_PREFIX, KeyPrefix, PREFIX_SEPARATOR};
 
 /// A stored value and its etag.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,87 +160,9 @@ pub(crate) fn check_number(spec: &ComponentSpec, key: &str, errors: &mut Vec<Met
     }
 }
 
-/// How keys are scoped in the backend: Layotto's `keyPrefix` metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyPrefix {
-    /// The bare key (Layotto's default).
-    None,
-    /// `<app id>||key`.
-    AppId,
-    /// `<store name>||key`.
-    Name,
-    /// `<literal>||key`.
-    Literal(String),
-}
-
-/// The metadata key that sets the prefix.
-pub const KEY_PREFIX: &str = "keyPrefix";
-/// Separates the prefix from the key.
-pub const PREFIX_SEPARATOR: &str = "||";
-
-impl KeyPrefix {
-    pub fn from_spec(spec: &ComponentSpec) -> KeyPrefix {
-        match spec.meta(KEY_PREFIX).map(str::trim) {
-            None | Some("") | Some("none") => KeyPrefix::None,
-            Some("appid") => KeyPrefix::AppId,
-            Some("name") => KeyPrefix::Name,
-            Some(literal) => KeyPrefix::Literal(literal.to_owned()),
-        }
-    }
-
-    /// The prefix for a store `store` of app `app_id`, or `None` when keys
-    /// go bare. An empty app id means no prefix, as in Layotto.
-    pub fn prefix<'a>(&'a self, app_id: &'a str, store: &'a str) -> Option<&'a str> {
-        match self {
-            KeyPrefix::None => None,
-            KeyPrefix::AppId => Some(app_id).filter(|id| !id.is_empty()),
-            KeyPrefix::Name => Some(store),
-            KeyPrefix::Literal(literal) => Some(literal),
-        }
-    }
-}
-
-/// Validates the shared state metadata (`keyPrefix`).
-pub(crate) fn check_key_prefix(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
-    if let KeyPrefix::Literal(literal) = KeyPrefix::from_spec(spec)
-        && literal.contains(PREFIX_SEPARATOR)
-    {
-        errors.push(MetadataError::new(
-            KEY_PREFIX,
-            format!("'{literal}' must not contain '||'"),
-        ));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_prefixes_follow_layottos_rules() {
-        let spec = |p: Option<&str>| {
-            let spec = ComponentSpec::new("orders", "in-memory");
-            match p {
-                Some(p) => spec.with_metadata(KEY_PREFIX, p),
-                None => spec,
-            }
-        };
-        assert_eq!(KeyPrefix::from_spec(&spec(None)).prefix("app1", "orders"), None);
-        assert_eq!(KeyPrefix::from_spec(&spec(Some("none"))).prefix("app1", "orders"), None);
-        assert_eq!(
-            KeyPrefix::from_spec(&spec(Some("appid"))).prefix("app1", "orders"),
-            Some("app1")
-        );
-        assert_eq!(KeyPrefix::from_spec(&spec(Some("appid"))).prefix("", "orders"), None);
-        assert_eq!(
-            KeyPrefix::from_spec(&spec(Some("name"))).prefix("app1", "orders"),
-            Some("orders")
-        );
-        assert_eq!(
-            KeyPrefix::from_spec(&spec(Some("shop"))).prefix("app1", "orders"),
-            Some("shop")
-        );
-    }
 
     #[test]
     fn etags_are_positive_and_json_safe() {

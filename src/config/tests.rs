@@ -116,10 +116,10 @@ fn all_problems_are_reported_at_once_with_their_paths() {
 
 #[test]
 fn a_type_of_a_block_not_built_yet_is_rejected() {
-    let found = problems("[lock.l]\ntype = \"redis\"\n");
+    let found = problems("[file.f]\ntype = \"local\"\n");
     assert_eq!(
         found,
-        vec!["lock.l.type: unknown type 'redis' for lock; no lock component types are implemented yet"]
+        vec!["file.f.type: unknown type 'local' for file; no file component types are implemented yet"]
     );
 }
 

@@ -58,10 +58,18 @@ impl Actor for RootSupervisor {
             return;
         };
         // Start-up order follows `Kind::ALL`: secret stores first.
-        let Slots { hellos, state, pubsubs } = slots;
+        let Slots {
+            hellos,
+            state,
+            pubsubs,
+            locks,
+            sequencers,
+        } = slots;
         self.start_block(&hellos, ctx);
         self.start_block(&state, ctx);
         self.start_block(&pubsubs, ctx);
+        self.start_block(&locks, ctx);
+        self.start_block(&sequencers, ctx);
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{hello, pubsub, state};
+use super::{hello, lock, pubsub, sequencer, state};
 use crate::api::ApiContext;
 use crate::proto::runtime::v1 as pb;
 use crate::proto::runtime::v1::runtime_server::Runtime;
@@ -96,15 +96,34 @@ impl Runtime for RuntimeService {
             .map(Response::new)
     }
 
+    async fn try_lock(&self, req: Request<pb::TryLockRequest>) -> Result<Response<pb::TryLockResponse>, Status> {
+        lock::try_lock(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn unlock(&self, req: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
+        lock::unlock(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn lock_keep_alive(
+        &self,
+        req: Request<pb::LockKeepAliveRequest>,
+    ) -> Result<Response<pb::LockKeepAliveResponse>, Status> {
+        lock::lock_keep_alive(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_next_id(&self, req: Request<pb::GetNextIdRequest>) -> Result<Response<pb::GetNextIdResponse>, Status> {
+        sequencer::get_next_id(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     not_built! {
         invoke_service(pb::InvokeServiceRequest) -> pb::InvokeResponse = "InvokeService";
         get_configuration(pb::GetConfigurationRequest) -> pb::GetConfigurationResponse = "GetConfiguration";
         save_configuration(pb::SaveConfigurationRequest) -> () = "SaveConfiguration";
         delete_configuration(pb::DeleteConfigurationRequest) -> () = "DeleteConfiguration";
-        try_lock(pb::TryLockRequest) -> pb::TryLockResponse = "TryLock";
-        unlock(pb::UnlockRequest) -> pb::UnlockResponse = "Unlock";
-        lock_keep_alive(pb::LockKeepAliveRequest) -> pb::LockKeepAliveResponse = "LockKeepAlive";
-        get_next_id(pb::GetNextIdRequest) -> pb::GetNextIdResponse = "GetNextId";
         list_file(pb::ListFileRequest) -> pb::ListFileResp = "ListFile";
         del_file(pb::DelFileRequest) -> () = "DelFile";
         get_file_meta(pb::GetFileMetaRequest) -> pb::GetFileMetaResponse = "GetFileMeta";

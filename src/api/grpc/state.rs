@@ -37,7 +37,7 @@ struct Store<'a> {
 impl<'a> Store<'a> {
     fn find(ctx: &'a ApiContext, name: &str, field: &'static str) -> Result<Store<'a>, Status> {
         let handle = ctx.router.state.get(field, name)?;
-        let prefix = KeyPrefix::from_spec(handle.spec())
+        let prefix = KeyPrefix::from_spec(handle.spec(), KeyPrefix::None)
             .prefix(&ctx.app.app_id, name)
             .map(str::to_owned);
         Ok(Store { handle, prefix })

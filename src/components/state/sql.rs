@@ -17,8 +17,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, AssertSqlSafe, Row, SqlSafeStr, SqlStr, Transaction};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, AnyPool, Row, SqlStr, Transaction};
 use tokio::task::AbortHandle;
 use tracing::warn;
 
@@ -26,21 +26,17 @@ use super::{
     Concurrency, Consistency, DeleteRequest, Etag, SetRequest, StateStore, StateValue, TransactionOp, already_exists,
     check_write, new_etag,
 };
+use crate::components::sql::{self, Backend};
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError};
 
 /// Metadata: seconds between deletions of expired rows (Dapr's name).
 pub const CLEANUP_INTERVAL: &str = "cleanupIntervalInSeconds";
-/// Metadata: the table to use; created if missing.
-pub const TABLE_NAME: &str = "tableName";
 const DEFAULT_TABLE: &str = "state";
 const DEFAULT_CLEANUP_SECS: u64 = 3600;
 
-/// What differs between the SQL backends.
+/// What differs between the SQL state stores.
 pub(super) struct Dialect {
-    /// The store type, for messages.
-    pub name: &'static str,
-    /// An SQL expression for the current time in epoch milliseconds.
-    pub now_ms: &'static str,
+    pub backend: &'static Backend,
     /// `CREATE TABLE IF NOT EXISTS` and its indexes, for a table name.
     pub create: fn(&str) -> Vec<String>,
     /// The clause that turns an INSERT into an upsert of `value`, `etag`
@@ -48,17 +44,11 @@ pub(super) struct Dialect {
     pub upsert_clause: &'static str,
     /// Appended to the check read: a row lock, where the backend has one.
     pub lock_clause: &'static str,
-    /// `$1, $2, ...` placeholders instead of `?`.
-    pub numbered_params: bool,
-    /// Connections in the pool.
-    pub max_connections: u32,
     /// The longest key the table holds, in characters.
     pub max_key_chars: Option<usize>,
 }
 
-/// The statements, built once per store. The only text pasted into them is
-/// the table name, which [`validate_settings`] allows to be a plain
-/// identifier only: that is the audit `AssertSqlSafe` asks for.
+/// The statements, built once per store.
 struct Queries {
     get: SqlStr,
     current_etag: SqlStr,
@@ -71,13 +61,10 @@ struct Queries {
 
 impl Queries {
     fn new(d: &Dialect, table: &str) -> Queries {
-        let now = d.now_ms;
+        let now = d.backend.now_ms;
         let alive = format!("(expires_at IS NULL OR expires_at > {now})");
         let insert = format!("INSERT INTO {table} (id, value, etag, expires_at) VALUES (?, ?, ?, {now} + ?)");
-        let q = |sql: String| {
-            let sql = if d.numbered_params { number_params(&sql) } else { sql };
-            AssertSqlSafe(sql).into_sql_str()
-        };
+        let q = |sql: String| d.backend.statement(sql);
         Queries {
             get: q(format!(
                 "SELECT value, etag, expires_at, {now} AS now_ms FROM {table} WHERE id = ? AND {alive}"
@@ -99,22 +86,6 @@ impl Queries {
     }
 }
 
-/// Rewrites `?` placeholders as `$1, $2, ...` (no statement here has a `?`
-/// inside a literal).
-fn number_params(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push_str(&format!("${n}"));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The settings every SQL store reads from metadata.
 pub(super) struct SqlSettings {
     pub table: String,
@@ -124,7 +95,7 @@ pub(super) struct SqlSettings {
 impl SqlSettings {
     pub fn from_spec(spec: &ComponentSpec) -> SqlSettings {
         SqlSettings {
-            table: spec.meta(TABLE_NAME).unwrap_or(DEFAULT_TABLE).to_owned(),
+            table: sql::table(spec, DEFAULT_TABLE).to_owned(),
             cleanup_every: Duration::from_secs(
                 spec.meta(CLEANUP_INTERVAL)
                     .and_then(|s| s.trim().parse().ok())
@@ -135,30 +106,14 @@ impl SqlSettings {
     }
 }
 
-/// Checks `tableName` and `cleanupIntervalInSeconds`.
-pub(super) fn validate_settings(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
-    if let Some(table) = spec.meta(TABLE_NAME)
-        && !is_identifier(table)
-    {
-        errors.push(MetadataError::new(
-            TABLE_NAME,
-            format!("'{table}' is not a table name: use letters, digits and _ (optionally schema.table)"),
-        ));
-    }
-    super::check_number(spec, CLEANUP_INTERVAL, errors);
-}
-
-/// A plain SQL identifier, optionally qualified once: the table name is
-/// pasted into statements, so nothing else may pass.
-fn is_identifier(name: &str) -> bool {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 63
-            && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    let parts: Vec<&str> = name.split('.').collect();
-    parts.len() <= 2 && parts.iter().all(|p| part(p))
+/// Checks the shared SQL metadata, `cleanupIntervalInSeconds` and
+/// `keyPrefix`.
+pub(super) fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
+    let mut errors = Vec::new();
+    sql::validate(spec, &mut errors);
+    super::check_number(spec, CLEANUP_INTERVAL, &mut errors);
+    super::check_key_prefix(spec, &mut errors);
+    errors
 }
 
 pub(super) struct SqlStore {
@@ -170,25 +125,13 @@ pub(super) struct SqlStore {
 
 impl SqlStore {
     /// Connects, creates the table if needed, and starts the cleanup.
-    pub async fn connect(dialect: &'static Dialect, url: &str, settings: SqlSettings) -> Result<SqlStore, BuildError> {
-        sqlx::any::install_default_drivers();
-        let fail = |what: &str, e: sqlx::Error| BuildError(format!("{} {what}: {e}", dialect.name));
-        let pool = AnyPoolOptions::new()
-            .max_connections(dialect.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(|e| fail("cannot connect", e))?;
-        for ddl in (dialect.create)(&settings.table) {
-            match sqlx::query(AssertSqlSafe(ddl)).execute(&pool).await {
-                Ok(_) => {}
-                // Sidecars starting together race to create the table; in
-                // PostgreSQL `IF NOT EXISTS` does not stop the loser from
-                // failing (42P07, or 23505 on the catalog). The table is there.
-                Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("42P07" | "23505")) => {}
-                Err(e) => return Err(fail(&format!("cannot create table {}", settings.table), e)),
-            }
-        }
+    pub async fn connect(dialect: &'static Dialect, spec: &ComponentSpec) -> Result<Arc<dyn StateStore>, BuildError> {
+        let settings = SqlSettings::from_spec(spec);
+        let pool = dialect.backend.connect(spec).await?;
+        dialect
+            .backend
+            .create(&pool, (dialect.create)(&settings.table), &settings.table)
+            .await?;
         let queries = Queries::new(dialect, &settings.table);
         let cleanup = tokio::spawn(cleanup_loop(
             pool.clone(),
@@ -196,16 +139,16 @@ impl SqlStore {
             settings.cleanup_every,
         ))
         .abort_handle();
-        Ok(SqlStore {
+        Ok(Arc::new(SqlStore {
             dialect,
             pool,
             queries,
             cleanup,
-        })
+        }))
     }
 
     fn error(&self, e: sqlx::Error) -> ComponentError {
-        map_error(self.dialect.name, e)
+        self.dialect.backend.error(e)
     }
 
     /// Refuses a key the table cannot hold, before the database does it
@@ -214,7 +157,7 @@ impl SqlStore {
         match self.dialect.max_key_chars {
             Some(max) if key.chars().count() > max => Err(ComponentError::InvalidArgument(format!(
                 "{} keys are at most {max} characters; this one has {}",
-                self.dialect.name,
+                self.dialect.backend.name,
                 key.chars().count()
             ))),
             _ => Ok(()),
@@ -310,30 +253,6 @@ async fn cleanup_loop(pool: AnyPool, sql: SqlStr, every: Duration) {
     }
 }
 
-/// Maps a database error: lost connections restart the component, lost
-/// races are conflicts the caller may retry.
-pub(super) fn map_error(store: &str, e: sqlx::Error) -> ComponentError {
-    match &e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => ComponentError::Fatal(format!("{store} connection failed: {e}")),
-        sqlx::Error::Database(db) => {
-            // Serialization failure, deadlock (PostgreSQL); deadlock, lock
-            // wait timeout (MySQL): another transaction won.
-            let code = db.code().unwrap_or_default();
-            if matches!(code.as_ref(), "40001" | "40P01" | "1213" | "1205") || db.is_unique_violation() {
-                ComponentError::Conflict(format!("{store}: a concurrent write won, retry: {e}"))
-            } else {
-                ComponentError::Internal(format!("{store}: {e}"))
-            }
-        }
-        _ => ComponentError::Internal(format!("{store}: {e}")),
-    }
-}
-
 #[async_trait::async_trait]
 impl Component for SqlStore {
     async fn health_check(&self) -> Result<(), ComponentError> {
@@ -415,30 +334,5 @@ impl StateStore for SqlStore {
             self.check_key(op.key())?;
         }
         self.apply_all(ops).await.map(drop)
-    }
-}
-
-/// Wraps a store for the registry.
-pub(super) fn boxed(store: SqlStore) -> Arc<dyn StateStore> {
-    Arc::new(store)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_numbered_for_postgres() {
-        assert_eq!(number_params("a = ? AND b = ?"), "a = $1 AND b = $2");
-    }
-
-    #[test]
-    fn only_plain_identifiers_are_table_names() {
-        for ok in ["state", "layotto_state", "public.state", "_t1"] {
-            assert!(is_identifier(ok), "{ok}");
-        }
-        for bad in ["", "1state", "state; DROP TABLE x", "a.b.c", "st-ate", "\"x\""] {
-            assert!(!is_identifier(bad), "{bad}");
-        }
     }
 }

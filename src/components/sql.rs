@@ -1,0 +1,288 @@
+//! What the SQL-backed components (state, lock, sequencer) share: the three
+//! backends reached through sqlx's Any driver, their connection string
+//! forms, statement building, table creation and error mapping.
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, AssertSqlSafe, SqlSafeStr, SqlStr};
+
+use super::{BuildError, ComponentError, ComponentSpec, MetadataError, require, url_encode};
+
+/// Metadata: how to reach the database.
+pub const CONNECTION_STRING: &str = "connectionString";
+/// Metadata: the table to use; created if missing.
+pub const TABLE_NAME: &str = "tableName";
+
+/// One SQL backend.
+pub struct Backend {
+    /// The component type, for messages.
+    pub name: &'static str,
+    /// An SQL expression for the current time in epoch milliseconds, on
+    /// the database's clock (so sidecars with skewed clocks agree).
+    pub now_ms: &'static str,
+    /// `$1, $2, ...` placeholders instead of `?`.
+    numbered_params: bool,
+    /// Connections in the pool.
+    max_connections: u32,
+    url: fn(&str) -> Result<String, String>,
+}
+
+/// One connection: SQLite has one writer at a time anyway, and a single
+/// connection makes every check-then-write atomic.
+pub static SQLITE: Backend = Backend {
+    name: "sqlite",
+    now_ms: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    numbered_params: false,
+    max_connections: 1,
+    url: sqlite_url,
+};
+
+pub static POSTGRES: Backend = Backend {
+    name: "postgresql",
+    now_ms: "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+    numbered_params: true,
+    max_connections: 10,
+    url: postgres_url,
+};
+
+pub static MYSQL: Backend = Backend {
+    name: "mysql",
+    now_ms: "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+    numbered_params: false,
+    max_connections: 10,
+    url: mysql_url,
+};
+
+impl Backend {
+    /// A statement: `?` placeholders renumbered where the backend wants
+    /// `$n`. The only text ever pasted into these statements is a table
+    /// name that [`check_table`] allowed: the audit `AssertSqlSafe` asks for.
+    pub fn statement(&self, sql: String) -> SqlStr {
+        let sql = if self.numbered_params { number_params(&sql) } else { sql };
+        AssertSqlSafe(sql).into_sql_str()
+    }
+
+    /// Connects with the component's `connectionString`.
+    pub async fn connect(&self, spec: &ComponentSpec) -> Result<AnyPool, BuildError> {
+        let url = (self.url)(spec.meta(CONNECTION_STRING).unwrap_or_default().trim())
+            .map_err(|e| BuildError(format!("{}: {CONNECTION_STRING}: {e}", self.name)))?;
+        sqlx::any::install_default_drivers();
+        AnyPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .map_err(|e| BuildError(format!("{} cannot connect: {e}", self.name)))
+    }
+
+    /// Runs `CREATE ... IF NOT EXISTS` statements.
+    pub async fn create(&self, pool: &AnyPool, ddl: Vec<String>, table: &str) -> Result<(), BuildError> {
+        for statement in ddl {
+            match sqlx::query(AssertSqlSafe(statement)).execute(pool).await {
+                Ok(_) => {}
+                // Sidecars starting together race to create the table; in
+                // PostgreSQL `IF NOT EXISTS` does not stop the loser from
+                // failing (42P07, or 23505 on the catalog). The table is there.
+                Err(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("42P07" | "23505")) => {}
+                Err(e) => return Err(BuildError(format!("{} cannot create table {table}: {e}", self.name))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a database error: lost connections restart the component, lost
+    /// races are conflicts the caller may retry.
+    pub fn error(&self, e: sqlx::Error) -> ComponentError {
+        let store = self.name;
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => ComponentError::Fatal(format!("{store} connection failed: {e}")),
+            sqlx::Error::Database(db) => {
+                // Serialization failure, deadlock (PostgreSQL); deadlock,
+                // lock wait timeout (MySQL): another transaction won.
+                let code = db.code().unwrap_or_default();
+                if matches!(code.as_ref(), "40001" | "40P01" | "1213" | "1205") || db.is_unique_violation() {
+                    ComponentError::Conflict(format!("{store}: a concurrent write won, retry: {e}"))
+                } else {
+                    ComponentError::Internal(format!("{store}: {e}"))
+                }
+            }
+            _ => ComponentError::Internal(format!("{store}: {e}")),
+        }
+    }
+}
+
+/// Checks `connectionString` (required) and `tableName`.
+pub fn validate(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
+    require(spec, CONNECTION_STRING, errors);
+    if let Some(table) = spec.meta(TABLE_NAME)
+        && !is_identifier(table)
+    {
+        errors.push(MetadataError::new(
+            TABLE_NAME,
+            format!("'{table}' is not a table name: use letters, digits and _ (optionally schema.table)"),
+        ));
+    }
+}
+
+/// The `tableName`, or `default`.
+pub fn table<'a>(spec: &'a ComponentSpec, default: &'a str) -> &'a str {
+    spec.meta(TABLE_NAME).unwrap_or(default)
+}
+
+/// A plain SQL identifier, optionally qualified once: table names are
+/// pasted into statements, so nothing else may pass.
+fn is_identifier(name: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
+}
+
+/// Rewrites `?` placeholders as `$1, $2, ...` (no statement here has a `?`
+/// inside a literal).
+fn number_params(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A file path (created with its directory), or a `sqlite:` URL.
+fn sqlite_url(target: &str) -> Result<String, String> {
+    if target.starts_with("sqlite:") {
+        return Ok(target.to_owned());
+    }
+    let path = std::path::Path::new(target);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    Ok(format!("sqlite://{target}?mode=rwc"))
+}
+
+/// A `postgres://` URL, or a key=value DSN (`host=... user=... dbname=...`).
+fn postgres_url(dsn: &str) -> Result<String, String> {
+    if dsn.contains("://") {
+        return Ok(dsn.to_owned());
+    }
+    let mut host = "localhost".to_owned();
+    let mut port = "5432".to_owned();
+    let (mut user, mut password, mut database) = (String::new(), String::new(), String::new());
+    let mut params = Vec::new();
+    for pair in dsn.split_whitespace() {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(format!("'{pair}' is not key=value"));
+        };
+        let v = v.trim_matches('\'').to_owned();
+        match k {
+            "host" => host = v,
+            "port" => port = v,
+            "user" => user = v,
+            "password" => password = v,
+            "dbname" | "database" => database = v,
+            other => params.push(format!("{other}={v}")),
+        }
+    }
+    let auth = match (user.is_empty(), password.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => format!("{}@", url_encode(&user)),
+        (false, false) => format!("{}:{}@", url_encode(&user), url_encode(&password)),
+    };
+    let query = if params.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", params.join("&"))
+    };
+    Ok(format!("postgres://{auth}{host}:{port}/{database}{query}"))
+}
+
+/// A `mysql://` URL, or Dapr's Go-driver DSN
+/// `[user[:password]@][tcp(host:port)]/dbname[?params]`.
+fn mysql_url(dsn: &str) -> Result<String, String> {
+    if dsn.contains("://") {
+        return Ok(dsn.to_owned());
+    }
+    let (auth, rest) = match dsn.rsplit_once('@') {
+        Some((auth, rest)) => (Some(auth), rest),
+        None => (None, dsn),
+    };
+    let (address, path) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("'{dsn}' has no /database"))?;
+    let host = address
+        .strip_prefix("tcp(")
+        .and_then(|a| a.strip_suffix(')'))
+        .unwrap_or(address);
+    let host = if host.is_empty() { "127.0.0.1:3306" } else { host };
+    let auth = match auth.map(|a| a.split_once(':').unwrap_or((a, ""))) {
+        None => String::new(),
+        Some((user, "")) => format!("{}@", url_encode(user)),
+        Some((user, password)) => format!("{}:{}@", url_encode(user), url_encode(password)),
+    };
+    // Go-driver parameters (parseTime, ...) mean nothing to this client.
+    let database = path.split('?').next().unwrap_or_default();
+    Ok(format!("mysql://{auth}{host}/{database}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(number_params("a = ? AND b = ?"), "a = $1 AND b = $2");
+    }
+
+    #[test]
+    fn only_plain_identifiers_are_table_names() {
+        for ok in ["state", "layotto_state", "public.state", "_t1"] {
+            assert!(is_identifier(ok), "{ok}");
+        }
+        for bad in ["", "1state", "state; DROP TABLE x", "a.b.c", "st-ate", "\"x\""] {
+            assert!(!is_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_value_dsns_become_postgres_urls() {
+        assert_eq!(
+            postgres_url("host=db port=5433 user=app password=p@ss dbname=orders sslmode=disable").expect("url"),
+            "postgres://app:p%40ss@db:5433/orders?sslmode=disable"
+        );
+        assert_eq!(postgres_url("postgres://u@h/d").expect("url"), "postgres://u@h/d");
+        assert!(postgres_url("host").is_err());
+    }
+
+    #[test]
+    fn go_driver_dsns_become_mysql_urls() {
+        assert_eq!(
+            mysql_url("root:pw@tcp(db:3307)/test?parseTime=true").expect("url"),
+            "mysql://root:pw@db:3307/test"
+        );
+        assert_eq!(
+            mysql_url("root@tcp(127.0.0.1:3306)/test").expect("url"),
+            "mysql://root@127.0.0.1:3306/test"
+        );
+        assert_eq!(
+            mysql_url("mysql://root@127.0.0.1:3306/test").expect("url"),
+            "mysql://root@127.0.0.1:3306/test"
+        );
+        assert!(mysql_url("nonsense").is_err());
+    }
+}
