@@ -5,9 +5,11 @@
 
 mod api;
 mod apps;
+mod lock;
 mod process;
 mod pubsub;
 mod pubsub_faults;
+mod sequencer;
 mod shutdown;
 mod state;
 mod state_faults;

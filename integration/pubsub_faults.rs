@@ -2,75 +2,15 @@
 //! no acknowledged event, and a broker that goes away and comes back is
 //! recovered from without a sidecar restart.
 
-use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tonic::Code;
 
 use crate::apps::{TestApp, always_success, subscription};
 use crate::pubsub::{Broker, config, publish};
-use crate::support::{self, PrivateRedis, eventually};
+use crate::support::{self, PrivateRedis, Sidecar, eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The `layotto` binary on fixed ports, so a restart is the same sidecar.
-struct Sidecar {
-    config: std::path::PathBuf,
-    grpc: u16,
-    actuator: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl Sidecar {
-    async fn start(config: std::path::PathBuf, grpc: u16, actuator: u16) -> Sidecar {
-        let mut sidecar = Sidecar {
-            config,
-            grpc,
-            actuator,
-            child: None,
-        };
-        sidecar.spawn().await;
-        sidecar
-    }
-
-    async fn spawn(&mut self) {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_layotto"))
-            .arg("start")
-            .arg("-c")
-            .arg(&self.config)
-            .env("LAYOTTO__SERVER__GRPC", format!("127.0.0.1:{}", self.grpc))
-            .env("LAYOTTO__SERVER__ACTUATOR", format!("127.0.0.1:{}", self.actuator))
-            .env("LAYOTTO__SERVER__DAPR_HTTP", "disabled")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("layotto starts");
-        self.child = Some(child);
-        let url = format!("http://127.0.0.1:{}/actuator/health/readiness", self.actuator);
-        eventually("the sidecar to be ready", WAIT, || async {
-            matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200).then_some(())
-        })
-        .await;
-    }
-
-    /// SIGKILL: no drain, no acks, nothing.
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.start_kill().expect("kill -9");
-            let _ = child.wait().await;
-        }
-    }
-}
 
 async fn killing_the_sidecar_loses_no_acknowledged_event(broker: Broker) {
     let (id, topic) = (support::unique("crash-app"), support::unique("t"));

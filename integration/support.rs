@@ -265,3 +265,77 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The `layotto` binary on fixed ports, so a restart is the same sidecar.
+pub struct Sidecar {
+    config: std::path::PathBuf,
+    grpc: u16,
+    actuator: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl Sidecar {
+    pub async fn start(config: std::path::PathBuf, grpc: u16, actuator: u16) -> Sidecar {
+        let mut sidecar = Sidecar {
+            config,
+            grpc,
+            actuator,
+            child: None,
+        };
+        sidecar.spawn().await;
+        sidecar
+    }
+
+    pub async fn spawn(&mut self) {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_layotto"))
+            .arg("start")
+            .arg("-c")
+            .arg(&self.config)
+            .env("LAYOTTO__SERVER__GRPC", format!("127.0.0.1:{}", self.grpc))
+            .env("LAYOTTO__SERVER__ACTUATOR", format!("127.0.0.1:{}", self.actuator))
+            .env("LAYOTTO__SERVER__DAPR_HTTP", "disabled")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("layotto starts");
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/actuator/health/readiness", self.actuator);
+        eventually("the sidecar to be ready", Duration::from_secs(60), || async {
+            matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// SIGKILL: no drain, no acks, nothing.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().expect("kill -9");
+            let _ = child.wait().await;
+        }
+    }
+}
+
+impl Sidecar {
+    /// Its gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.grpc))
+    }
+
+    /// A sidecar of the binary for `config_text`, on free ports, kept in
+    /// `dir`.
+    pub async fn start_with(dir: &std::path::Path, name: &str, config_text: &str) -> Sidecar {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config_text).expect("write config");
+        Sidecar::start(path, free_port(), free_port()).await
+    }
+}

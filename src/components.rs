@@ -78,11 +78,11 @@ impl Kind {
             Kind::Hellos => names::<Hellos>(),
             Kind::State => names::<State>(),
             Kind::PubSubs => names::<PubSubs>(),
+            Kind::Lock => names::<Locks>(),
+            Kind::Sequencer => names::<Sequencers>(),
             // Building blocks whose component types have not landed yet: any
             // `type` in their section is rejected by validation.
-            Kind::SecretStore | Kind::ConfigStore | Kind::Bindings | Kind::File | Kind::Lock | Kind::Sequencer => {
-                Vec::new()
-            }
+            Kind::SecretStore | Kind::ConfigStore | Kind::Bindings | Kind::File => Vec::new(),
         }
     }
 
@@ -96,7 +96,9 @@ impl Kind {
             Kind::Hellos => check::<Hellos>(spec),
             Kind::State => check::<State>(spec),
             Kind::PubSubs => check::<PubSubs>(spec),
-            Kind::SecretStore | Kind::ConfigStore | Kind::Bindings | Kind::File | Kind::Lock | Kind::Sequencer => None,
+            Kind::Lock => check::<Locks>(spec),
+            Kind::Sequencer => check::<Sequencers>(spec),
+            Kind::SecretStore | Kind::ConfigStore | Kind::Bindings | Kind::File => None,
         }
     }
 }
