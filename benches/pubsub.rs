@@ -57,7 +57,11 @@ const BROKERS: &[Broker] = &[
     Broker {
         name: "nats",
         type_name: "nats",
-        metadata: &[("natsURL", "nats://127.0.0.1:4222"), ("memoryStorage", "true")],
+        metadata: &[
+            ("natsURL", "nats://127.0.0.1:4222"),
+            ("memoryStorage", "true"),
+            ("maxMsgs", "100000"),
+        ],
         addr: Some("127.0.0.1:4222"),
     },
     Broker {
@@ -125,7 +129,10 @@ async fn measure(
         .spawn(async move { build(spec).await })
         .await?
         .map_err(|e| anyhow::anyhow!(e))?;
-    let topic = format!("bench-{}-{}", broker.name, std::process::id());
+    // Throughput and latency on topics of their own: a latency subscriber
+    // does not wade through the throughput rounds' backlog.
+    let throughput_topic = format!("bench-{}-{}-tput", broker.name, std::process::id());
+    let topic = format!("bench-{}-{}-lat", broker.name, std::process::id());
 
     // Subscribers first, so that every published event has somewhere to go.
     let stream = SidecarSubscriber::open(client, channels[0].clone(), &topic).await?;
@@ -149,7 +156,7 @@ async fn measure(
 
     let name = broker.name;
     for _ in 0..load.rounds {
-        let t = topic.clone();
+        let t = throughput_topic.clone();
         let publish = move |c: Channel| {
             let topic = t.clone();
             async move {
@@ -163,7 +170,7 @@ async fn measure(
             &format!("{name}: publish via sidecar"),
             load.run(client, &channels, publish).await,
         );
-        let t = topic.clone();
+        let t = throughput_topic.clone();
         let publish = move |b: Arc<dyn PubSub>| {
             let topic = t.clone();
             async move { b.publish(direct_request(&topic)).await }

@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod coordination;
 mod harness;
 mod pubsub;
 
@@ -55,6 +56,12 @@ fn main() -> anyhow::Result<()> {
         }
         if wanted("pubsub") {
             pubsub::run().await?;
+        }
+        if wanted("lock-redis") {
+            coordination::lock_redis().await?;
+        }
+        if wanted("sequencer") {
+            coordination::sequencer().await?;
         }
         anyhow::Ok(())
     })

@@ -395,6 +395,15 @@ pub(crate) fn url_encode(s: &str) -> String {
         .collect()
 }
 
+/// Checks a non-negative integer metadata value, for `validate` functions.
+pub(crate) fn check_number(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
+    if let Some(v) = spec.meta(key)
+        && v.trim().parse::<u64>().is_err()
+    {
+        errors.push(MetadataError::new(key, format!("'{v}' is not a whole number")));
+    }
+}
+
 /// Reads a required metadata key, for `validate` functions.
 pub fn require(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
     if spec.meta(key).is_none_or(|v| v.trim().is_empty()) {

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 
 pub(crate) use super::check_key_prefix;
-use super::{Component, ComponentError, ComponentSpec, MetadataError};
+use super::{Component, ComponentError};
 pub use super::{KEY_PREFIX, KeyPrefix, PREFIX_SEPARATOR};
 
 /// A stored value and its etag.
@@ -149,15 +149,6 @@ pub trait StateStore: Component {
     /// Applies every operation or none: an etag check that fails anywhere
     /// leaves the store as it was.
     async fn transact(&self, ops: Vec<TransactionOp>) -> Result<(), ComponentError>;
-}
-
-/// Parses a non-negative integer metadata value, for `validate` functions.
-pub(crate) fn check_number(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
-    if let Some(v) = spec.meta(key)
-        && v.trim().parse::<u64>().is_err()
-    {
-        errors.push(MetadataError::new(key, format!("'{v}' is not a whole number")));
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! Metadata: `natsURL` (default `nats://127.0.0.1:4222`), `consumerID`,
 //! `ackWaitTime` (default 30s), `streamPrefix` (prefix of stream names;
 //! default none), `memoryStorage` (`true` keeps streams in memory; default
-//! file).
+//! file), `maxMsgs` (a stream keeps at most this many messages, dropping
+//! the oldest; default unlimited).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,11 +39,13 @@ const URL: &str = "natsURL";
 const ACK_WAIT: &str = "ackWaitTime";
 const STREAM_PREFIX: &str = "streamPrefix";
 const MEMORY_STORAGE: &str = "memoryStorage";
+const MAX_MSGS: &str = "maxMsgs";
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
 fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
     let mut errors = Vec::new();
     check_duration(spec, ACK_WAIT, &mut errors);
+    crate::components::check_number(spec, MAX_MSGS, &mut errors);
     if let Some(prefix) = spec.meta(STREAM_PREFIX)
         && prefix != stream_name_part(prefix)
     {
@@ -77,6 +80,8 @@ pub struct NatsBroker {
     ack_wait: Duration,
     prefix: String,
     storage: StorageType,
+    /// Per-stream message limit; -1 for none.
+    max_messages: i64,
     /// Streams already known to exist.
     streams: Mutex<HashSet<String>>,
     closed: watch::Sender<bool>,
@@ -109,6 +114,7 @@ impl NatsBroker {
             } else {
                 StorageType::File
             },
+            max_messages: spec.meta(MAX_MSGS).and_then(|v| v.trim().parse().ok()).unwrap_or(-1),
             streams: Mutex::new(HashSet::new()),
             closed: watch::channel(false).0,
         })
@@ -124,6 +130,7 @@ impl NatsBroker {
             name: name.clone(),
             subjects: vec![topic.to_owned()],
             storage: self.storage,
+            max_messages: self.max_messages,
             ..Default::default()
         };
         let stream = self

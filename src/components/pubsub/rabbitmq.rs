@@ -26,7 +26,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::watch;
 
 use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
-use crate::components::state::check_number;
+use crate::components::check_number;
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {

@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use super::{
     Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest, check_duration, duration_meta,
 };
+use crate::components::check_number;
 use crate::components::redis_client::{self, map_error};
-use crate::components::state::check_number;
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {

@@ -111,7 +111,7 @@ impl SqlSettings {
 pub(super) fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
     let mut errors = Vec::new();
     sql::validate(spec, &mut errors);
-    super::check_number(spec, CLEANUP_INTERVAL, &mut errors);
+    crate::components::check_number(spec, CLEANUP_INTERVAL, &mut errors);
     super::check_key_prefix(spec, &mut errors);
     errors
 }
