@@ -5,6 +5,7 @@
 
 mod api;
 mod apps;
+mod configuration;
 mod lock;
 mod process;
 mod pubsub;

@@ -194,17 +194,30 @@ macro_rules! require_backend {
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// Extra `redis-server` arguments (persistence, a password).
+    args: Vec<String>,
 }
 
 impl PrivateRedis {
     /// Starts one, or answers `None` (skip, outside CI) when `redis-server`
     /// is not installed.
     pub fn start() -> Option<PrivateRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let mut redis = PrivateRedis { port, child: None };
+        Self::start_with(&[])
+    }
+
+    /// One that keeps its data in `dir` across restarts (append-only file).
+    pub fn start_persistent(dir: &std::path::Path) -> Option<PrivateRedis> {
+        Self::start_with(&["--appendonly", "yes", "--dir", &dir.display().to_string()])
+    }
+
+    /// One started with extra `redis-server` arguments.
+    pub fn start_with(args: &[&str]) -> Option<PrivateRedis> {
+        let port = free_port();
+        let mut redis = PrivateRedis {
+            port,
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
         if !redis.spawn() {
             if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
                 panic!("redis-server is not installed, and CI=true requires it");
@@ -227,6 +240,7 @@ impl PrivateRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();

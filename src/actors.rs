@@ -9,12 +9,14 @@
 //! requests to one component proceed at once, and catches a panic or a fatal
 //! error at that boundary and stops, for its supervisor to restart.
 
+pub mod configuration;
 mod handle;
 pub mod hello;
 mod host;
 pub mod lock;
 pub mod pubsub;
 mod router;
+pub mod secrets;
 pub mod sequencer;
 pub mod state;
 

@@ -14,6 +14,8 @@ pub mod grpc;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 use crate::actors::Router;
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
@@ -28,4 +30,7 @@ pub struct ApiContext {
     pub supervisor: SupervisorProbe,
     /// `"<pubsub>/<topic>"` of each open SubscribeTopicEvents stream.
     pub topic_streams: Mutex<HashSet<String>>,
+    /// Turns true when the sidecar shuts down: streams end then, so that
+    /// draining does not wait on subscriptions that never finish.
+    pub stopping: watch::Receiver<bool>,
 }

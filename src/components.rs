@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+pub mod configuration;
 #[cfg(feature = "test-components")]
 pub mod faulty;
 pub mod hello;
 pub mod lock;
 pub mod pubsub;
 pub mod redis_client;
+pub mod secrets;
 pub mod sequencer;
 pub mod sql;
 pub mod state;
@@ -80,9 +82,11 @@ impl Kind {
             Kind::PubSubs => names::<PubSubs>(),
             Kind::Lock => names::<Locks>(),
             Kind::Sequencer => names::<Sequencers>(),
+            Kind::SecretStore => names::<SecretStores>(),
+            Kind::ConfigStore => names::<ConfigStores>(),
             // Building blocks whose component types have not landed yet: any
             // `type` in their section is rejected by validation.
-            Kind::SecretStore | Kind::ConfigStore | Kind::Bindings | Kind::File => Vec::new(),
+            Kind::Bindings | Kind::File => Vec::new(),
         }
     }
 
@@ -98,7 +102,9 @@ impl Kind {
             Kind::PubSubs => check::<PubSubs>(spec),
             Kind::Lock => check::<Locks>(spec),
             Kind::Sequencer => check::<Sequencers>(spec),
-            Kind::SecretStore | Kind::ConfigStore | Kind::Bindings | Kind::File => None,
+            Kind::SecretStore => check::<SecretStores>(spec),
+            Kind::ConfigStore => check::<ConfigStores>(spec),
+            Kind::Bindings | Kind::File => None,
         }
     }
 }
@@ -129,6 +135,8 @@ pub struct ComponentSpec {
     /// Names this sidecar among others sharing a backend, stable across its
     /// restarts: `<hostname>-<gRPC port>`. Set at start-up.
     pub instance_id: String,
+    /// Metadata values to fetch from secret stores at start-up.
+    pub secret_refs: Vec<secrets::refs::SecretRef>,
 }
 
 impl ComponentSpec {
@@ -141,6 +149,7 @@ impl ComponentSpec {
             queue_capacity: None,
             app_id: String::new(),
             instance_id: String::new(),
+            secret_refs: Vec::new(),
         }
     }
 
@@ -316,6 +325,29 @@ impl BuildingBlock for Sequencers {
     ];
 }
 
+/// The `secret_store` building block.
+pub struct SecretStores;
+
+impl BuildingBlock for SecretStores {
+    type Component = dyn secrets::SecretStore;
+    const KIND: Kind = Kind::SecretStore;
+    const TYPES: &'static [TypeEntry<Self::Component>] = &[secrets::env::TYPE, secrets::file::TYPE];
+}
+
+/// The `config_store` building block.
+pub struct ConfigStores;
+
+impl BuildingBlock for ConfigStores {
+    type Component = dyn configuration::ConfigStore;
+    const KIND: Kind = Kind::ConfigStore;
+    const TYPES: &'static [TypeEntry<Self::Component>] = &[
+        configuration::memory::TYPE,
+        configuration::file::TYPE,
+        configuration::redis::TYPE,
+        configuration::postgres::TYPE,
+    ];
+}
+
 /// Looks a type up in a block's table.
 pub fn find<'a, C: ?Sized>(types: &'a [TypeEntry<C>], name: &str) -> Option<&'a TypeEntry<C>> {
     types.iter().find(|t| t.name == name)
@@ -401,6 +433,30 @@ pub(crate) fn check_number(spec: &ComponentSpec, key: &str, errors: &mut Vec<Met
         && v.trim().parse::<u64>().is_err()
     {
         errors.push(MetadataError::new(key, format!("'{v}' is not a whole number")));
+    }
+}
+
+/// Reads a duration metadata value (`"5s"`, or a number of seconds), for
+/// validation and build.
+pub(crate) fn duration_meta(
+    spec: &ComponentSpec,
+    key: &str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    match spec.meta(key) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+            Err(_) => humantime::parse_duration(v.trim())
+                .map_err(|_| format!("'{v}' is not a duration such as \"30s\" or a number of seconds")),
+        },
+    }
+}
+
+/// Checks a duration metadata value.
+pub(crate) fn check_duration(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
+    if let Err(e) = duration_meta(spec, key, std::time::Duration::ZERO) {
+        errors.push(MetadataError::new(key, e));
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::components::secrets::refs::SecretRef;
 use crate::components::{ComponentSpec, Kind};
 use walk::{Problems, Section};
 
@@ -490,6 +491,24 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
     }
     root.finish(&mut problems);
 
+    // Secret references must name a configured secret store.
+    let secret_stores: Vec<&str> = components
+        .get(&Kind::SecretStore)
+        .map(|specs: &Vec<ComponentSpec>| specs.iter().map(|s| s.name.as_str()).collect())
+        .unwrap_or_default();
+    for (kind, specs) in &components {
+        for spec in specs {
+            for r in &spec.secret_refs {
+                if !secret_stores.contains(&r.store.as_str()) {
+                    problems.push(
+                        format!("{kind}.{}.metadata.{}", spec.name, r.inject_as),
+                        format!("refers to secret store '{}', which is not configured", r.store),
+                    );
+                }
+            }
+        }
+    }
+
     let problems = problems.into_vec();
     if problems.is_empty() {
         Ok(Config {
@@ -531,7 +550,19 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
         };
         let mut s = Section::new(path.clone(), entry);
         let type_name = s.string("type", problems);
-        let mut metadata = s.string_map("metadata", problems).unwrap_or_default();
+        let auth_store = {
+            let mut auth = s.section("auth", problems);
+            let store = auth.string("secretStore", problems);
+            auth.finish(problems);
+            store
+        };
+        let (mut metadata, mut secret_refs) = match s.take("metadata") {
+            None => (BTreeMap::new(), Vec::new()),
+            Some(value) => metadata_values(value, &format!("{path}.metadata"), auth_store.as_deref(), problems),
+        };
+        if let Some(value) = s.take("secret_ref") {
+            secret_refs.extend(layotto_secret_refs(value, &format!("{path}.secret_ref"), problems));
+        }
         // Layotto writes a hello component's greeting beside `type`.
         if kind == Kind::Hellos
             && let Some(hello) = s.string("hello", problems)
@@ -563,6 +594,7 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
             queue_capacity,
             app_id: String::new(),
             instance_id: String::new(),
+            secret_refs,
         };
         match kind.validate(&spec) {
             Some(errors) => {
@@ -586,6 +618,100 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
         specs.push(spec);
     }
     specs
+}
+
+/// A component's metadata: scalars become strings; a table
+/// `{ secretKeyRef = { name, key, store } }` becomes a secret reference.
+fn metadata_values(
+    value: Value,
+    path: &str,
+    auth_store: Option<&str>,
+    problems: &mut Problems,
+) -> (BTreeMap<String, String>, Vec<SecretRef>) {
+    let mut metadata = BTreeMap::new();
+    let mut refs = Vec::new();
+    let Value::Object(map) = value else {
+        problems.push(
+            path,
+            format!("expected a table of metadata, found {}", walk::kind_of(&value)),
+        );
+        return (metadata, refs);
+    };
+    for (key, v) in map {
+        let at = format!("{path}.{key}");
+        match v {
+            Value::String(s) => {
+                metadata.insert(key, s);
+            }
+            Value::Number(n) => {
+                metadata.insert(key, n.to_string());
+            }
+            Value::Bool(b) => {
+                metadata.insert(key, b.to_string());
+            }
+            Value::Object(mut table) => {
+                let Some(Value::Object(reference)) = table.remove("secretKeyRef") else {
+                    problems.push(at, "a table here must be { secretKeyRef = { name, key, store } }");
+                    continue;
+                };
+                let mut r = Section::new(format!("{at}.secretKeyRef"), reference);
+                let name = r.string("name", problems);
+                let sub_key = r.string("key", problems);
+                let store = r.string("store", problems).or(auth_store.map(str::to_owned));
+                r.finish(problems);
+                if !table.is_empty() {
+                    problems.push(&at, "only secretKeyRef may appear beside a secret reference");
+                }
+                match (name, store) {
+                    (Some(secret), Some(store)) => refs.push(SecretRef {
+                        store,
+                        secret,
+                        key: sub_key,
+                        inject_as: key,
+                    }),
+                    (None, _) => problems.push(format!("{at}.secretKeyRef.name"), "is required"),
+                    (_, None) => problems.push(
+                        format!("{at}.secretKeyRef.store"),
+                        "is required (or set the component's auth.secretStore)",
+                    ),
+                }
+            }
+            other => problems.push(at, format!("expected a string, found {}", walk::kind_of(&other))),
+        }
+    }
+    (metadata, refs)
+}
+
+/// Layotto's `secret_ref = [{ store_name, key, sub_key, inject_as }]`.
+fn layotto_secret_refs(value: Value, path: &str, problems: &mut Problems) -> Vec<SecretRef> {
+    let Value::Array(items) = value else {
+        problems.push(path, format!("expected a list, found {}", walk::kind_of(&value)));
+        return Vec::new();
+    };
+    let mut refs = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let Value::Object(item) = item else {
+            problems.push(at, "expected { store_name, key, sub_key, inject_as }");
+            continue;
+        };
+        let mut r = Section::new(at.clone(), item);
+        let store = r.string("store_name", problems);
+        let secret = r.string("key", problems);
+        let sub_key = r.string("sub_key", problems).filter(|k| !k.is_empty());
+        let inject_as = r.string("inject_as", problems);
+        r.finish(problems);
+        match (store, secret, inject_as) {
+            (Some(store), Some(secret), Some(inject_as)) => refs.push(SecretRef {
+                store,
+                secret,
+                key: sub_key,
+                inject_as,
+            }),
+            _ => problems.push(at, "store_name, key and inject_as are required"),
+        }
+    }
+    refs
 }
 
 /// Which file `layotto start` reads: the given path, else the default path

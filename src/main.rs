@@ -90,7 +90,10 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");
-                    ExitCode::from(EXIT_FAILURE)
+                    // A secret reference that does not resolve is a config
+                    // error found at start-up.
+                    let bad_config = matches!(e.downcast_ref(), Some(layotto::RuntimeError::SecretRefs(_)));
+                    ExitCode::from(if bad_config { EXIT_BAD_CONFIG } else { EXIT_FAILURE })
                 }
             }
         }

@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::api::callback::AppCallback;
 use crate::api::delivery::Subscriptions;
 use crate::api::{self, ApiContext};
+use crate::components::secrets;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::supervisor::{Escalation, Health, Slots, StatusRegistry, SupervisorHandle};
@@ -52,6 +53,8 @@ pub enum RuntimeError {
     Grpc(String),
     #[error("the runtime's event loop failed: {0}")]
     EventLoop(String),
+    #[error("secret references cannot be resolved:\n  - {}", .0.join("\n  - "))]
+    SecretRefs(Vec<String>),
 }
 
 /// A running sidecar, seen from outside its event loop. Dropping it shuts
@@ -241,12 +244,18 @@ struct Serving {
     subscriptions: Option<Subscriptions>,
     http_stop: watch::Sender<bool>,
     http_tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// Ends the API's streams at shutdown.
+    stopping: watch::Sender<bool>,
     grace: Duration,
     init_timeout: Duration,
 }
 
 impl Serving {
-    async fn start(config: Config) -> Result<Serving, RuntimeError> {
+    async fn start(mut config: Config) -> Result<Serving, RuntimeError> {
+        // Secret stores first: other components' metadata may come from them.
+        secrets::refs::resolve(&mut config)
+            .await
+            .map_err(RuntimeError::SecretRefs)?;
         let server = &config.server;
         let grpc_listener = bind("gRPC", server.grpc).await?;
         let actuator_listener = bind("actuator", server.actuator).await?;
@@ -268,6 +277,7 @@ impl Serving {
         let (escalate, escalations) = mpsc::unbounded_channel();
         let supervisor = SupervisorHandle::start(slots, config.supervisor.clone(), escalate);
 
+        let (stopping, stopping_rx) = watch::channel(false);
         let ctx = Arc::new(ApiContext {
             router,
             app: config.app.clone(),
@@ -275,6 +285,7 @@ impl Serving {
             metrics: metrics.clone(),
             supervisor: supervisor.probe(),
             topic_streams: Default::default(),
+            stopping: stopping_rx,
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);
@@ -303,6 +314,7 @@ impl Serving {
             subscriptions: None,
             http_stop,
             http_tasks,
+            stopping,
             grace: config.server.shutdown_grace_period,
             init_timeout: config.supervisor.init_timeout,
         };
@@ -369,6 +381,7 @@ impl Serving {
     async fn shutdown(mut self) {
         info!(grace = ?self.grace, "Shutting down");
         self.status.set_runtime(Health::Down, "shutdown");
+        let _ = self.stopping.send(true);
         let deadline = Instant::now() + self.grace;
 
         // Stop intake on both sides at once: no new calls, no new messages;

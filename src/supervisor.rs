@@ -28,7 +28,7 @@ use actix::Addr;
 use tokio::sync::mpsc;
 
 use crate::actors::{Blocks, Router, Slot};
-use crate::components::{BuildingBlock, Hellos, Locks, PubSubs, Sequencers, State};
+use crate::components::{BuildingBlock, ConfigStores, Hellos, Locks, PubSubs, SecretStores, Sequencers, State};
 use crate::config::{Config, SupervisorConfig};
 use root::{Ping, RootSupervisor, StopTree};
 
@@ -36,6 +36,8 @@ use root::{Ping, RootSupervisor, StopTree};
 /// tree starts, so the router and the registry know every component from
 /// the first moment.
 pub struct Slots {
+    pub secret_stores: Vec<Arc<Slot<SecretStores>>>,
+    pub config_stores: Vec<Arc<Slot<ConfigStores>>>,
     pub hellos: Vec<Arc<Slot<Hellos>>>,
     pub state: Vec<Arc<Slot<State>>>,
     pub pubsubs: Vec<Arc<Slot<PubSubs>>>,
@@ -47,6 +49,8 @@ impl Slots {
     /// `instance_id` names this sidecar to backends it shares with others.
     pub fn new(config: &Config, registry: &StatusRegistry, instance_id: &str) -> Self {
         Slots {
+            secret_stores: slots_of::<SecretStores>(config, registry, instance_id),
+            config_stores: slots_of::<ConfigStores>(config, registry, instance_id),
             hellos: slots_of::<Hellos>(config, registry, instance_id),
             state: slots_of::<State>(config, registry, instance_id),
             pubsubs: slots_of::<PubSubs>(config, registry, instance_id),
@@ -63,6 +67,8 @@ impl Slots {
             pubsubs: Blocks::new(&self.pubsubs),
             locks: Blocks::new(&self.locks),
             sequencers: Blocks::new(&self.sequencers),
+            secret_stores: Blocks::new(&self.secret_stores),
+            config_stores: Blocks::new(&self.config_stores),
         }
     }
 }

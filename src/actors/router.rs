@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::handle::{ComponentHandle, Slot};
-use crate::components::{BuildingBlock, Hellos, Kind, Locks, PubSubs, Sequencers, State};
+use crate::components::{BuildingBlock, ConfigStores, Hellos, Kind, Locks, PubSubs, SecretStores, Sequencers, State};
 
 /// Why a request's component name does not lead to a component.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,4 +76,6 @@ pub struct Router {
     pub pubsubs: Blocks<PubSubs>,
     pub locks: Blocks<Locks>,
     pub sequencers: Blocks<Sequencers>,
+    pub secret_stores: Blocks<SecretStores>,
+    pub config_stores: Blocks<ConfigStores>,
 }

@@ -2,6 +2,7 @@
 //! `grpc.health.v1.Health` fed by the status registry, and server
 //! reflection. Every call is counted and timed by [`metrics_layer`].
 
+mod configuration;
 mod health;
 mod hello;
 mod lock;
@@ -9,6 +10,7 @@ mod metrics_layer;
 mod pubsub;
 pub use metrics_layer::GrpcMetricsLayer;
 mod runtime;
+mod secrets;
 mod sequencer;
 mod state;
 pub mod status;

@@ -97,23 +97,3 @@ pub fn consumer_group(spec: &ComponentSpec) -> String {
         .map(str::to_owned)
         .unwrap_or_else(|| spec.app_id.clone())
 }
-
-/// Reads a duration metadata value (`"5s"`, or a number of seconds), for
-/// validation and build.
-pub(crate) fn duration_meta(spec: &ComponentSpec, key: &str, default: Duration) -> Result<Duration, String> {
-    match spec.meta(key) {
-        None => Ok(default),
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(secs) => Ok(Duration::from_secs(secs)),
-            Err(_) => humantime::parse_duration(v.trim())
-                .map_err(|_| format!("'{v}' is not a duration such as \"30s\" or a number of seconds")),
-        },
-    }
-}
-
-/// Checks a duration metadata value.
-pub(crate) fn check_duration(spec: &ComponentSpec, key: &str, errors: &mut Vec<super::MetadataError>) {
-    if let Err(e) = duration_meta(spec, key, Duration::ZERO) {
-        errors.push(super::MetadataError::new(key, e));
-    }
-}

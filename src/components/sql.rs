@@ -65,8 +65,7 @@ impl Backend {
 
     /// Connects with the component's `connectionString`.
     pub async fn connect(&self, spec: &ComponentSpec) -> Result<AnyPool, BuildError> {
-        let url = (self.url)(spec.meta(CONNECTION_STRING).unwrap_or_default().trim())
-            .map_err(|e| BuildError(format!("{}: {CONNECTION_STRING}: {e}", self.name)))?;
+        let url = url(self, spec).map_err(BuildError)?;
         sqlx::any::install_default_drivers();
         AnyPoolOptions::new()
             .max_connections(self.max_connections)
@@ -115,6 +114,12 @@ impl Backend {
             _ => ComponentError::Internal(format!("{store}: {e}")),
         }
     }
+}
+
+/// The component's `connectionString` as a URL for `backend`.
+pub fn url(backend: &Backend, spec: &ComponentSpec) -> Result<String, String> {
+    (backend.url)(spec.meta(CONNECTION_STRING).unwrap_or_default().trim())
+        .map_err(|e| format!("{}: {CONNECTION_STRING}: {e}", backend.name))
 }
 
 /// Checks `connectionString` (required) and `tableName`.

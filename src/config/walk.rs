@@ -129,17 +129,6 @@ impl Section {
         })
     }
 
-    /// A table of scalars, each turned into a string (Dapr metadata values
-    /// are strings; `redisDB = 0` is accepted as `"0"`).
-    pub(super) fn string_map(&mut self, key: &str, problems: &mut Problems) -> Option<BTreeMap<String, String>> {
-        let path = self.field_path(key);
-        self.parsed(key, problems, |v| {
-            table_of(v, &path, |item| {
-                scalar_string(item).ok_or_else(|| expected("a string", item))
-            })
-        })
-    }
-
     pub(super) fn integer_map(&mut self, key: &str, problems: &mut Problems) -> Option<BTreeMap<String, i64>> {
         let path = self.field_path(key);
         self.parsed(key, problems, |v| table_of(v, &path, parse_integer))

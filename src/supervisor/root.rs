@@ -59,12 +59,16 @@ impl Actor for RootSupervisor {
         };
         // Start-up order follows `Kind::ALL`: secret stores first.
         let Slots {
+            secret_stores,
+            config_stores,
             hellos,
             state,
             pubsubs,
             locks,
             sequencers,
         } = slots;
+        self.start_block(&secret_stores, ctx);
+        self.start_block(&config_stores, ctx);
         self.start_block(&hellos, ctx);
         self.start_block(&state, ctx);
         self.start_block(&pubsubs, ctx);

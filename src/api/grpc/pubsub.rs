@@ -119,12 +119,14 @@ pub async fn subscribe_topic_events(
     let (stop, stop_rx) = watch::channel(false);
     let (live, is_live) = oneshot::channel();
 
-    // Answers from the subscriber settle events; its end ends the
-    // subscription.
+    // Answers from the subscriber settle events; its end (or the
+    // sidecar's) ends the subscription.
     let answers = sink.clone();
+    let mut stopping = ctx.stopping.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
+                _ = stopping.wait_for(|s| *s) => break,
                 message = requests.message() => match message {
                     Ok(Some(pb::SubscribeTopicEventsRequest {
                         subscribe_topic_events_request_type: Some(RequestType::EventProcessed(done)),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{hello, lock, pubsub, sequencer, state};
+use super::{configuration, hello, lock, pubsub, secrets, sequencer, state};
 use crate::api::ApiContext;
 use crate::proto::runtime::v1 as pb;
 use crate::proto::runtime::v1::runtime_server::Runtime;
@@ -119,26 +119,59 @@ impl Runtime for RuntimeService {
             .map(Response::new)
     }
 
+    async fn get_secret(&self, req: Request<pb::GetSecretRequest>) -> Result<Response<pb::GetSecretResponse>, Status> {
+        secrets::get_secret(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_bulk_secret(
+        &self,
+        req: Request<pb::GetBulkSecretRequest>,
+    ) -> Result<Response<pb::GetBulkSecretResponse>, Status> {
+        secrets::get_bulk_secret(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     not_built! {
         invoke_service(pb::InvokeServiceRequest) -> pb::InvokeResponse = "InvokeService";
-        get_configuration(pb::GetConfigurationRequest) -> pb::GetConfigurationResponse = "GetConfiguration";
-        save_configuration(pb::SaveConfigurationRequest) -> () = "SaveConfiguration";
-        delete_configuration(pb::DeleteConfigurationRequest) -> () = "DeleteConfiguration";
         list_file(pb::ListFileRequest) -> pb::ListFileResp = "ListFile";
         del_file(pb::DelFileRequest) -> () = "DelFile";
         get_file_meta(pb::GetFileMetaRequest) -> pb::GetFileMetaResponse = "GetFileMeta";
         invoke_binding(pb::InvokeBindingRequest) -> pb::InvokeBindingResponse = "InvokeBinding";
-        get_secret(pb::GetSecretRequest) -> pb::GetSecretResponse = "GetSecret";
-        get_bulk_secret(pb::GetBulkSecretRequest) -> pb::GetBulkSecretResponse = "GetBulkSecret";
+    }
+
+    async fn get_configuration(
+        &self,
+        req: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
+        configuration::get_configuration(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn save_configuration(&self, req: Request<pb::SaveConfigurationRequest>) -> Result<Response<()>, Status> {
+        configuration::save_configuration(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_configuration(&self, req: Request<pb::DeleteConfigurationRequest>) -> Result<Response<()>, Status> {
+        configuration::delete_configuration(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type SubscribeConfigurationStream = ResponseStream<pb::SubscribeConfigurationResponse>;
 
     async fn subscribe_configuration(
         &self,
-        _: Request<Streaming<pb::SubscribeConfigurationRequest>>,
+        req: Request<Streaming<pb::SubscribeConfigurationRequest>>,
     ) -> Result<Response<Self::SubscribeConfigurationStream>, Status> {
-        Err(not_built("SubscribeConfiguration"))
+        configuration::subscribe_configuration(self.ctx.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn publish_event(&self, req: Request<pb::PublishEventRequest>) -> Result<Response<()>, Status> {

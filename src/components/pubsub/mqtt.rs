@@ -22,10 +22,9 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, Pa
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use super::{
-    Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest, check_duration, duration_meta,
-};
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::{check_duration, duration_meta};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "mqtt",

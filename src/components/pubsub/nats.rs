@@ -24,10 +24,9 @@ use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use super::{
-    Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest, check_duration, duration_meta,
-};
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::{check_duration, duration_meta};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "nats",

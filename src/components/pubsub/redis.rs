@@ -24,12 +24,11 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{
-    Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest, check_duration, duration_meta,
-};
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
 use crate::components::check_number;
 use crate::components::redis_client::{self, map_error};
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::{check_duration, duration_meta};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "redis",

@@ -1,0 +1,74 @@
+//! `in-memory`: configuration inside the sidecar; lost when it stops.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::FutureExt;
+
+use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
+use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+
+pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
+    name: "in-memory",
+    validate,
+    build: |_spec| async move { Ok(Arc::new(MemoryConfig::default()) as Arc<dyn ConfigStore>) }.boxed(),
+};
+
+fn validate(_spec: &ComponentSpec) -> Vec<MetadataError> {
+    Vec::new()
+}
+
+#[derive(Default)]
+pub struct MemoryConfig {
+    items: Mutex<BTreeMap<ItemId, ItemValue>>,
+    feed: Feed,
+}
+
+impl MemoryConfig {
+    fn items(&self) -> MutexGuard<'_, BTreeMap<ItemId, ItemValue>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for MemoryConfig {
+    async fn health_check(&self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ConfigStore for MemoryConfig {
+    async fn get(&self, selector: &Selector) -> Result<Vec<(ItemId, ItemValue)>, ComponentError> {
+        Ok(self
+            .items()
+            .iter()
+            .filter(|(id, _)| selector.matches(id))
+            .map(|(id, v)| (id.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn save(&self, items: Vec<(ItemId, ItemValue)>) -> Result<(), ComponentError> {
+        let mut all = self.items();
+        for (id, value) in items {
+            all.insert(id.clone(), value.clone());
+            // Published under the lock, so watchers see changes in order.
+            self.feed.publish(ConfigEvent::Changed(id, Some(value)));
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, ids: Vec<ItemId>) -> Result<(), ComponentError> {
+        let mut all = self.items();
+        for id in ids {
+            if all.remove(&id).is_some() {
+                self.feed.publish(ConfigEvent::Changed(id, None));
+            }
+        }
+        Ok(())
+    }
+
+    async fn watch(&self) -> Result<ConfigEvents, ComponentError> {
+        Ok(self.feed.watch())
+    }
+}
