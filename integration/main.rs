@@ -10,6 +10,7 @@ mod lock;
 mod process;
 mod pubsub;
 mod pubsub_faults;
+mod secrets;
 mod sequencer;
 mod shutdown;
 mod state;

@@ -291,6 +291,8 @@ pub fn free_port() -> u16 {
 /// The `layotto` binary on fixed ports, so a restart is the same sidecar.
 pub struct Sidecar {
     config: std::path::PathBuf,
+    /// Extra environment for the process.
+    envs: Vec<(String, String)>,
     grpc: u16,
     actuator: u16,
     child: Option<tokio::process::Child>,
@@ -300,6 +302,7 @@ impl Sidecar {
     pub async fn start(config: std::path::PathBuf, grpc: u16, actuator: u16) -> Sidecar {
         let mut sidecar = Sidecar {
             config,
+            envs: Vec::new(),
             grpc,
             actuator,
             child: None,
@@ -317,6 +320,7 @@ impl Sidecar {
             .env("LAYOTTO__SERVER__ACTUATOR", format!("127.0.0.1:{}", self.actuator))
             .env("LAYOTTO__SERVER__DAPR_HTTP", "disabled")
             .env("RUST_LOG", "warn")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -343,6 +347,20 @@ impl Sidecar {
     /// Its gRPC address.
     pub fn grpc_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.grpc))
+    }
+
+    /// A sidecar of the binary for the config at `path`, with extra
+    /// environment variables.
+    pub async fn start_env(path: std::path::PathBuf, envs: &[(&str, &str)]) -> Sidecar {
+        let mut sidecar = Sidecar {
+            config: path,
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            grpc: free_port(),
+            actuator: free_port(),
+            child: None,
+        };
+        sidecar.spawn().await;
+        sidecar
     }
 
     /// A sidecar of the binary for `config_text`, on free ports, kept in
