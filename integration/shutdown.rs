@@ -65,3 +65,75 @@ async fn a_call_longer_than_the_grace_period_is_cut_off() {
         .expect("the call ends");
     assert!(outcome.expect("task").is_err(), "a cut-off call cannot succeed");
 }
+
+/// Open subscription streams (configuration, pub/sub) never end by
+/// themselves; shutdown ends them instead of waiting out the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_subscription_streams_end_at_shutdown() {
+    use layotto::proto::runtime::v1 as pb;
+    use pb::subscribe_topic_events_request::SubscribeTopicEventsRequestType;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let rt = support::start(
+        r#"
+        [server]
+        shutdown_grace_period = "60s"
+        [config_store.c]
+        type = "in-memory"
+        [pub_subs.ps]
+        type = "in-memory"
+        "#,
+    )
+    .await;
+    support::wait_ready(&rt).await;
+    let mut client = support::client(&rt).await;
+
+    let (config_requests, rx) = tokio::sync::mpsc::channel(1);
+    config_requests
+        .send(pb::SubscribeConfigurationRequest {
+            store_name: "c".into(),
+            keys: vec!["k".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("send");
+    let mut config_stream = client
+        .subscribe_configuration(ReceiverStream::new(rx))
+        .await
+        .expect("subscribe to configuration")
+        .into_inner();
+
+    let (topic_requests, rx) = tokio::sync::mpsc::channel(1);
+    topic_requests
+        .send(pb::SubscribeTopicEventsRequest {
+            subscribe_topic_events_request_type: Some(SubscribeTopicEventsRequestType::InitialRequest(
+                pb::SubscribeTopicEventsRequestInitial {
+                    pubsub_name: "ps".into(),
+                    topic: "t".into(),
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .expect("send");
+    let mut topic_stream = client
+        .subscribe_topic_events(ReceiverStream::new(rx))
+        .await
+        .expect("subscribe to a topic")
+        .into_inner();
+    // The topic stream opens with its initial response.
+    topic_stream.message().await.expect("initial response");
+
+    // The clients keep their request streams open throughout.
+    tokio::time::timeout(Duration::from_secs(30), rt.shutdown())
+        .await
+        .expect("shutdown does not wait for open streams");
+    for (what, ended) in [
+        ("configuration", config_stream.message().await.map(|m| m.is_none())),
+        ("topic", topic_stream.message().await.map(|m| m.is_none())),
+    ] {
+        // Either a clean end of stream or a status: never another message.
+        assert!(!matches!(ended, Ok(false)), "the {what} stream goes on: {ended:?}");
+    }
+    drop((config_requests, topic_requests));
+}
