@@ -104,7 +104,7 @@ pub async fn lock_redis() -> anyhow::Result<()> {
 
     let mut report = Report::new(
         "lock-redis",
-        "TryLock + Unlock pairs on Redis through the sidecar vs the same commands (SET NX PX, then an owner-checked \\
+        "TryLock + Unlock pairs on Redis through the sidecar vs the same commands (SET NX PX, then an owner-checked \
          delete script) sent directly with the redis crate; pairs per second, many in flight and one at a time",
     );
     let directs = vec![direct];

@@ -78,8 +78,8 @@ pub async fn run() -> anyhow::Result<()> {
     let client = Client::start()?;
     let mut report = Report::new(
         "pubsub",
-        "PublishEvent throughput and publish-to-delivery latency per broker, through the sidecar vs the same broker \\
-         client driven directly in-process. Throughput rows: many publishes in flight; latency rows: one event at a \\
+        "PublishEvent throughput and publish-to-delivery latency per broker, through the sidecar vs the same broker \
+         client driven directly in-process. Throughput rows: many publishes in flight; latency rows: one event at a \
          time, published then received and acked by a subscriber (a SubscribeTopicEvents stream for the sidecar)",
     );
     for broker in BROKERS {

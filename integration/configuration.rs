@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support::{self, PrivateRedis, eventually};
+use crate::support::{self, BackendType, PrivateRedis, Service, eventually};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -24,19 +24,6 @@ pub enum Store {
 }
 
 impl Store {
-    fn service(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Store::Memory | Store::File => None,
-            Store::Redis => Some(("Redis", "127.0.0.1:6379")),
-            Store::Postgres => Some(("PostgreSQL", "127.0.0.1:5432")),
-        }
-    }
-
-    fn available(self) -> bool {
-        self.service()
-            .is_none_or(|(name, addr)| support::backend_available(name, addr))
-    }
-
     fn config(self, app: &str, dir: &std::path::Path) -> String {
         let (ty, meta) = match self {
             Store::Memory => ("in-memory", String::new()),
@@ -52,6 +39,16 @@ impl Store {
             ),
         };
         format!("[app]\napp_id = \"{app}\"\n[config_store.c]\ntype = \"{ty}\"\nmetadata = {{ {meta} }}\n")
+    }
+}
+
+impl BackendType for Store {
+    fn service(self) -> Option<Service> {
+        match self {
+            Store::Memory | Store::File => None,
+            Store::Redis => Some(Service::Redis),
+            Store::Postgres => Some(Service::Postgres),
+        }
     }
 }
 
@@ -317,22 +314,12 @@ macro_rules! conformance {
         $(
             mod $name {
                 use super::*;
-                conformance!(@cases $store;
+                crate::conformance_cases!($store;
                     saved_items_read_back_with_defaults,
                     deleted_items_are_gone,
                     a_subscriber_sees_current_values_then_every_change_in_order,
                     bad_requests_are_invalid_arguments,
                 );
-            }
-        )*
-    };
-    (@cases $store:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(f) = Fixture::start($store).await else { return };
-                super::$case(&f).await;
-                f.rt.shutdown().await;
             }
         )*
     };

@@ -12,7 +12,7 @@ use layotto::proto::runtime::v1::unlock_response::Status as UnlockStatus;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support::{self, Sidecar, eventually};
+use crate::support::{self, BackendType, Service, Sidecar, eventually};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Store {
@@ -23,14 +23,6 @@ pub enum Store {
 }
 
 impl Store {
-    fn service(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Store::Memory | Store::Sqlite => None,
-            Store::Redis => Some(("Redis", "127.0.0.1:6379")),
-            Store::Postgres => Some(("PostgreSQL", "127.0.0.1:5432")),
-        }
-    }
-
     /// `[lock.<name>]` for this store, with extra metadata.
     fn entry(self, name: &str, dir: &std::path::Path, extra: &str) -> String {
         let (ty, meta) = match self {
@@ -51,6 +43,16 @@ impl Store {
     }
 }
 
+impl BackendType for Store {
+    fn service(self) -> Option<Service> {
+        match self {
+            Store::Memory | Store::Sqlite => None,
+            Store::Redis => Some(Service::Redis),
+            Store::Postgres => Some(Service::Postgres),
+        }
+    }
+}
+
 struct Fixture {
     rt: layotto::Runtime,
     client: RuntimeClient<Channel>,
@@ -61,9 +63,7 @@ struct Fixture {
 
 impl Fixture {
     async fn start(store: Store) -> Option<Fixture> {
-        if let Some((name, addr)) = store.service()
-            && !support::backend_available(name, addr)
-        {
+        if !store.available() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
@@ -237,7 +237,7 @@ macro_rules! conformance {
         $(
             mod $name {
                 use super::*;
-                conformance!(@cases $store;
+                crate::conformance_cases!($store;
                     one_owner_at_a_time_and_no_reentry,
                     only_the_owner_releases,
                     an_expired_lock_can_be_taken_by_another_owner,
@@ -245,16 +245,6 @@ macro_rules! conformance {
                     bad_requests_are_invalid_arguments,
                     keys_follow_layottos_prefix_scheme,
                 );
-            }
-        )*
-    };
-    (@cases $store:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(f) = Fixture::start($store).await else { return };
-                super::$case(&f).await;
-                f.rt.shutdown().await;
             }
         )*
     };
@@ -270,9 +260,7 @@ conformance! {
 /// 16 contenders over two sidecar processes sharing one backend: whoever
 /// holds the lock bumps a shared counter in and out; it never exceeds one.
 async fn sixteen_contenders_over_two_processes_never_overlap(store: Store) {
-    if let Some((name, addr)) = store.service()
-        && !support::backend_available(name, addr)
-    {
+    if !store.available() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

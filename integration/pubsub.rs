@@ -13,7 +13,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::apps::{self, DaprApp, TestApp, always_success, subscription};
-use crate::support::{self, eventually};
+use crate::support::{self, BackendType, Service, eventually};
 
 /// A broker under test, on the machine's services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,16 +28,6 @@ pub enum Broker {
 const WAIT: Duration = Duration::from_secs(30);
 
 impl Broker {
-    pub fn service(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Broker::Memory => None,
-            Broker::Redis => Some(("Redis", "127.0.0.1:6379")),
-            Broker::Rabbitmq => Some(("RabbitMQ", "127.0.0.1:5672")),
-            Broker::Nats => Some(("NATS", "127.0.0.1:4222")),
-            Broker::Mqtt => Some(("Mosquitto", "127.0.0.1:1883")),
-        }
-    }
-
     /// The `[pub_subs.ps]` entry.
     pub fn entry(self) -> String {
         let (ty, meta) = match self {
@@ -52,11 +42,16 @@ impl Broker {
         };
         format!("[pub_subs.ps]\ntype = \"{ty}\"\nmetadata = {{ {meta} }}\n")
     }
+}
 
-    pub fn available(self) -> bool {
-        match self.service() {
-            Some((name, addr)) => support::backend_available(name, addr),
-            None => true,
+impl BackendType for Broker {
+    fn service(self) -> Option<Service> {
+        match self {
+            Broker::Memory => None,
+            Broker::Redis => Some(Service::Redis),
+            Broker::Rabbitmq => Some(Service::Rabbitmq),
+            Broker::Nats => Some(Service::Nats),
+            Broker::Mqtt => Some(Service::Mosquitto),
         }
     }
 }

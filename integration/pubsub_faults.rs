@@ -8,7 +8,7 @@ use tonic::Code;
 
 use crate::apps::{TestApp, always_success, subscription};
 use crate::pubsub::{Broker, config, publish};
-use crate::support::{self, PrivateRedis, Sidecar, eventually, free_port};
+use crate::support::{self, BackendType, PrivateRedis, Sidecar, eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -9,7 +9,7 @@ use layotto::proto::runtime::v1::sequencer_options::AutoIncrement;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support;
+use crate::support::{self, BackendType, Service};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Store {
@@ -21,20 +21,6 @@ pub enum Store {
 }
 
 impl Store {
-    fn service(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Store::Memory | Store::Sqlite => None,
-            Store::Redis => Some(("Redis", "127.0.0.1:6379")),
-            Store::Postgres => Some(("PostgreSQL", "127.0.0.1:5432")),
-            Store::Mysql => Some(("MariaDB", "127.0.0.1:3306")),
-        }
-    }
-
-    fn available(self) -> bool {
-        self.service()
-            .is_none_or(|(name, addr)| support::backend_available(name, addr))
-    }
-
     /// `[sequencer.s]`, with small segments so tests cross many.
     fn config(self, app: &str, dir: &std::path::Path) -> String {
         let (ty, meta) = match self {
@@ -60,6 +46,17 @@ impl Store {
 
     fn shared(self) -> bool {
         self != Store::Memory
+    }
+}
+
+impl BackendType for Store {
+    fn service(self) -> Option<Service> {
+        match self {
+            Store::Memory | Store::Sqlite => None,
+            Store::Redis => Some(Service::Redis),
+            Store::Postgres => Some(Service::Postgres),
+            Store::Mysql => Some(Service::Mariadb),
+        }
     }
 }
 
@@ -220,7 +217,7 @@ macro_rules! conformance {
         $(
             mod $name {
                 use super::*;
-                conformance!(@cases $store;
+                crate::conformance_cases!($store;
                     weak_ids_increase_and_never_repeat,
                     strong_ids_increase_in_the_order_they_return,
                     concurrent_callers_get_unique_increasing_ids,
@@ -234,16 +231,6 @@ macro_rules! conformance {
                         super::no_id_repeats_after_a_restart(f).await;
                     }
                 }
-            }
-        )*
-    };
-    (@cases $store:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(f) = Fixture::start($store).await else { return };
-                super::$case(&f).await;
-                f.rt.shutdown().await;
             }
         )*
     };

@@ -13,7 +13,7 @@ use layotto::proto::runtime::v1::state_options::StateConcurrency;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::support;
+use crate::support::{self, BackendType, Service};
 
 /// A state store type under test, on the machine's services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,16 +29,6 @@ pub enum Backend {
 const TABLE: &str = "layotto_state_conformance";
 
 impl Backend {
-    /// The service it needs: (name, address).
-    pub fn service(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Backend::Memory | Backend::Sqlite => None,
-            Backend::Redis => Some(("Redis", "127.0.0.1:6379")),
-            Backend::Postgres => Some(("PostgreSQL", "127.0.0.1:5432")),
-            Backend::Mysql => Some(("MariaDB", "127.0.0.1:3306")),
-        }
-    }
-
     /// A component entry for an instance called `name`.
     pub fn entry(self, name: &str, dir: &Path, metadata: &str) -> String {
         let (ty, meta) = match self {
@@ -66,6 +56,18 @@ impl Backend {
     }
 }
 
+impl BackendType for Backend {
+    /// The service it needs: (name, address).
+    fn service(self) -> Option<Service> {
+        match self {
+            Backend::Memory | Backend::Sqlite => None,
+            Backend::Redis => Some(Service::Redis),
+            Backend::Postgres => Some(Service::Postgres),
+            Backend::Mysql => Some(Service::Mariadb),
+        }
+    }
+}
+
 /// A running sidecar with the backend configured four times: `s` (no key
 /// prefix, Layotto's default), `s_appid`, `s_name` and `s_literal`.
 pub struct Fixture {
@@ -78,9 +80,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start(backend: Backend) -> Option<Fixture> {
-        if let Some((name, addr)) = backend.service()
-            && !support::backend_available(name, addr)
-        {
+        if !backend.available() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
@@ -190,10 +190,6 @@ impl Fixture {
             })
             .await
             .map(drop)
-    }
-
-    pub async fn stop(self) {
-        self.rt.shutdown().await;
     }
 }
 
@@ -604,14 +600,14 @@ pub async fn key_prefixes_scope_keys_as_layotto_does(f: &Fixture) {
 
 pub async fn values_survive_a_sidecar_restart(f: Fixture) {
     if !f.backend.shared() {
-        f.stop().await;
+        f.rt.shutdown().await;
         return;
     }
     let key = f.key("durable");
     let etag = f.save(&key, b"still here").await;
     let f = f.restart().await;
     assert_eq!(f.get(&key).await, (b"still here".to_vec(), etag));
-    f.stop().await;
+    f.rt.shutdown().await;
 }
 
 /// One test per (store, case).
@@ -620,7 +616,7 @@ macro_rules! conformance {
         $(
             mod $store {
                 use super::*;
-                conformance!(@cases $backend;
+                crate::conformance_cases!($backend;
                     a_missing_key_reads_empty,
                     a_saved_value_reads_back_with_an_etag,
                     binary_large_and_unicode_values_round_trip,
@@ -645,16 +641,6 @@ macro_rules! conformance {
                         super::values_survive_a_sidecar_restart(f).await;
                     }
                 }
-            }
-        )*
-    };
-    (@cases $backend:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(f) = Fixture::start($backend).await else { return };
-                super::$case(&f).await;
-                f.stop().await;
             }
         )*
     };

@@ -178,6 +178,68 @@ pub fn backend_available(name: &str, addr: &str) -> bool {
     false
 }
 
+/// A service of the machine's that a backend under test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Redis,
+    Postgres,
+    Mariadb,
+    Rabbitmq,
+    Nats,
+    Mosquitto,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Redis => "Redis",
+            Service::Postgres => "PostgreSQL",
+            Service::Mariadb => "MariaDB",
+            Service::Rabbitmq => "RabbitMQ",
+            Service::Nats => "NATS",
+            Service::Mosquitto => "Mosquitto",
+        }
+    }
+
+    pub fn addr(self) -> &'static str {
+        match self {
+            Service::Redis => "127.0.0.1:6379",
+            Service::Postgres => "127.0.0.1:5432",
+            Service::Mariadb => "127.0.0.1:3306",
+            Service::Rabbitmq => "127.0.0.1:5672",
+            Service::Nats => "127.0.0.1:4222",
+            Service::Mosquitto => "127.0.0.1:1883",
+        }
+    }
+}
+
+/// A backend type under test in a conformance suite: the service it needs,
+/// if any, and whether that service is up (see [`backend_available`]).
+pub trait BackendType: Copy {
+    fn service(self) -> Option<Service>;
+
+    fn available(self) -> bool {
+        self.service().is_none_or(|s| backend_available(s.name(), s.addr()))
+    }
+}
+
+/// One test per case of a conformance suite, for one backend: each starts
+/// the suite's `Fixture` on `$backend` (`None`: skipped), runs
+/// `super::<case>(&fixture)` and shuts the sidecar down.
+#[macro_export]
+macro_rules! conformance_cases {
+    ($backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(f) = Fixture::start($backend).await else { return };
+                super::$case(&f).await;
+                f.rt.shutdown().await;
+            }
+        )*
+    };
+}
+
 /// Skips (outside CI) or fails (under CI) the test when `$name` at `$addr`
 /// is down.
 #[macro_export]
