@@ -40,6 +40,10 @@ use tonic::{Request, Response, Status};
 fn main() -> anyhow::Result<()> {
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    // Log as `layotto start` does (the default config's level, to stderr).
+    // Without a subscriber every span would fall back to the `log` crate
+    // (sqlx turns on tracing's `log` feature), a cost no sidecar pays.
+    layotto::telemetry::init(&layotto::Config::default().log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

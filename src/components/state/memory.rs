@@ -1,16 +1,18 @@
 //! `in-memory`: a state store in the sidecar's memory, for tests and the
 //! embedded default. Values are never evicted for space; a value with a TTL
-//! disappears when it expires. Lost when the sidecar stops.
+//! disappears when it expires (reads never see it; the periodic health
+//! check sweeps it out). Lost when the sidecar stops.
 //!
-//! Reads are lock-free; writes take one lock so that etag checks and
-//! transactions are atomic.
+//! One map behind one lock: etag checks and transactions are atomic, and
+//! the sidecar's single event loop never contends for it. (A concurrent
+//! cache such as moka costs six times a map's insert here, for concurrency
+//! the event loop cannot use.)
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
-use moka::Expiry;
-use moka::sync::Cache;
 
 use super::{
     Consistency, DeleteRequest, Etag, SetRequest, StateStore, StateValue, TransactionOp, check_key_prefix, check_write,
@@ -21,7 +23,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
     name: "in-memory",
     validate,
-    build: |_spec| async move { Ok(Arc::new(MemoryStore::new()) as Arc<dyn StateStore>) }.boxed(),
+    build: |_spec| async move { Ok(Arc::new(MemoryStore::default()) as Arc<dyn StateStore>) }.boxed(),
 };
 
 fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
@@ -33,72 +35,54 @@ fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
 struct Entry {
     data: Vec<u8>,
     etag: Etag,
-    ttl: Option<Duration>,
-    expires_at: Option<SystemTime>,
+    /// When it expires: on the monotonic clock (to expire it) and the wall
+    /// clock (to report it).
+    expires: Option<(Instant, SystemTime)>,
 }
 
-/// Gives each entry its own time to live.
-struct PerEntryTtl;
-
-impl Expiry<String, Arc<Entry>> for PerEntryTtl {
-    fn expire_after_create(&self, _key: &String, value: &Arc<Entry>, _now: Instant) -> Option<Duration> {
-        value.ttl
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        value: &Arc<Entry>,
-        _now: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        value.ttl
-    }
-}
-
-pub struct MemoryStore {
-    values: Cache<String, Arc<Entry>>,
-    writes: Mutex<()>,
-}
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl MemoryStore {
-    pub fn new() -> Self {
-        MemoryStore {
-            values: Cache::builder().expire_after(PerEntryTtl).build(),
-            writes: Mutex::new(()),
+impl Entry {
+    fn live(&self, now: &mut Option<Instant>) -> bool {
+        match self.expires {
+            None => true,
+            Some((at, _)) => *now.get_or_insert_with(Instant::now) < at,
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+#[derive(Default)]
+pub struct MemoryStore {
+    values: Mutex<HashMap<String, Entry>>,
+}
+
+type Values<'a> = MutexGuard<'a, HashMap<String, Entry>>;
+
+impl MemoryStore {
+    fn lock(&self) -> Values<'_> {
+        self.values.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn etag_of(&self, key: &str) -> Option<Etag> {
-        self.values.get(key).map(|e| e.etag)
+    fn live<'a>(values: &'a Values<'_>, key: &str) -> Option<&'a Entry> {
+        values.get(key).filter(|e| e.live(&mut None))
     }
 
     /// Applies a checked `op`; answers the new etag of an upsert.
-    fn apply(&self, op: TransactionOp) -> Etag {
+    fn apply(values: &mut Values<'_>, op: TransactionOp) -> Etag {
         match op {
             TransactionOp::Upsert(req) => {
                 let etag = new_etag();
+                let expires = req
+                    .ttl
+                    .map(|ttl: Duration| (Instant::now() + ttl, SystemTime::now() + ttl));
                 let entry = Entry {
                     data: req.value,
                     etag,
-                    ttl: req.ttl,
-                    expires_at: req.ttl.map(|ttl| SystemTime::now() + ttl),
+                    expires,
                 };
-                self.values.insert(req.key, Arc::new(entry));
+                values.insert(req.key, entry);
                 etag
             }
             TransactionOp::Delete(req) => {
-                self.values.invalidate(&req.key);
+                values.remove(&req.key);
                 0
             }
         }
@@ -108,7 +92,9 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl Component for MemoryStore {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        // Nothing outside the process can fail.
+        // Nothing outside the process can fail; sweep out expired values.
+        let mut now = None;
+        self.lock().retain(|_, e| e.live(&mut now));
         Ok(())
     }
 }
@@ -116,10 +102,10 @@ impl Component for MemoryStore {
 #[async_trait::async_trait]
 impl StateStore for MemoryStore {
     async fn get(&self, key: &str, _consistency: Consistency) -> Result<Option<StateValue>, ComponentError> {
-        Ok(self.values.get(key).map(|e| StateValue {
+        Ok(Self::live(&self.lock(), key).map(|e| StateValue {
             data: e.data.clone(),
             etag: e.etag,
-            expires_at: e.expires_at,
+            expires_at: e.expires.map(|(_, at)| at),
         }))
     }
 
@@ -137,28 +123,28 @@ impl StateStore for MemoryStore {
 
     async fn set(&self, req: SetRequest) -> Result<Etag, ComponentError> {
         let op = TransactionOp::Upsert(req);
-        let _guard = self.lock();
-        check_write(&op, self.etag_of(op.key()))?;
-        Ok(self.apply(op))
+        let mut values = self.lock();
+        check_write(&op, Self::live(&values, op.key()).map(|e| e.etag))?;
+        Ok(Self::apply(&mut values, op))
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<(), ComponentError> {
         let op = TransactionOp::Delete(req);
-        let _guard = self.lock();
-        check_write(&op, self.etag_of(op.key()))?;
-        self.apply(op);
+        let mut values = self.lock();
+        check_write(&op, Self::live(&values, op.key()).map(|e| e.etag))?;
+        Self::apply(&mut values, op);
         Ok(())
     }
 
     async fn transact(&self, ops: Vec<TransactionOp>) -> Result<(), ComponentError> {
-        let _guard = self.lock();
+        let mut values = self.lock();
         // Operations on one key see the ones before them, so check against
         // a shadow of the pending writes rather than the store alone.
         let mut pending: Vec<(String, Option<Etag>)> = Vec::new();
         for op in &ops {
             let current = match pending.iter().rev().find(|(k, _)| k == op.key()) {
                 Some((_, etag)) => *etag,
-                None => self.etag_of(op.key()),
+                None => Self::live(&values, op.key()).map(|e| e.etag),
             };
             check_write(op, current)?;
             let after = match op {
@@ -170,7 +156,7 @@ impl StateStore for MemoryStore {
             pending.push((op.key().to_owned(), after));
         }
         for op in ops {
-            self.apply(op);
+            Self::apply(&mut values, op);
         }
         Ok(())
     }
