@@ -135,12 +135,25 @@ async fn strong_ids_increase_in_the_order_they_return(f: &Fixture) {
 }
 
 async fn concurrent_callers_get_unique_increasing_ids(f: &Fixture) {
-    let callers: Vec<_> = (0..8)
-        .map(|_| {
-            let (mut client, key) = (f.client.clone(), f.key.clone());
+    let all = unique_ids_from_callers(std::slice::from_ref(&f.client), &f.key, 8, 200).await;
+    assert_eq!(all.len(), 1600);
+}
+
+/// `callers` concurrent callers spread over `clients`, `per_caller` WEAK
+/// ids each from one key: each caller's ids strictly increase and no id is
+/// handed out twice. Returns them all.
+async fn unique_ids_from_callers(
+    clients: &[RuntimeClient<Channel>],
+    key: &str,
+    callers: usize,
+    per_caller: usize,
+) -> HashSet<i64> {
+    let callers: Vec<_> = (0..callers)
+        .map(|i| {
+            let (mut client, key) = (clients[i % clients.len()].clone(), key.to_owned());
             tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for _ in 0..200 {
+                let mut ids = Vec::with_capacity(per_caller);
+                for _ in 0..per_caller {
                     ids.push(
                         next_id(&mut client, &key, AutoIncrement::Weak)
                             .await
@@ -159,7 +172,7 @@ async fn concurrent_callers_get_unique_increasing_ids(f: &Fixture) {
             assert!(all.insert(id), "id {id} handed out twice");
         }
     }
-    assert_eq!(all.len(), 1600);
+    all
 }
 
 async fn bigger_than_is_a_floor_for_every_id(f: &Fixture) {
@@ -257,30 +270,7 @@ async fn two_sidecars_share_a_store(store: Store) {
     support::wait_ready(&b).await;
     let key = support::unique("shared");
     let clients = [support::client(&a).await, support::client(&b).await];
-    let callers: Vec<_> = (0..16)
-        .map(|i| {
-            let (mut client, key) = (clients[i % 2].clone(), key.clone());
-            tokio::spawn(async move {
-                let mut ids = Vec::with_capacity(1000);
-                for _ in 0..1000 {
-                    ids.push(
-                        next_id(&mut client, &key, AutoIncrement::Weak)
-                            .await
-                            .expect("GetNextId"),
-                    );
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut all = HashSet::new();
-    for caller in callers {
-        let ids = caller.await.expect("caller");
-        assert!(strictly_increasing(&ids), "a caller's ids went back");
-        for id in ids {
-            assert!(all.insert(id), "id {id} handed out twice");
-        }
-    }
+    let all = unique_ids_from_callers(&clients, &key, 16, 1000).await;
     assert_eq!(all.len(), 16_000);
 
     // STRONG, alternating between the sidecars: increasing in the order

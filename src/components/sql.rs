@@ -90,6 +90,15 @@ impl Backend {
         Ok(())
     }
 
+    /// `SELECT 1`: the health check of every component on an [`AnyPool`].
+    pub async fn ping(&self, pool: &AnyPool) -> Result<(), ComponentError> {
+        sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
     /// Maps a database error: lost connections restart the component, lost
     /// races are conflicts the caller may retry.
     pub fn error(&self, e: sqlx::Error) -> ComponentError {

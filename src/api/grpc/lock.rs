@@ -7,6 +7,7 @@ use tonic::Status;
 use super::scoped_key;
 use crate::actors::lock::{KeepAlive, TryLock, Unlock};
 use crate::api::ApiContext;
+use crate::components::ComponentSpec;
 use crate::components::lock::LockStatus;
 use crate::proto::runtime::v1 as pb;
 
@@ -21,6 +22,19 @@ fn required(value: &str, field: &str) -> Result<(), Status> {
     }
 }
 
+/// Checks the resource and owner of a request and builds the backend key.
+fn lock_key(
+    ctx: &ApiContext,
+    spec: &ComponentSpec,
+    store: &str,
+    resource_id: &str,
+    owner: &str,
+) -> Result<String, Status> {
+    required(resource_id, "resource_id")?;
+    required(owner, "lock_owner")?;
+    scoped_key(NAMESPACE, spec, &ctx.app.app_id, store, resource_id)
+}
+
 fn lease(expire: i32) -> Result<Duration, Status> {
     match u64::try_from(expire) {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
@@ -32,16 +46,8 @@ fn lease(expire: i32) -> Result<Duration, Status> {
 
 pub async fn try_lock(ctx: &ApiContext, req: pb::TryLockRequest) -> Result<pb::TryLockResponse, Status> {
     let store = ctx.router.locks.get("store_name", &req.store_name)?;
-    required(&req.resource_id, "resource_id")?;
-    required(&req.lock_owner, "lock_owner")?;
+    let key = lock_key(ctx, store.spec(), &req.store_name, &req.resource_id, &req.lock_owner)?;
     let ttl = lease(req.expire)?;
-    let key = scoped_key(
-        NAMESPACE,
-        store.spec(),
-        &ctx.app.app_id,
-        &req.store_name,
-        &req.resource_id,
-    )?;
     let success = store
         .call(TryLock {
             key,
@@ -54,15 +60,7 @@ pub async fn try_lock(ctx: &ApiContext, req: pb::TryLockRequest) -> Result<pb::T
 
 pub async fn unlock(ctx: &ApiContext, req: pb::UnlockRequest) -> Result<pb::UnlockResponse, Status> {
     let store = ctx.router.locks.get("store_name", &req.store_name)?;
-    required(&req.resource_id, "resource_id")?;
-    required(&req.lock_owner, "lock_owner")?;
-    let key = scoped_key(
-        NAMESPACE,
-        store.spec(),
-        &ctx.app.app_id,
-        &req.store_name,
-        &req.resource_id,
-    )?;
+    let key = lock_key(ctx, store.spec(), &req.store_name, &req.resource_id, &req.lock_owner)?;
     let status = store
         .call(Unlock {
             key,
@@ -82,16 +80,8 @@ pub async fn lock_keep_alive(
     req: pb::LockKeepAliveRequest,
 ) -> Result<pb::LockKeepAliveResponse, Status> {
     let store = ctx.router.locks.get("store_name", &req.store_name)?;
-    required(&req.resource_id, "resource_id")?;
-    required(&req.lock_owner, "lock_owner")?;
+    let key = lock_key(ctx, store.spec(), &req.store_name, &req.resource_id, &req.lock_owner)?;
     let ttl = lease(req.expire)?;
-    let key = scoped_key(
-        NAMESPACE,
-        store.spec(),
-        &ctx.app.app_id,
-        &req.store_name,
-        &req.resource_id,
-    )?;
     let status = store
         .call(KeepAlive {
             key,

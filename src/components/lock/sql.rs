@@ -97,11 +97,7 @@ fn millis(ttl: Duration) -> i64 {
 #[async_trait::async_trait]
 impl Component for SqlLocks {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
+        self.backend.ping(&self.pool).await
     }
 
     async fn close(&self) {

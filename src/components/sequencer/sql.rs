@@ -64,11 +64,7 @@ impl SqlCounters {
 #[async_trait::async_trait]
 impl Component for SqlCounters {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
+        self.backend.ping(&self.pool).await
     }
 
     async fn close(&self) {

@@ -256,11 +256,7 @@ async fn cleanup_loop(pool: AnyPool, sql: SqlStr, every: Duration) {
 #[async_trait::async_trait]
 impl Component for SqlStore {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
+        self.dialect.backend.ping(&self.pool).await
     }
 
     async fn close(&self) {
