@@ -182,9 +182,7 @@ impl Fixture {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let rt = support::start(&store.config(&support::unique("cfg-app"), dir.path())).await;
-        support::wait_ready(&rt).await;
-        let client = support::client(&rt).await;
+        let (rt, client) = support::start_ready(&store.config(&support::unique("cfg-app"), dir.path())).await;
         Some(Fixture {
             rt,
             client,
@@ -401,7 +399,7 @@ async fn a_subscription_outlives_a_restart_of_its_redis() {
     let Some(mut redis) = PrivateRedis::start_persistent(dir.path()) else {
         return;
     };
-    let rt = support::start(&format!(
+    let (rt, mut c) = support::start_ready(&format!(
         r#"
         [app]
         app_id = "outlive"
@@ -416,8 +414,6 @@ async fn a_subscription_outlives_a_restart_of_its_redis() {
         redis.addr()
     ))
     .await;
-    support::wait_ready(&rt).await;
-    let mut c = support::client(&rt).await;
     save(&mut c, vec![item("k", "before")]).await.expect("save");
     let mut sub = Subscriber::open(&mut c, &["k"]).await;
     assert_eq!(sub.next(WAIT).await.content, "before");
@@ -446,9 +442,7 @@ async fn writes_by_other_tools_reach_subscribers() {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let app = support::unique("cfg-foreign");
-        let rt = support::start(&store.config(&app, dir.path())).await;
-        support::wait_ready(&rt).await;
-        let mut c = support::client(&rt).await;
+        let (rt, mut c) = support::start_ready(&store.config(&app, dir.path())).await;
         let mut sub = Subscriber::open(&mut c, &["foreign"]).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         match store {

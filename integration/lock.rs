@@ -74,9 +74,7 @@ impl Fixture {
             store.entry("l_none", dir.path(), r#"keyPrefix = "none""#),
             store.entry("l_same", dir.path(), &format!(r#"keyPrefix = "{app}""#)),
         );
-        let rt = support::start(&config).await;
-        support::wait_ready(&rt).await;
-        let client = support::client(&rt).await;
+        let (rt, client) = support::start_ready(&config).await;
         Some(Fixture {
             rt,
             client,

@@ -100,7 +100,7 @@ async fn a_broker_that_goes_away_turns_the_component_down_and_it_recovers() {
     let Some(mut redis) = PrivateRedis::start() else { return };
     let (id, topic) = (support::unique("fault-app"), support::unique("t"));
     let app = TestApp::start(vec![subscription("ps", &topic)], always_success()).await;
-    let rt = support::start(&format!(
+    let (rt, mut client) = support::start_ready(&format!(
         r#"
         [app]
         app_id = "{id}"
@@ -117,8 +117,6 @@ async fn a_broker_that_goes_away_turns_the_component_down_and_it_recovers() {
         redis.addr()
     ))
     .await;
-    support::wait_ready(&rt).await;
-    let mut client = support::client(&rt).await;
     eventually("the subscription to deliver", WAIT, || {
         let (mut client, topic, received) = (client.clone(), topic.clone(), app.received.clone());
         async move {

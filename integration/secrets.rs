@@ -109,7 +109,7 @@ async fn a_redis_state_store_takes_its_password_from_a_secret() {
     let file = dir.path().join("secrets.json");
     std::fs::write(&file, SECRETS_JSON).expect("write");
     // Dapr's spelling in one store, Layotto's in the other.
-    let rt = support::start(&format!(
+    let (rt, mut client) = support::start_ready(&format!(
         r#"
         [secret_store.local]
         type = "local.file"
@@ -127,8 +127,6 @@ async fn a_redis_state_store_takes_its_password_from_a_secret() {
         addr = redis.addr()
     ))
     .await;
-    support::wait_ready(&rt).await;
-    let mut client = support::client(&rt).await;
     for store in ["dapr_style", "layotto_style"] {
         client
             .save_state(pb::SaveStateRequest {

@@ -98,9 +98,7 @@ impl Fixture {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let app = support::unique("seq-app");
-        let rt = support::start(&store.config(&app, dir.path())).await;
-        support::wait_ready(&rt).await;
-        let client = support::client(&rt).await;
+        let (rt, client) = support::start_ready(&store.config(&app, dir.path())).await;
         Some(Fixture {
             rt,
             client,
@@ -214,9 +212,7 @@ async fn no_id_repeats_after_a_restart(f: Fixture) {
     if !store.shared() {
         return;
     }
-    let rt = support::start(&store.config(&app, dir.path())).await;
-    support::wait_ready(&rt).await;
-    let mut client = support::client(&rt).await;
+    let (rt, mut client) = support::start_ready(&store.config(&app, dir.path())).await;
     let after = next_id(&mut client, &key, AutoIncrement::Weak)
         .await
         .expect("GetNextId");

@@ -74,7 +74,7 @@ async fn open_subscription_streams_end_at_shutdown() {
     use pb::subscribe_topic_events_request::SubscribeTopicEventsRequestType;
     use tokio_stream::wrappers::ReceiverStream;
 
-    let rt = support::start(
+    let (rt, mut client) = support::start_ready(
         r#"
         [server]
         shutdown_grace_period = "60s"
@@ -85,8 +85,6 @@ async fn open_subscription_streams_end_at_shutdown() {
         "#,
     )
     .await;
-    support::wait_ready(&rt).await;
-    let mut client = support::client(&rt).await;
 
     let (config_requests, rx) = tokio::sync::mpsc::channel(1);
     config_requests

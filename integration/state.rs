@@ -84,9 +84,7 @@ impl Fixture {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let rt = support::start(&Self::config(backend, dir.path())).await;
-        support::wait_ready(&rt).await;
-        let client = support::client(&rt).await;
+        let (rt, client) = support::start_ready(&Self::config(backend, dir.path())).await;
         Some(Fixture {
             backend,
             rt,
@@ -115,9 +113,7 @@ impl Fixture {
             ..
         } = self;
         rt.shutdown().await;
-        let rt = support::start(&Self::config(backend, dir.path())).await;
-        support::wait_ready(&rt).await;
-        let client = support::client(&rt).await;
+        let (rt, client) = support::start_ready(&Self::config(backend, dir.path())).await;
         Fixture {
             backend,
             rt,

@@ -14,7 +14,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_store_goes_down_with_its_backend_and_recovers_without_a_restart() {
     let Some(mut redis) = PrivateRedis::start() else { return };
-    let rt = support::start(&format!(
+    let (rt, mut client) = support::start_ready(&format!(
         r#"
         [supervisor]
         backoff_min = "100ms"
@@ -30,8 +30,6 @@ async fn a_redis_store_goes_down_with_its_backend_and_recovers_without_a_restart
         redis.addr()
     ))
     .await;
-    support::wait_ready(&rt).await;
-    let mut client = support::client(&rt).await;
     let save = |key: &str| pb::SaveStateRequest {
         store_name: "r".into(),
         states: vec![item(key, b"v")],

@@ -31,6 +31,14 @@ pub async fn start(toml: &str) -> Runtime {
     Runtime::start(config(toml)).await.expect("runtime starts")
 }
 
+/// A sidecar on `toml` with every component UP, and a client of it.
+pub async fn start_ready(toml: &str) -> (Runtime, RuntimeClient<Channel>) {
+    let rt = start(toml).await;
+    wait_ready(&rt).await;
+    let client = client(&rt).await;
+    (rt, client)
+}
+
 /// Waits until every component is UP; fails the test after 20 s, naming
 /// the ones that are not.
 pub async fn wait_ready(rt: &Runtime) {
