@@ -16,12 +16,16 @@ pub mod configuration;
 pub mod faulty;
 pub mod hello;
 pub mod lock;
+pub mod meta;
 pub mod pubsub;
 pub mod redis_client;
 pub mod secrets;
 pub mod sequencer;
 pub mod sql;
 pub mod state;
+pub mod tasks;
+
+pub use tasks::Tasks;
 
 /// The building blocks, named as the sections of Layotto's `grpc_config`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -232,9 +236,51 @@ pub trait Component: Send + Sync + 'static {
     async fn close(&self) {}
 }
 
+/// What a build gets: the component's spec, and the handle through which it
+/// links background work to its actor.
+pub struct BuildContext {
+    pub spec: ComponentSpec,
+    pub tasks: Tasks,
+}
+
 /// Builds one component instance. Runs on every (re)start, so a restart
 /// never reuses a dead connection.
-pub type BuildFn<C> = fn(ComponentSpec) -> BoxFuture<'static, Result<Arc<C>, BuildError>>;
+pub type BuildFn<C> = fn(BuildContext) -> BoxFuture<'static, Result<Arc<C>, BuildError>>;
+
+/// A component type whose metadata is a typed struct: validation parses
+/// it, and the build receives the parsed value.
+pub trait ComponentType<C: ?Sized>: 'static {
+    /// The `type` value in config.
+    const NAME: &'static str;
+    /// What the type reads from its metadata.
+    type Metadata: meta::Metadata;
+
+    fn build(ctx: BuildContext, metadata: Self::Metadata) -> BoxFuture<'static, Result<Arc<C>, BuildError>>;
+}
+
+impl<C: ?Sized + Send + Sync + 'static> TypeEntry<C> {
+    /// The registry entry of a typed component type.
+    pub const fn of<T: ComponentType<C>>() -> TypeEntry<C> {
+        TypeEntry {
+            name: T::NAME,
+            validate: meta::validate::<T::Metadata>,
+            build: build_typed::<C, T>,
+        }
+    }
+}
+
+fn build_typed<C: ?Sized + Send + Sync + 'static, T: ComponentType<C>>(
+    ctx: BuildContext,
+) -> BoxFuture<'static, Result<Arc<C>, BuildError>> {
+    match meta::parse::<T::Metadata>(&ctx.spec) {
+        Ok(metadata) => T::build(ctx, metadata),
+        Err(errors) => {
+            let problems: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.key, e.message)).collect();
+            let error = BuildError(format!("bad metadata: {}", problems.join("; ")));
+            Box::pin(std::future::ready(Err(error)))
+        }
+    }
+}
 
 /// One registered component type.
 pub struct TypeEntry<C: ?Sized> {

@@ -11,6 +11,9 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVe
 
 use crate::components::Kind;
 
+/// The `reason` of a component's restart series before its first restart.
+pub const NO_RESTART: &str = "none";
+
 pub struct Metrics {
     registry: Registry,
     pubsub_published: IntCounterVec,
@@ -41,9 +44,9 @@ impl Metrics {
         let component_restarts = IntCounterVec::new(
             Opts::new(
                 "layotto_component_restarts_total",
-                "Restarts of the component by its supervisor",
+                "Restarts of the component by its supervisor, by why it stopped",
             ),
-            &["kind", "name", "type"],
+            &["kind", "name", "type", "reason"],
         )
         .expect("metric definition is valid");
         let grpc_requests = IntCounterVec::new(
@@ -118,11 +121,12 @@ impl Metrics {
         })
     }
 
-    /// Exports a component's series from the start: down, no restarts.
+    /// Exports a component's series from the start: down, no restarts
+    /// (`reason="none"` until the first restart gives a real reason).
     pub fn component_registered(&self, kind: Kind, name: &str, type_name: &str) {
         self.set_component_up(kind, name, type_name, false);
         self.component_restarts
-            .with_label_values(&[kind.as_str(), name, type_name])
+            .with_label_values(&[kind.as_str(), name, type_name, NO_RESTART])
             .inc_by(0);
     }
 
@@ -132,9 +136,16 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    pub fn count_component_restart(&self, kind: Kind, name: &str, type_name: &str) {
+    /// Counts a restart; `reason` is a [`StopReason`] label, so bounded.
+    ///
+    /// [`StopReason`]: crate::supervisor::StopReason
+    pub fn count_component_restart(&self, kind: Kind, name: &str, type_name: &str, reason: &'static str) {
+        // The placeholder series stands only for "never restarted".
+        let _ = self
+            .component_restarts
+            .remove_label_values(&[kind.as_str(), name, type_name, NO_RESTART]);
         self.component_restarts
-            .with_label_values(&[kind.as_str(), name, type_name])
+            .with_label_values(&[kind.as_str(), name, type_name, reason])
             .inc();
     }
 

@@ -15,9 +15,11 @@
 
 pub mod backoff;
 mod block;
+mod reason;
 mod root;
 mod status;
 
+pub use reason::StopReason;
 pub use root::Escalation;
 pub use status::{ComponentId, Health, Snapshot, StatusCell, StatusRegistry};
 

@@ -1,6 +1,7 @@
 //! The sending side of a component actor: what an API handler holds.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use actix::{Addr, dev::SendError};
@@ -39,6 +40,9 @@ pub struct Slot<B: BuildingBlock> {
     key: Arc<str>,
     addr: RwLock<Option<Addr<ComponentActor<B>>>>,
     capacity: usize,
+    /// Calls admitted and not yet finished, queued or running: the one
+    /// number `capacity` bounds.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl<B: BuildingBlock> Slot<B> {
@@ -49,11 +53,25 @@ impl<B: BuildingBlock> Slot<B> {
             status,
             addr: RwLock::new(None),
             capacity,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Calls admitted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A place among the `capacity` calls the component may hold, queued
+    /// or running; `None` when all are taken.
+    fn admit(&self) -> Option<Permit> {
+        let previous = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit(self.in_flight.clone());
+        (previous < self.capacity).then_some(permit)
     }
 
     /// `"<kind>/<name>"`.
@@ -109,10 +127,15 @@ impl<B: BuildingBlock> ComponentHandle<B> {
             component: slot.key.clone(),
             reason: "restarting".into(),
         };
+        let permit = slot.admit().ok_or_else(|| CallError::Busy {
+            component: slot.key.clone(),
+            capacity: slot.capacity,
+        })?;
         let (reply, answer) = oneshot::channel();
         let call = Call {
             op,
             reply,
+            permit,
             _block: PhantomData,
         };
         {
@@ -132,5 +155,14 @@ impl<B: BuildingBlock> ComponentHandle<B> {
                 reason: "stopped while handling the request".into(),
             })
         })
+    }
+}
+
+/// One admitted call; gives its place back when dropped.
+pub(super) struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

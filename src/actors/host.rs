@@ -7,9 +7,7 @@
 //! panic caught at its boundary; its supervisor is told why and restarts it.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -20,9 +18,11 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::Operation;
-use super::handle::CallError;
-use crate::components::{BuildingBlock, Component, ComponentError, ComponentSpec, TypeEntry};
+use super::handle::{CallError, Permit};
+use crate::components::tasks::{TaskEnded, Tasks};
+use crate::components::{BuildContext, BuildingBlock, Component, ComponentError, ComponentSpec, TypeEntry};
 use crate::config::SupervisorConfig;
+use crate::supervisor::StopReason;
 
 /// What a component actor tells its supervisor.
 #[derive(Debug, Message)]
@@ -34,7 +34,7 @@ pub enum ChildEvent {
     Stopped {
         name: String,
         generation: u64,
-        reason: String,
+        reason: StopReason,
     },
 }
 
@@ -72,11 +72,11 @@ pub struct ComponentActor<B: BuildingBlock> {
     component: Option<Arc<B::Component>>,
     /// `"<kind>/<name>"`, for errors and logs.
     key: Arc<str>,
-    /// Operations running in tasks of their own.
-    in_flight: Rc<Cell<usize>>,
+    /// Background work the component linked to this actor.
+    tasks: Option<Tasks>,
     health_failures: u32,
     health_in_flight: bool,
-    stop_reason: Option<String>,
+    stop_reason: Option<StopReason>,
     span: Span,
 }
 
@@ -103,7 +103,7 @@ impl<B: BuildingBlock> ComponentActor<B> {
             supervisor,
             component: None,
             key,
-            in_flight: Rc::new(Cell::new(0)),
+            tasks: None,
             health_failures: 0,
             health_in_flight: false,
             stop_reason: None,
@@ -112,7 +112,7 @@ impl<B: BuildingBlock> ComponentActor<B> {
     }
 
     /// Stops the actor, keeping the first reason given.
-    fn stop_because(&mut self, ctx: &mut Context<Self>, reason: String) {
+    fn stop_because(&mut self, ctx: &mut Context<Self>, reason: StopReason) {
         if self.stop_reason.is_none() {
             self.stop_reason = Some(reason);
         }
@@ -150,7 +150,7 @@ impl<B: BuildingBlock> ComponentActor<B> {
                             act.health_failures += 1;
                             warn!(%error, failures = act.health_failures, "Component health check failed");
                             if act.health_failures >= act.settings.health_failure_threshold {
-                                act.stop_because(ctx, format!("health check failed: {error}"));
+                                act.stop_because(ctx, StopReason::HealthCheckFailed(error));
                             }
                         }
                     }
@@ -166,14 +166,20 @@ impl<B: BuildingBlock> Actor for ComponentActor<B> {
         let _span = self.span.clone().entered();
         ctx.set_mailbox_capacity(self.settings.queue_capacity);
         debug!(generation = self.generation, "Building component");
-        let build = (self.entry.build)((*self.spec).clone());
+        let (tasks, ended) = Tasks::new();
+        self.tasks = Some(tasks.clone());
+        ctx.add_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(ended));
+        let build = (self.entry.build)(BuildContext {
+            spec: (*self.spec).clone(),
+            tasks,
+        });
         let timeout = self.settings.build_timeout;
         let build = async move {
             match tokio::time::timeout(timeout, AssertUnwindSafe(build).catch_unwind()).await {
                 Ok(Ok(Ok(component))) => Ok(component),
-                Ok(Ok(Err(e))) => Err(format!("build failed: {e}")),
-                Ok(Err(panic)) => Err(format!("build panicked: {}", panic_message(&*panic))),
-                Err(_) => Err(format!("build timed out after {timeout:?}")),
+                Ok(Ok(Err(e))) => Err(e.to_string()),
+                Ok(Err(panic)) => Err(format!("panicked: {}", panic_message(&*panic))),
+                Err(_) => Err(format!("timed out after {timeout:?}")),
             }
         };
         ctx.spawn(
@@ -194,7 +200,7 @@ impl<B: BuildingBlock> Actor for ComponentActor<B> {
                         }
                         Err(error) => {
                             warn!(%error, "Component failed to start");
-                            act.stop_because(ctx, error);
+                            act.stop_because(ctx, StopReason::BuildFailed(error));
                         }
                     }
                 }),
@@ -203,8 +209,11 @@ impl<B: BuildingBlock> Actor for ComponentActor<B> {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         let _span = self.span.clone().entered();
-        let reason = self.stop_reason.take().unwrap_or_else(|| "stopped".into());
+        let reason = self.stop_reason.take().unwrap_or(StopReason::Shutdown);
         info!(%reason, "Component stopped");
+        if let Some(tasks) = self.tasks.take() {
+            tasks.abort_all();
+        }
         if let Some(component) = self.component.take() {
             actix_rt::spawn(async move { component.close().await }.instrument(self.span.clone()));
         }
@@ -220,6 +229,9 @@ impl<B: BuildingBlock> Actor for ComponentActor<B> {
 pub(super) struct Call<B: BuildingBlock, O: Operation<B>> {
     pub(super) op: O,
     pub(super) reply: oneshot::Sender<Result<O::Output, CallError>>,
+    /// The call's place in the component's bound; released when the
+    /// operation has finished, not when its caller stops waiting.
+    pub(super) permit: Permit,
     pub(super) _block: std::marker::PhantomData<fn() -> B>,
 }
 
@@ -231,10 +243,10 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
     type Result = ();
 
     fn handle(&mut self, call: Call<B, O>, ctx: &mut Context<Self>) {
-        let Call { op, reply, .. } = call;
+        let Call { op, reply, permit, .. } = call;
         let Some(component) = self.component.clone() else {
             let reason = match &self.stop_reason {
-                Some(reason) => reason.clone(),
+                Some(reason) => reason.to_string(),
                 None => "starting".to_owned(),
             };
             let _ = reply.send(Err(CallError::Unavailable {
@@ -243,14 +255,19 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
             }));
             return;
         };
-        if self.in_flight.get() >= self.settings.queue_capacity {
-            let _ = reply.send(Err(CallError::Busy {
-                component: self.key.clone(),
-                capacity: self.settings.queue_capacity,
-            }));
-            return;
-        }
-        let mut operation = AssertUnwindSafe(op.run(component)).catch_unwind();
+        // The synchronous part of `run` (before its future first awaits)
+        // runs here, on the event loop every component shares: a panic in
+        // it must be caught like one in the future.
+        let operation = match std::panic::catch_unwind(AssertUnwindSafe(|| op.run(component))) {
+            Ok(operation) => operation,
+            Err(panic) => {
+                if let Some(reason) = answer(Err(panic), reply, &self.key) {
+                    self.stop_because(ctx, reason);
+                }
+                return;
+            }
+        };
+        let mut operation = AssertUnwindSafe(operation).catch_unwind();
         // Many operations answer without waiting (in-memory stores, cached
         // values): poll once here and spare them a task of their own. A
         // future may be polled again with another waker, so one that is
@@ -260,11 +277,11 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
             if let Some(reason) = answer(outcome, reply, &self.key) {
                 self.stop_because(ctx, reason);
             }
+            drop(permit);
             return;
         }
         let actor = ctx.address();
         let key = self.key.clone();
-        let in_flight = InFlight::enter(&self.in_flight);
         // A task of its own: operations run concurrently, and one that
         // outlives a restart finishes on the client it started with. Not
         // instrumented with the actor's span: entering a span on every poll
@@ -272,7 +289,7 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
         // logged here name the component instead.
         actix_rt::spawn(async move {
             let stop = answer(operation.await, reply, &key);
-            drop(in_flight);
+            drop(permit);
             if let Some(reason) = stop {
                 actor.do_send(StopWith(reason));
             }
@@ -280,20 +297,16 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
     }
 }
 
-/// Counts an operation running in its own task, on the actor's thread.
-struct InFlight(Rc<Cell<usize>>);
-
-impl InFlight {
-    fn enter(count: &Rc<Cell<usize>>) -> InFlight {
-        count.set(count.get() + 1);
-        InFlight(count.clone())
+impl<B: BuildingBlock> StreamHandler<TaskEnded> for ComponentActor<B> {
+    fn handle(&mut self, ended: TaskEnded, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        warn!(task = ended.task, end = %ended.end, "Component background task ended");
+        self.stop_because(ctx, StopReason::TaskEnded(ended));
     }
-}
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
+    /// The channel closes when the component and its tasks are gone: not
+    /// a reason to stop (actix's default).
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 /// Sends an operation's outcome to its caller; says why the actor must stop
@@ -302,11 +315,11 @@ fn answer<T>(
     outcome: Result<Result<T, ComponentError>, Box<dyn Any + Send>>,
     reply: oneshot::Sender<Result<T, CallError>>,
     component: &Arc<str>,
-) -> Option<String> {
+) -> Option<StopReason> {
     let (result, stop) = match outcome {
         Ok(Ok(output)) => (Ok(output), None),
         Ok(Err(error)) => {
-            let stop = error.is_fatal().then(|| format!("fatal error: {error}"));
+            let stop = error.is_fatal().then(|| StopReason::Fatal(error.to_string()));
             let component = component.clone();
             (Err(CallError::Component { component, error }), stop)
         }
@@ -317,7 +330,7 @@ fn answer<T>(
                 Err(CallError::Panicked {
                     component: component.clone(),
                 }),
-                Some(format!("panicked while handling a request: {message}")),
+                Some(StopReason::Panicked(message)),
             )
         }
     };
@@ -328,7 +341,7 @@ fn answer<T>(
 /// Stops the actor for the given reason (from one of its own tasks).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct StopWith(String);
+struct StopWith(StopReason);
 
 impl<B: BuildingBlock> Handler<StopWith> for ComponentActor<B> {
     type Result = ();
@@ -347,7 +360,7 @@ impl<B: BuildingBlock> Handler<Shutdown> for ComponentActor<B> {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
-        self.stop_reason.get_or_insert_with(|| "shutdown".into());
+        self.stop_reason.get_or_insert(StopReason::Shutdown);
         let component = self.component.take();
         let close = async move {
             if let Some(component) = component {
@@ -363,12 +376,4 @@ impl<B: BuildingBlock> Handler<Shutdown> for ComponentActor<B> {
     }
 }
 
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
+pub(crate) use crate::components::tasks::panic_message;

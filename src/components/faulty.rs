@@ -25,7 +25,9 @@ use crate::components::{BuildError, Component, ComponentError, ComponentSpec, Me
 pub const HELLO: TypeEntry<dyn HelloService> = TypeEntry {
     name: "faulty",
     validate,
-    build: |spec| async move { Faulty::build(&spec).map(|f| Arc::new(f) as Arc<dyn HelloService>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { Faulty::build(&spec).map(|f| Arc::new(f) as Arc<dyn HelloService>) }.boxed()
+    },
 };
 
 fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {

@@ -10,6 +10,7 @@ use actix::prelude::*;
 use futures::future::join_all;
 use tracing::{error, info, warn};
 
+use super::StopReason;
 use super::backoff::{RestartHistory, RestartPolicy};
 use super::root::Escalation;
 use super::status::Health;
@@ -26,6 +27,8 @@ struct Child<B: BuildingBlock> {
     generation: u64,
     history: RestartHistory,
     pending_restart: Option<SpawnHandle>,
+    /// Why the current actor's predecessor stopped, for the restart count.
+    last_stop: Option<&'static str>,
 }
 
 pub struct BlockSupervisor<B: BuildingBlock> {
@@ -50,6 +53,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
                     generation: 0,
                     history: RestartHistory::default(),
                     pending_restart: None,
+                    last_stop: None,
                 };
                 Some((slot.spec.name.clone(), child))
             })
@@ -76,7 +80,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
         child.slot.set_actor(Some(addr));
     }
 
-    fn child_stopped(&mut self, name: &str, reason: String, ctx: &mut Context<Self>) {
+    fn child_stopped(&mut self, name: &str, reason: StopReason, ctx: &mut Context<Self>) {
         let Some(child) = self.children.get_mut(name) else {
             return;
         };
@@ -86,6 +90,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
             child.slot.status.set(Health::Down, "shutdown");
             return;
         }
+        child.last_stop = Some(reason.label());
         let restart = child.history.next(&self.policy, Instant::now(), &mut rand::rng());
         let mut status = format!("{reason}; restarting in {:?}", restart.delay);
         if restart.intensity_exceeded {
@@ -103,7 +108,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
             if self.settings.fail_fast {
                 self.escalate.do_send(Escalation {
                     component: key.clone(),
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                 });
             }
         } else {
@@ -116,7 +121,10 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
                 return;
             }
             if let Some(child) = act.children.get(&name) {
-                child.slot.status.count_restart();
+                child
+                    .slot
+                    .status
+                    .count_restart(child.last_stop.unwrap_or(StopReason::Shutdown.label()));
             }
             act.start_child(&name, ctx);
         }));

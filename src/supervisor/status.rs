@@ -114,11 +114,11 @@ impl StatusCell {
         self.registry.changed();
     }
 
-    pub(super) fn count_restart(&self) {
+    pub(super) fn count_restart(&self, reason: &'static str) {
         self.lock().restarts += 1;
         self.registry
             .metrics
-            .count_component_restart(self.id.kind, &self.id.name, &self.id.type_name);
+            .count_component_restart(self.id.kind, &self.id.name, &self.id.type_name, reason);
         self.registry.changed();
     }
 

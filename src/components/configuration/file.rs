@@ -34,7 +34,9 @@ use crate::components::{check_duration, duration_meta};
 pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
     name: "file",
     validate,
-    build: |spec| async move { FileConfig::open(&spec).map(|f| f as Arc<dyn ConfigStore>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { FileConfig::open(&spec).map(|f| f as Arc<dyn ConfigStore>) }.boxed()
+    },
 };
 
 const PATH: &str = "path";

@@ -11,7 +11,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
     name: "in-memory",
     validate,
-    build: |_spec| async move { Ok(Arc::new(MemoryConfig::default()) as Arc<dyn ConfigStore>) }.boxed(),
+    build: |_ctx| async move { Ok(Arc::new(MemoryConfig::default()) as Arc<dyn ConfigStore>) }.boxed(),
 };
 
 fn validate(_spec: &ComponentSpec) -> Vec<MetadataError> {

@@ -29,7 +29,9 @@ pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
         sql::validate(spec, &mut errors);
         errors
     },
-    build: |spec| async move { PgConfig::connect(&spec).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { PgConfig::connect(&spec).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed()
+    },
 };
 
 const DEFAULT_TABLE: &str = "layotto_configuration";

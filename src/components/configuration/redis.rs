@@ -33,7 +33,9 @@ use crate::components::{BuildError, Component, ComponentError, ComponentSpec, Me
 pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
     name: "redis",
     validate,
-    build: |spec| async move { RedisConfig::connect(&spec).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { RedisConfig::connect(&spec).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed()
+    },
 };
 
 fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {

@@ -16,7 +16,9 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn HelloService> = TypeEntry {
     name: "helloworld",
     validate,
-    build: |spec| async move { Ok(Arc::new(HelloWorld::new(&spec)) as Arc<dyn HelloService>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { Ok(Arc::new(HelloWorld::new(&spec)) as Arc<dyn HelloService>) }.boxed()
+    },
 };
 
 /// Metadata key holding the greeting.

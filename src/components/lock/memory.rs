@@ -12,7 +12,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry {
     name: "in-memory",
     validate,
-    build: |_spec| async move { Ok(Arc::new(MemoryLocks::default()) as Arc<dyn LockStore>) }.boxed(),
+    build: |_ctx| async move { Ok(Arc::new(MemoryLocks::default()) as Arc<dyn LockStore>) }.boxed(),
 };
 
 fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {

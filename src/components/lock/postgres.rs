@@ -13,7 +13,9 @@ use crate::components::{self, TypeEntry};
 pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry {
     name: "postgresql",
     validate: sql::validate,
-    build: |spec| async move { SqlLocks::connect(&DIALECT, &spec).await }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { SqlLocks::connect(&DIALECT, &spec).await }.boxed()
+    },
 };
 
 static DIALECT: Dialect = Dialect {

@@ -20,7 +20,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry {
     name: "redis",
     validate,
-    build: |spec| {
+    build: |crate::components::BuildContext { spec, .. }| {
         async move {
             let conn = redis_client::connect(&spec).await?;
             Ok(Arc::new(RedisLocks { conn }) as Arc<dyn LockStore>)

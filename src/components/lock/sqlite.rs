@@ -14,7 +14,9 @@ use crate::components::{self, TypeEntry};
 pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry {
     name: "sqlite",
     validate: sql::validate,
-    build: |spec| async move { SqlLocks::connect(&DIALECT, &spec).await }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { SqlLocks::connect(&DIALECT, &spec).await }.boxed()
+    },
 };
 
 static DIALECT: Dialect = Dialect {

@@ -18,7 +18,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "in-memory",
     validate,
-    build: |_spec| async move { Ok(Arc::new(MemoryBroker::default()) as Arc<dyn PubSub>) }.boxed(),
+    build: |_ctx| async move { Ok(Arc::new(MemoryBroker::default()) as Arc<dyn PubSub>) }.boxed(),
 };
 
 fn validate(_spec: &ComponentSpec) -> Vec<MetadataError> {

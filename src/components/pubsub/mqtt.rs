@@ -29,7 +29,9 @@ use crate::components::{check_duration, duration_meta};
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "mqtt",
     validate,
-    build: |spec| async move { MqttBroker::connect(&spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { MqttBroker::connect(&spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
+    },
 };
 
 const URL: &str = "url";

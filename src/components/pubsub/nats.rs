@@ -31,7 +31,9 @@ use crate::components::{check_duration, duration_meta};
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "nats",
     validate,
-    build: |spec| async move { NatsBroker::connect(&spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { NatsBroker::connect(&spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
+    },
 };
 
 const URL: &str = "natsURL";

@@ -32,7 +32,7 @@ use crate::components::{BuildError, Component, ComponentError, ComponentSpec, Me
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "rabbitmq",
     validate,
-    build: |spec| {
+    build: |crate::components::BuildContext { spec, .. }| {
         async move {
             RabbitBroker::connect(&spec)
                 .await

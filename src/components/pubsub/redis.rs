@@ -33,7 +33,9 @@ use crate::components::{check_duration, duration_meta};
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "redis",
     validate,
-    build: |spec| async move { RedisBroker::connect(spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { RedisBroker::connect(spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
+    },
 };
 
 const PROCESSING_TIMEOUT: &str = "processingTimeout";

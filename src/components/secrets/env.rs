@@ -16,7 +16,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn SecretStore> = TypeEntry {
     name: "local.env",
     validate,
-    build: |spec| {
+    build: |crate::components::BuildContext { spec, .. }| {
         async move {
             Ok(Arc::new(EnvSecrets {
                 prefix: spec.meta(PREFIX).unwrap_or_default().to_owned(),

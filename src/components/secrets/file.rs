@@ -17,7 +17,9 @@ use crate::components::{BuildError, Component, ComponentError, ComponentSpec, Me
 pub const TYPE: TypeEntry<dyn SecretStore> = TypeEntry {
     name: "local.file",
     validate,
-    build: |spec| async move { FileSecrets::load(&spec).map(|s| Arc::new(s) as Arc<dyn SecretStore>) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { FileSecrets::load(&spec).map(|s| Arc::new(s) as Arc<dyn SecretStore>) }.boxed()
+    },
 };
 
 const SECRETS_FILE: &str = "secretsFile";

@@ -75,9 +75,13 @@ async fn open(specs: &[ComponentSpec], name: &str) -> Result<Arc<dyn SecretStore
         .ok_or_else(|| format!("secret store '{name}' is not configured"))?;
     let entry = find(SecretStores::TYPES, &spec.type_name)
         .ok_or_else(|| format!("secret store '{name}' has an unknown type"))?;
-    (entry.build)(spec.clone())
-        .await
-        .map_err(|e| format!("secret store '{name}' cannot start: {e}"))
+    let (tasks, _ended) = crate::components::Tasks::new();
+    (entry.build)(crate::components::BuildContext {
+        spec: spec.clone(),
+        tasks,
+    })
+    .await
+    .map_err(|e| format!("secret store '{name}' cannot start: {e}"))
 }
 
 async fn lookup(

@@ -11,7 +11,9 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry {
     name: "in-memory",
     validate,
-    build: |spec| async move { Ok(segmented(Arc::new(MemoryCounters::default()), &spec)) }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { Ok(segmented(Arc::new(MemoryCounters::default()), &spec)) }.boxed()
+    },
 };
 
 fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {

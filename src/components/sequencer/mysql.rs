@@ -13,7 +13,9 @@ use crate::components::{self, TypeEntry};
 pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry {
     name: "mysql",
     validate: sql::validate,
-    build: |spec| async move { SqlCounters::connect(&DIALECT, &spec).await }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { SqlCounters::connect(&DIALECT, &spec).await }.boxed()
+    },
 };
 
 static DIALECT: Dialect = Dialect {

@@ -18,7 +18,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry {
     name: "redis",
     validate,
-    build: |spec| {
+    build: |crate::components::BuildContext { spec, .. }| {
         async move {
             let conn = redis_client::connect(&spec).await?;
             Ok(segmented(Arc::new(RedisCounters { conn }), &spec))

@@ -23,7 +23,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
     name: "in-memory",
     validate,
-    build: |_spec| async move { Ok(Arc::new(MemoryStore::default()) as Arc<dyn StateStore>) }.boxed(),
+    build: |_ctx| async move { Ok(Arc::new(MemoryStore::default()) as Arc<dyn StateStore>) }.boxed(),
 };
 
 fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {

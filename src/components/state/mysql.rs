@@ -15,7 +15,9 @@ use crate::components::{self, TypeEntry};
 pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
     name: "mysql",
     validate: sql::validate,
-    build: |spec| async move { SqlStore::connect(&DIALECT, &spec).await }.boxed(),
+    build: |crate::components::BuildContext { spec, .. }| {
+        async move { SqlStore::connect(&DIALECT, &spec).await }.boxed()
+    },
 };
 
 static DIALECT: Dialect = Dialect {

@@ -26,7 +26,7 @@ use crate::components::{Component, ComponentError, ComponentSpec, MetadataError,
 pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
     name: "redis",
     validate,
-    build: |spec| {
+    build: |crate::components::BuildContext { spec, .. }| {
         async move {
             let conn = redis_client::connect(&spec).await?;
             Ok(Arc::new(RedisStore { conn }) as Arc<dyn StateStore>)
