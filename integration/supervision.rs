@@ -363,3 +363,58 @@ async fn without_fail_fast_a_component_that_keeps_failing_is_retried_at_the_long
     assert_eq!(err.code(), Code::Unavailable);
     rt.shutdown().await;
 }
+
+/// A linked background task that panics, fails or ends is a component
+/// failure: DOWN with the task named in readiness, a restart counted under
+/// `reason="task_ended"`, and the rebuilt component serves (with a new
+/// task, which the next command reaches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_task_that_ends_restarts_its_component() {
+    let token = support::unique("task");
+    let rt = support::start(&faulty_config(
+        &token,
+        "",
+        r#"backoff_min = "300ms"
+        backoff_max = "600ms""#,
+        "",
+    ))
+    .await;
+    let mut client = support::client(&rt).await;
+    for (round, command, detail) in [
+        (1, "task:panic", "panicked: faulty background task panicked on demand"),
+        (2, "task:fail", "failed: faulty background task failed on demand"),
+        (3, "task:end", "ended"),
+    ] {
+        say_hello(&mut client, "f", command).await.expect("command taken");
+        let body = eventually("the component to show the task's end", WAIT, || async {
+            let (_, body) = support::readiness(&rt).await;
+            let f = component(&body, "hellos/f").clone();
+            (f["status"] == "DOWN").then_some(f)
+        })
+        .await;
+        let reason = body["details"]["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            reason.contains(&format!("background task 'faulty worker' {detail}")),
+            "{reason}"
+        );
+        eventually("the component to be rebuilt", WAIT, || async {
+            let (_, body) = support::readiness(&rt).await;
+            let f = component(&body, "hellos/f");
+            (f["status"] == "UP" && f["details"]["restarts"] == round).then_some(())
+        })
+        .await;
+        assert_eq!(
+            say_hello(&mut client, "f", "after").await.expect("served"),
+            "faulty, after"
+        );
+    }
+    let text = support::metrics(&rt).await;
+    let mut labels = support::component_labels("f", "faulty").to_vec();
+    labels.push(("reason", "task_ended"));
+    assert_eq!(
+        metric(&text, "layotto_component_restarts_total", &labels),
+        Some(3.0),
+        "{text}"
+    );
+    rt.shutdown().await;
+}

@@ -27,90 +27,142 @@ pub mod tasks;
 
 pub use tasks::Tasks;
 
-/// The building blocks, named as the sections of Layotto's `grpc_config`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    SecretStore,
-    ConfigStore,
-    Hellos,
-    State,
-    Bindings,
-    PubSubs,
-    File,
-    Lock,
-    Sequencer,
+/// THE block table: one row per building block, in start-up order
+/// (Layotto's: secrets first, so that other components can draw their
+/// credentials from them). Everything that lists the blocks derives from
+/// it: the [`Kind`] enum and its config section names, each block's
+/// marker type and type registry, and, through [`with_blocks!`], the
+/// router (`actors::Router`), the supervisor's slots and the order in
+/// which block supervisors start.
+///
+/// `reserved` lists sections Layotto defines that no component type
+/// implements yet: validation rejects any type in them. Then one row per
+/// block: `Block (Kind, "section", router_field): dyn ComponentTrait =
+/// [registered types];`.
+macro_rules! block_table {
+    (
+        reserved: [$($rkind:ident => $rsection:literal),* $(,)?];
+        $(
+            $(#[$doc:meta])*
+            $block:ident ($kind:ident, $section:literal, $field:ident): dyn $component:path = [$($types:tt)*];
+        )*
+    ) => {
+        /// The building blocks, named as the sections of Layotto's
+        /// `grpc_config`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Kind {
+            $($kind,)*
+            $($rkind,)*
+        }
+
+        impl Kind {
+            /// Every kind, in start-up order.
+            pub const ALL: &'static [Kind] = &[$(Kind::$kind,)* $(Kind::$rkind,)*];
+
+            /// The config section, and the prefix of `"<kind>/<name>"`
+            /// status keys.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $section,)*
+                    $(Kind::$rkind => $rsection,)*
+                }
+            }
+
+            pub fn from_section(section: &str) -> Option<Kind> {
+                Kind::ALL.iter().copied().find(|k| k.as_str() == section)
+            }
+
+            /// The type names a config may use for this kind.
+            pub fn known_types(self) -> Vec<&'static str> {
+                match self {
+                    $(Kind::$kind => $block::TYPES.iter().map(|t| t.name).collect(),)*
+                    $(Kind::$rkind => Vec::new(),)*
+                }
+            }
+
+            /// Checks a component's metadata without I/O; `None` when
+            /// `type` is not registered for this kind.
+            pub fn validate(self, spec: &ComponentSpec) -> Option<Vec<MetadataError>> {
+                match self {
+                    $(Kind::$kind => find($block::TYPES, &spec.type_name).map(|t| (t.validate)(spec)),)*
+                    $(Kind::$rkind => None,)*
+                }
+            }
+        }
+
+        $(
+            $(#[$doc])*
+            pub struct $block;
+
+            impl BuildingBlock for $block {
+                type Component = dyn $component;
+                const KIND: Kind = Kind::$kind;
+                const TYPES: &'static [TypeEntry<Self::Component>] = &[$($types)*];
+            }
+        )*
+
+        /// Calls `$callback! { (Block, router_field), ... }` with every row
+        /// of the block table, in start-up order: how the router, the
+        /// supervisor's slots and anything else that lists every block are
+        /// generated from the one table. (In scope for the modules declared
+        /// after `components` in `lib.rs`.)
+        macro_rules! with_blocks {
+            ($callback:ident) => {
+                $callback! { $(($block, $field)),* }
+            };
+        }
+    };
 }
 
-impl Kind {
-    /// Every kind, in start-up order (Layotto's: secrets first, so that
-    /// other components can draw their credentials from them).
-    pub const ALL: [Kind; 9] = [
-        Kind::SecretStore,
-        Kind::ConfigStore,
-        Kind::Hellos,
-        Kind::State,
-        Kind::Bindings,
-        Kind::PubSubs,
-        Kind::File,
-        Kind::Lock,
-        Kind::Sequencer,
+block_table! {
+    reserved: [Bindings => "bindings", File => "file"];
+    /// The `secret_store` building block.
+    SecretStores (SecretStore, "secret_store", secret_stores): dyn secrets::SecretStore =
+        [secrets::env::TYPE, secrets::file::TYPE];
+    /// The `config_store` building block.
+    ConfigStores (ConfigStore, "config_store", config_stores): dyn configuration::ConfigStore = [
+        configuration::memory::TYPE,
+        configuration::file::TYPE,
+        configuration::redis::TYPE,
+        configuration::postgres::TYPE,
     ];
-
-    /// The config section, and the prefix of `"<kind>/<name>"` status keys.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::SecretStore => "secret_store",
-            Kind::ConfigStore => "config_store",
-            Kind::Hellos => "hellos",
-            Kind::State => "state",
-            Kind::Bindings => "bindings",
-            Kind::PubSubs => "pub_subs",
-            Kind::File => "file",
-            Kind::Lock => "lock",
-            Kind::Sequencer => "sequencer",
-        }
-    }
-
-    pub fn from_section(section: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == section)
-    }
-
-    /// The type names a config may use for this kind.
-    pub fn known_types(self) -> Vec<&'static str> {
-        fn names<B: BuildingBlock>() -> Vec<&'static str> {
-            B::TYPES.iter().map(|t| t.name).collect()
-        }
-        match self {
-            Kind::Hellos => names::<Hellos>(),
-            Kind::State => names::<State>(),
-            Kind::PubSubs => names::<PubSubs>(),
-            Kind::Lock => names::<Locks>(),
-            Kind::Sequencer => names::<Sequencers>(),
-            Kind::SecretStore => names::<SecretStores>(),
-            Kind::ConfigStore => names::<ConfigStores>(),
-            // Building blocks whose component types have not landed yet: any
-            // `type` in their section is rejected by validation.
-            Kind::Bindings | Kind::File => Vec::new(),
-        }
-    }
-
-    /// Checks a component's metadata without I/O; `None` when `type` is not
-    /// registered for this kind.
-    pub fn validate(self, spec: &ComponentSpec) -> Option<Vec<MetadataError>> {
-        fn check<B: BuildingBlock>(spec: &ComponentSpec) -> Option<Vec<MetadataError>> {
-            find(B::TYPES, &spec.type_name).map(|t| (t.validate)(spec))
-        }
-        match self {
-            Kind::Hellos => check::<Hellos>(spec),
-            Kind::State => check::<State>(spec),
-            Kind::PubSubs => check::<PubSubs>(spec),
-            Kind::Lock => check::<Locks>(spec),
-            Kind::Sequencer => check::<Sequencers>(spec),
-            Kind::SecretStore => check::<SecretStores>(spec),
-            Kind::ConfigStore => check::<ConfigStores>(spec),
-            Kind::Bindings | Kind::File => None,
-        }
-    }
+    /// The `hellos` building block.
+    Hellos (Hellos, "hellos", hellos): dyn hello::HelloService = [
+        hello::helloworld::TYPE,
+        #[cfg(feature = "test-components")]
+        faulty::HELLO,
+    ];
+    /// The `state` building block.
+    State (State, "state", state): dyn state::StateStore = [
+        state::memory::TYPE,
+        state::sqlite::TYPE,
+        state::redis::TYPE,
+        state::postgres::TYPE,
+        state::mysql::TYPE,
+    ];
+    /// The `pub_subs` building block.
+    PubSubs (PubSubs, "pub_subs", pubsubs): dyn pubsub::PubSub = [
+        pubsub::memory::TYPE,
+        pubsub::redis::TYPE,
+        pubsub::rabbitmq::TYPE,
+        pubsub::nats::TYPE,
+        pubsub::mqtt::TYPE,
+    ];
+    /// The `lock` building block.
+    Locks (Lock, "lock", locks): dyn lock::LockStore = [
+        lock::memory::TYPE,
+        lock::sqlite::TYPE,
+        lock::redis::TYPE,
+        lock::postgres::TYPE,
+    ];
+    /// The `sequencer` building block.
+    Sequencers (Sequencer, "sequencer", sequencers): dyn sequencer::SequencerStore = [
+        sequencer::memory::TYPE,
+        sequencer::sqlite::TYPE,
+        sequencer::redis::TYPE,
+        sequencer::postgres::TYPE,
+        sequencer::mysql::TYPE,
+    ];
 }
 
 impl fmt::Display for Kind {
@@ -297,101 +349,6 @@ pub trait BuildingBlock: Send + Sync + 'static {
     type Component: ?Sized + Component;
     const KIND: Kind;
     const TYPES: &'static [TypeEntry<Self::Component>];
-}
-
-/// The `hellos` building block.
-pub struct Hellos;
-
-impl BuildingBlock for Hellos {
-    type Component = dyn hello::HelloService;
-    const KIND: Kind = Kind::Hellos;
-    const TYPES: &'static [TypeEntry<Self::Component>] = &[
-        hello::helloworld::TYPE,
-        #[cfg(feature = "test-components")]
-        faulty::HELLO,
-    ];
-}
-
-/// The `state` building block.
-pub struct State;
-
-impl BuildingBlock for State {
-    type Component = dyn state::StateStore;
-    const KIND: Kind = Kind::State;
-    const TYPES: &'static [TypeEntry<Self::Component>] = &[
-        state::memory::TYPE,
-        state::sqlite::TYPE,
-        state::redis::TYPE,
-        state::postgres::TYPE,
-        state::mysql::TYPE,
-    ];
-}
-
-/// The `pub_subs` building block.
-pub struct PubSubs;
-
-impl BuildingBlock for PubSubs {
-    type Component = dyn pubsub::PubSub;
-    const KIND: Kind = Kind::PubSubs;
-    const TYPES: &'static [TypeEntry<Self::Component>] = &[
-        pubsub::memory::TYPE,
-        pubsub::redis::TYPE,
-        pubsub::rabbitmq::TYPE,
-        pubsub::nats::TYPE,
-        pubsub::mqtt::TYPE,
-    ];
-}
-
-/// The `lock` building block.
-pub struct Locks;
-
-impl BuildingBlock for Locks {
-    type Component = dyn lock::LockStore;
-    const KIND: Kind = Kind::Lock;
-    const TYPES: &'static [TypeEntry<Self::Component>] = &[
-        lock::memory::TYPE,
-        lock::sqlite::TYPE,
-        lock::redis::TYPE,
-        lock::postgres::TYPE,
-    ];
-}
-
-/// The `sequencer` building block.
-pub struct Sequencers;
-
-impl BuildingBlock for Sequencers {
-    type Component = dyn sequencer::SequencerStore;
-    const KIND: Kind = Kind::Sequencer;
-    const TYPES: &'static [TypeEntry<Self::Component>] = &[
-        sequencer::memory::TYPE,
-        sequencer::sqlite::TYPE,
-        sequencer::redis::TYPE,
-        sequencer::postgres::TYPE,
-        sequencer::mysql::TYPE,
-    ];
-}
-
-/// The `secret_store` building block.
-pub struct SecretStores;
-
-impl BuildingBlock for SecretStores {
-    type Component = dyn secrets::SecretStore;
-    const KIND: Kind = Kind::SecretStore;
-    const TYPES: &'static [TypeEntry<Self::Component>] = &[secrets::env::TYPE, secrets::file::TYPE];
-}
-
-/// The `config_store` building block.
-pub struct ConfigStores;
-
-impl BuildingBlock for ConfigStores {
-    type Component = dyn configuration::ConfigStore;
-    const KIND: Kind = Kind::ConfigStore;
-    const TYPES: &'static [TypeEntry<Self::Component>] = &[
-        configuration::memory::TYPE,
-        configuration::file::TYPE,
-        configuration::redis::TYPE,
-        configuration::postgres::TYPE,
-    ];
 }
 
 /// Looks a type up in a block's table.

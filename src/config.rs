@@ -477,7 +477,7 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
     };
 
     let mut components = BTreeMap::new();
-    for kind in Kind::ALL {
+    for &kind in Kind::ALL {
         let Some(value) = root.take(kind.as_str()) else {
             continue;
         };

@@ -23,9 +23,12 @@
 //! and graceful shutdown), [`metrics`] (every metric name), [`telemetry`]
 //! (logging) and [`proto`] (generated gRPC code).
 
+// First: its block table defines `with_blocks!`, which the modules after
+// it use to list every building block.
+#[macro_use]
+pub mod components;
 pub mod actors;
 pub mod api;
-pub mod components;
 pub mod config;
 pub mod metrics;
 pub mod runtime;

@@ -28,10 +28,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::actors::secrets::GetSecret;
 use crate::api::callback::AppCallback;
 use crate::api::delivery::Subscriptions;
 use crate::api::{self, ApiContext};
-use crate::components::secrets;
+use crate::components::{Kind, secrets};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::supervisor::{Escalation, Health, Slots, StatusRegistry, SupervisorHandle};
@@ -216,6 +217,20 @@ async fn event_loop(
     serving.shutdown().await;
 }
 
+/// Waits until every registered component has finished its first build
+/// (UP or DOWN), or the init timeout passes.
+async fn await_first_builds(status: &StatusRegistry, init_timeout: Duration) {
+    // The build itself is bounded by init_timeout; allow for the report.
+    let deadline = Instant::now() + init_timeout + Duration::from_secs(1);
+    let mut changes = status.subscribe();
+    while status.components().iter().any(|(_, s)| s.health == Health::Init) {
+        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            warn!("Some components are still starting; serving anyway");
+            return;
+        }
+    }
+}
+
 /// Names this sidecar to backends it shares with other sidecars (a Redis
 /// consumer, an MQTT session): the host name and the gRPC port, so it is
 /// stable across restarts and differs between sidecars on one host.
@@ -252,10 +267,6 @@ struct Serving {
 
 impl Serving {
     async fn start(mut config: Config) -> Result<Serving, RuntimeError> {
-        // Secret stores first: other components' metadata may come from them.
-        secrets::refs::resolve(&mut config)
-            .await
-            .map_err(RuntimeError::SecretRefs)?;
         let server = &config.server;
         let grpc_listener = bind("gRPC", server.grpc).await?;
         let actuator_listener = bind("actuator", server.actuator).await?;
@@ -272,10 +283,36 @@ impl Serving {
 
         let metrics = Metrics::new();
         let status = StatusRegistry::new(metrics.clone());
-        let slots = Slots::new(&config, &status, &instance_id(grpc_addr));
-        let router = slots.router();
+        let instance = instance_id(grpc_addr);
         let (escalate, escalations) = mpsc::unbounded_channel();
-        let supervisor = SupervisorHandle::start(slots, config.supervisor.clone(), escalate);
+        let supervisor = SupervisorHandle::start(config.supervisor.clone(), escalate);
+
+        // Secret stores first, as the supervised components they are: other
+        // components' metadata may come from them.
+        let secret_stores = Slots::new(&config, &status, &instance, |kind| kind == Kind::SecretStore);
+        let mut all = Slots::default();
+        all.extend(&secret_stores);
+        supervisor.start_components(secret_stores).await;
+        if secrets::refs::any(&config) {
+            await_first_builds(&status, config.supervisor.init_timeout).await;
+            let stores = all.router().secret_stores;
+            let resolved = secrets::refs::resolve(&mut config, |store, secret| {
+                let handle = stores.get("store", &store).map(Clone::clone);
+                async move {
+                    let handle = handle.map_err(|e| e.to_string())?;
+                    handle.call(GetSecret { key: secret }).await.map_err(|e| e.to_string())
+                }
+            })
+            .await;
+            if let Err(problems) = resolved {
+                supervisor.stop(config.server.shutdown_grace_period).await;
+                return Err(RuntimeError::SecretRefs(problems));
+            }
+        }
+        let rest = Slots::new(&config, &status, &instance, |kind| kind != Kind::SecretStore);
+        all.extend(&rest);
+        supervisor.start_components(rest).await;
+        let router = all.router();
 
         let (stopping, stopping_rx) = watch::channel(false);
         let ctx = Arc::new(ApiContext {
@@ -319,7 +356,7 @@ impl Serving {
             init_timeout: config.supervisor.init_timeout,
         };
 
-        serving.await_first_builds().await;
+        await_first_builds(&status, serving.init_timeout).await;
         if config.supervisor.fail_fast {
             let failed: Vec<String> = status
                 .components()
@@ -340,20 +377,6 @@ impl Serving {
         status.set_runtime(Health::Up, "");
         info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, "Layotto is serving");
         Ok(serving)
-    }
-
-    /// Waits until every component has finished its first build (UP or
-    /// DOWN), or the init timeout passes.
-    async fn await_first_builds(&self) {
-        // The build itself is bounded by init_timeout; allow for the report.
-        let deadline = Instant::now() + self.init_timeout + Duration::from_secs(1);
-        let mut changes = self.status.subscribe();
-        while self.status.components().iter().any(|(_, s)| s.health == Health::Init) {
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-                warn!("Some components are still starting; serving anyway");
-                return;
-            }
-        }
     }
 
     /// The next reason the runtime cannot go on.

@@ -30,50 +30,62 @@ use actix::Addr;
 use tokio::sync::mpsc;
 
 use crate::actors::{Blocks, Router, Slot};
-use crate::components::{BuildingBlock, ConfigStores, Hellos, Locks, PubSubs, SecretStores, Sequencers, State};
+use crate::components::{BuildingBlock, Kind};
 use crate::config::{Config, SupervisorConfig};
-use root::{Ping, RootSupervisor, StopTree};
+use root::{Ping, RootSupervisor, StartBlocks, StopTree};
 
-/// Every configured component's slot, by building block. Built before the
-/// tree starts, so the router and the registry know every component from
-/// the first moment.
-pub struct Slots {
-    pub secret_stores: Vec<Arc<Slot<SecretStores>>>,
-    pub config_stores: Vec<Arc<Slot<ConfigStores>>>,
-    pub hellos: Vec<Arc<Slot<Hellos>>>,
-    pub state: Vec<Arc<Slot<State>>>,
-    pub pubsubs: Vec<Arc<Slot<PubSubs>>>,
-    pub locks: Vec<Arc<Slot<Locks>>>,
-    pub sequencers: Vec<Arc<Slot<Sequencers>>>,
+macro_rules! slots {
+    ($(($block:ident, $field:ident)),*) => {
+        /// Configured components' slots, by building block (one field per
+        /// row of the block table). Built before their supervisors start, so
+        /// the router and the registry know every component from the first
+        /// moment.
+        #[derive(Default)]
+        pub struct Slots {
+            $(pub $field: Vec<Arc<Slot<crate::components::$block>>>,)*
+        }
+
+        impl Slots {
+            /// The slots of the components of `config` whose kind `wanted`
+            /// accepts; `instance_id` names this sidecar to backends it
+            /// shares with others.
+            pub fn new(
+                config: &Config,
+                registry: &StatusRegistry,
+                instance_id: &str,
+                wanted: impl Fn(Kind) -> bool,
+            ) -> Self {
+                Slots {
+                    $($field: if wanted(<crate::components::$block as BuildingBlock>::KIND) {
+                        slots_of::<crate::components::$block>(config, registry, instance_id)
+                    } else {
+                        Vec::new()
+                    },)*
+                }
+            }
+
+            /// Adds `other`'s slots to these.
+            pub fn extend(&mut self, other: &Slots) {
+                $(self.$field.extend(other.$field.iter().cloned());)*
+            }
+
+            /// The API side's view of the same components.
+            pub fn router(&self) -> Router {
+                Router {
+                    $($field: Blocks::new(&self.$field),)*
+                }
+            }
+
+            /// Starts one supervisor per block with components, in the
+            /// table's order.
+            fn start_blocks(&self, root: &mut RootSupervisor, ctx: &mut actix::Context<RootSupervisor>) {
+                $(root.start_block(&self.$field, ctx);)*
+            }
+        }
+    };
 }
 
-impl Slots {
-    /// `instance_id` names this sidecar to backends it shares with others.
-    pub fn new(config: &Config, registry: &StatusRegistry, instance_id: &str) -> Self {
-        Slots {
-            secret_stores: slots_of::<SecretStores>(config, registry, instance_id),
-            config_stores: slots_of::<ConfigStores>(config, registry, instance_id),
-            hellos: slots_of::<Hellos>(config, registry, instance_id),
-            state: slots_of::<State>(config, registry, instance_id),
-            pubsubs: slots_of::<PubSubs>(config, registry, instance_id),
-            locks: slots_of::<Locks>(config, registry, instance_id),
-            sequencers: slots_of::<Sequencers>(config, registry, instance_id),
-        }
-    }
-
-    /// The API side's view of the same components.
-    pub fn router(&self) -> Router {
-        Router {
-            hellos: Blocks::new(&self.hellos),
-            state: Blocks::new(&self.state),
-            pubsubs: Blocks::new(&self.pubsubs),
-            locks: Blocks::new(&self.locks),
-            sequencers: Blocks::new(&self.sequencers),
-            secret_stores: Blocks::new(&self.secret_stores),
-            config_stores: Blocks::new(&self.config_stores),
-        }
-    }
-}
+with_blocks!(slots);
 
 fn slots_of<B: BuildingBlock>(config: &Config, registry: &StatusRegistry, instance_id: &str) -> Vec<Arc<Slot<B>>> {
     config
@@ -110,15 +122,18 @@ pub struct SupervisorHandle {
 }
 
 impl SupervisorHandle {
-    /// Starts the tree on the current actix arbiter: the runtime's event
-    /// loop. Escalations (under `fail_fast`) arrive on `escalations`.
-    pub fn start(
-        slots: Slots,
-        settings: SupervisorConfig,
-        escalations: mpsc::UnboundedSender<Escalation>,
-    ) -> SupervisorHandle {
-        let root = actix::Actor::start(RootSupervisor::new(slots, settings, escalations));
+    /// Starts the tree, with no components yet, on the current actix
+    /// arbiter: the runtime's event loop. Escalations (under `fail_fast`)
+    /// arrive on `escalations`.
+    pub fn start(settings: SupervisorConfig, escalations: mpsc::UnboundedSender<Escalation>) -> SupervisorHandle {
+        let root = actix::Actor::start(RootSupervisor::new(settings, escalations));
         SupervisorHandle { root }
+    }
+
+    /// Starts a supervisor for each block with components in `slots`.
+    /// Blocks started earlier stop later at shutdown.
+    pub async fn start_components(&self, slots: Slots) {
+        let _ = self.root.send(StartBlocks(slots)).await;
     }
 
     /// A probe of the actor system, for the liveness endpoint.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::handle::{ComponentHandle, Slot};
-use crate::components::{BuildingBlock, ConfigStores, Hellos, Kind, Locks, PubSubs, SecretStores, Sequencers, State};
+use crate::components::{BuildingBlock, Kind};
 
 /// Why a request's component name does not lead to a component.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -69,13 +69,14 @@ impl<B: BuildingBlock> Blocks<B> {
     }
 }
 
-/// Every configured component, by building block.
-pub struct Router {
-    pub hellos: Blocks<Hellos>,
-    pub state: Blocks<State>,
-    pub pubsubs: Blocks<PubSubs>,
-    pub locks: Blocks<Locks>,
-    pub sequencers: Blocks<Sequencers>,
-    pub secret_stores: Blocks<SecretStores>,
-    pub config_stores: Blocks<ConfigStores>,
+macro_rules! router {
+    ($(($block:ident, $field:ident)),*) => {
+        /// Every configured component, by building block (one field per
+        /// row of the block table).
+        pub struct Router {
+            $(pub $field: Blocks<crate::components::$block>,)*
+        }
+    };
 }
+
+with_blocks!(router);

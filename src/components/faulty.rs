@@ -10,8 +10,9 @@
 //!
 //! `SayHello` names are commands: `panic` panics inside the call, `fatal`
 //! returns an error marked fatal, `sleep:<ms>` answers after a delay,
-//! `unhealthy:<n>` makes the next n health checks fail. Anything else is
-//! greeted.
+//! `unhealthy:<n>` makes the next n health checks fail, `task:panic`,
+//! `task:fail` and `task:end` make the component's linked background task
+//! panic, return an error or return. Anything else is greeted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,8 +26,8 @@ use crate::components::{BuildError, Component, ComponentError, ComponentSpec, Me
 pub const HELLO: TypeEntry<dyn HelloService> = TypeEntry {
     name: "faulty",
     validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { Faulty::build(&spec).map(|f| Arc::new(f) as Arc<dyn HelloService>) }.boxed()
+    build: |crate::components::BuildContext { spec, tasks }| {
+        async move { Faulty::build(&spec, &tasks).map(|f| Arc::new(f) as Arc<dyn HelloService>) }.boxed()
     },
 };
 
@@ -47,6 +48,18 @@ pub struct Faults {
     pub builds: u32,
     /// Health checks still to fail.
     pub unhealthy_checks: u32,
+    /// What the background task does when woken.
+    pub task_command: Option<TaskCommand>,
+    /// Wakes the background task of the current build.
+    pub task_wake: Arc<tokio::sync::Notify>,
+}
+
+/// What the background task is told to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskCommand {
+    Panic,
+    Fail,
+    End,
 }
 
 /// The fault state of `token`, created on first use.
@@ -69,7 +82,7 @@ pub struct Faulty {
 }
 
 impl Faulty {
-    fn build(spec: &ComponentSpec) -> Result<Faulty, BuildError> {
+    fn build(spec: &ComponentSpec, tasks: &crate::components::Tasks) -> Result<Faulty, BuildError> {
         let faults = faults(spec.meta("token").unwrap_or(&spec.name));
         let fail_builds: u32 = spec.meta("failBuilds").and_then(|n| n.parse().ok()).unwrap_or(0);
         let attempt = {
@@ -82,6 +95,20 @@ impl Faulty {
                 "faulty build {attempt} of {fail_builds} failing builds"
             )));
         }
+        let wake = lock(&faults).task_wake.clone();
+        let task_faults = faults.clone();
+        tasks.spawn("faulty worker", async move {
+            loop {
+                wake.notified().await;
+                let command = lock(&task_faults).task_command.take();
+                match command {
+                    Some(TaskCommand::Panic) => panic!("faulty background task panicked on demand"),
+                    Some(TaskCommand::Fail) => return Err("faulty background task failed on demand".to_owned()),
+                    Some(TaskCommand::End) => return Ok(()),
+                    None => {}
+                }
+            }
+        });
         Ok(Faulty {
             greeting: spec.meta("hello").unwrap_or("faulty").to_owned(),
             faults,
@@ -116,6 +143,20 @@ impl HelloService for Faulty {
         }
         if let Some(ms) = name.strip_prefix("sleep:").and_then(|ms| ms.parse().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let command = match name {
+            "task:panic" => Some(TaskCommand::Panic),
+            "task:fail" => Some(TaskCommand::Fail),
+            "task:end" => Some(TaskCommand::End),
+            _ => None,
+        };
+        if let Some(command) = command {
+            let wake = {
+                let mut f = lock(&self.faults);
+                f.task_command = Some(command);
+                f.task_wake.clone()
+            };
+            wake.notify_waiters();
         }
         if let Some(n) = name.strip_prefix("unhealthy:").and_then(|n| n.parse().ok()) {
             lock(&self.faults).unhealthy_checks = n;

@@ -24,7 +24,6 @@ pub struct Escalation {
 }
 
 pub struct RootSupervisor {
-    slots: Option<Slots>,
     settings: SupervisorConfig,
     escalations: mpsc::UnboundedSender<Escalation>,
     /// Block supervisors in start order.
@@ -32,16 +31,15 @@ pub struct RootSupervisor {
 }
 
 impl RootSupervisor {
-    pub fn new(slots: Slots, settings: SupervisorConfig, escalations: mpsc::UnboundedSender<Escalation>) -> Self {
+    pub fn new(settings: SupervisorConfig, escalations: mpsc::UnboundedSender<Escalation>) -> Self {
         RootSupervisor {
-            slots: Some(slots),
             settings,
             escalations,
             blocks: Vec::new(),
         }
     }
 
-    fn start_block<B: BuildingBlock>(&mut self, slots: &[Arc<Slot<B>>], ctx: &mut Context<Self>) {
+    pub(super) fn start_block<B: BuildingBlock>(&mut self, slots: &[Arc<Slot<B>>], ctx: &mut Context<Self>) {
         if slots.is_empty() {
             return;
         }
@@ -52,28 +50,19 @@ impl RootSupervisor {
 
 impl Actor for RootSupervisor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(slots) = self.slots.take() else {
-            return;
-        };
-        // Start-up order follows `Kind::ALL`: secret stores first.
-        let Slots {
-            secret_stores,
-            config_stores,
-            hellos,
-            state,
-            pubsubs,
-            locks,
-            sequencers,
-        } = slots;
-        self.start_block(&secret_stores, ctx);
-        self.start_block(&config_stores, ctx);
-        self.start_block(&hellos, ctx);
-        self.start_block(&state, ctx);
-        self.start_block(&pubsubs, ctx);
-        self.start_block(&locks, ctx);
-        self.start_block(&sequencers, ctx);
+/// Starts the supervisors of the blocks with components in these slots,
+/// in the block table's order (secret stores first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartBlocks(pub Slots);
+
+impl Handler<StartBlocks> for RootSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, StartBlocks(slots): StartBlocks, ctx: &mut Context<Self>) {
+        slots.start_blocks(self, ctx);
     }
 }
 

@@ -10,11 +10,9 @@
 //!   "password", store = "secrets" } }` (`key` defaults to `name`; `store`
 //!   defaults to the component's `auth = { secretStore = "..." }`).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::future::Future;
 
-use super::SecretStore;
-use crate::components::{BuildingBlock, ComponentSpec, Kind, SecretStores, find};
+use super::Secret;
 use crate::config::Config;
 
 /// One metadata value that comes from a secret store.
@@ -30,33 +28,23 @@ pub struct SecretRef {
     pub inject_as: String,
 }
 
-/// Replaces every secret reference in `config` by the secret's value.
-/// Every reference that cannot be resolved is reported, with its path.
-pub async fn resolve(config: &mut Config) -> Result<(), Vec<String>> {
-    let wanted: Vec<String> = config
-        .components
-        .values()
-        .flatten()
-        .flat_map(|spec| spec.secret_refs.iter().map(|r| r.store.clone()))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let mut stores: BTreeMap<String, Result<Arc<dyn SecretStore>, String>> = BTreeMap::new();
-    for name in wanted {
-        if stores.contains_key(&name) {
-            continue;
-        }
-        let opened = open(config.components_of(Kind::SecretStore), &name).await;
-        stores.insert(name, opened);
-    }
+/// Replaces every secret reference in `config` by the secret's value,
+/// read with `lookup(store, secret)` (the runtime reads it through the
+/// secret store's supervised component, started before any component that
+/// refers to it). Every reference that cannot be resolved is reported,
+/// with its path.
+pub async fn resolve<F, Fut>(config: &mut Config, lookup: F) -> Result<(), Vec<String>>
+where
+    F: Fn(String, String) -> Fut,
+    Fut: Future<Output = Result<Option<Secret>, String>>,
+{
     let mut problems = Vec::new();
     for (kind, specs) in config.components.iter_mut() {
         for spec in specs.iter_mut() {
             let refs = std::mem::take(&mut spec.secret_refs);
             for r in refs {
                 let at = format!("{kind}.{}.metadata.{}", spec.name, r.inject_as);
-                match lookup(&stores, &r).await {
+                match value(&lookup, &r).await {
                     Ok(value) => {
                         spec.metadata.insert(r.inject_as.clone(), value);
                     }
@@ -68,33 +56,21 @@ pub async fn resolve(config: &mut Config) -> Result<(), Vec<String>> {
     if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
 
-async fn open(specs: &[ComponentSpec], name: &str) -> Result<Arc<dyn SecretStore>, String> {
-    let spec = specs
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| format!("secret store '{name}' is not configured"))?;
-    let entry = find(SecretStores::TYPES, &spec.type_name)
-        .ok_or_else(|| format!("secret store '{name}' has an unknown type"))?;
-    let (tasks, _ended) = crate::components::Tasks::new();
-    (entry.build)(crate::components::BuildContext {
-        spec: spec.clone(),
-        tasks,
-    })
-    .await
-    .map_err(|e| format!("secret store '{name}' cannot start: {e}"))
+/// Whether any component refers to a secret.
+pub fn any(config: &Config) -> bool {
+    config
+        .components
+        .values()
+        .flatten()
+        .any(|spec| !spec.secret_refs.is_empty())
 }
 
-async fn lookup(
-    stores: &BTreeMap<String, Result<Arc<dyn SecretStore>, String>>,
-    r: &SecretRef,
-) -> Result<String, String> {
-    let store = match stores.get(&r.store) {
-        Some(Ok(store)) => store,
-        Some(Err(e)) => return Err(e.clone()),
-        None => return Err(format!("secret store '{}' is not configured", r.store)),
-    };
-    let secret = store
-        .get(&r.secret)
+async fn value<F, Fut>(lookup: &F, r: &SecretRef) -> Result<String, String>
+where
+    F: Fn(String, String) -> Fut,
+    Fut: Future<Output = Result<Option<Secret>, String>>,
+{
+    let secret = lookup(r.store.clone(), r.secret.clone())
         .await
         .map_err(|e| format!("secret store '{}': {e}", r.store))?
         .ok_or_else(|| format!("secret '{}' is not in secret store '{}'", r.secret, r.store))?;
