@@ -146,3 +146,6 @@ impl SupervisorHandle {
         let _ = tokio::time::timeout(timeout, self.root.send(StopTree)).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

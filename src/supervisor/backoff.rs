@@ -74,10 +74,8 @@ impl RestartHistory {
                 .unwrap_or(policy.backoff_max)
                 .min(policy.backoff_max)
         };
-        let half = full / 2;
-        let jitter = rng.random_range(Duration::ZERO..=full - half);
         Restart {
-            delay: half + jitter,
+            delay: jittered(full, rng),
             intensity_exceeded,
         }
     }
@@ -85,6 +83,49 @@ impl RestartHistory {
     /// Restarts counted inside the window, as of the last call to `next`.
     pub fn recent(&self) -> usize {
         self.recent.len()
+    }
+}
+
+/// Equal jitter: a random point in the upper half of `full`.
+fn jittered(full: Duration, rng: &mut impl Rng) -> Duration {
+    let half = full / 2;
+    half + rng.random_range(Duration::ZERO..=full - half)
+}
+
+/// The one retry delay for every loop that retries on its own (resubscribing,
+/// redelivering, polling an app that is not up yet): doubling from `min` to
+/// `max`, with equal jitter so that many retriers do not move in lock-step.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { min, max, next: min }
+    }
+
+    /// The delay before the next attempt; each call doubles the next one.
+    pub fn next_delay(&mut self) -> Duration {
+        self.next_delay_with(&mut rand::rng())
+    }
+
+    fn next_delay_with(&mut self, rng: &mut impl Rng) -> Duration {
+        let full = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        jittered(full, rng)
+    }
+
+    /// After a success: the next failure waits `min` again.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// Sleeps the next delay.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
     }
 }
 
@@ -168,5 +209,18 @@ mod tests {
             last = history.next(&p, now, &mut rng);
         }
         assert!(last.delay <= p.backoff_max && last.delay >= p.backoff_max / 2);
+    }
+
+    #[test]
+    fn retry_backoff_doubles_with_jitter_to_its_cap_and_resets() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        for full in [100u64, 200, 400, 800, 800] {
+            let full = Duration::from_millis(full);
+            let delay = backoff.next_delay_with(&mut rng);
+            assert!(delay >= full / 2 && delay <= full, "{delay:?} for {full:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next_delay_with(&mut rng) <= Duration::from_millis(100));
     }
 }

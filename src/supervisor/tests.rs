@@ -1,0 +1,254 @@
+//! The supervision tree on a real actix system with paused tokio time: the
+//! component host's fault boundary, restart backoff and its bounds,
+//! restart intensity and escalation, stale events, linked tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use super::block::BlockSupervisor;
+use super::{Escalation, Health, Slots, StatusRegistry, StopReason, SupervisorHandle};
+use crate::actors::hello::SayHello;
+use crate::actors::{CallError, ChildEvent, ComponentHandle, Operation, Slot};
+use crate::components::hello::HelloService;
+use crate::components::{ComponentError, ComponentSpec, Hellos, Kind};
+use crate::config::{Config, Format, SupervisorConfig};
+use crate::metrics::Metrics;
+use crate::supervisor::ComponentId;
+
+fn supervisor_config(extra: &str) -> SupervisorConfig {
+    let text = format!("[supervisor]\n{extra}\n");
+    let config: Config = crate::config::load_str(&text, Format::Toml, "test", Some(Default::default()))
+        .expect("valid supervisor config");
+    config.supervisor
+}
+
+fn slot(registry: &StatusRegistry, name: &str, type_name: &str, metadata: &[(&str, &str)]) -> Arc<Slot<Hellos>> {
+    let mut spec = ComponentSpec::new(name, type_name);
+    for (k, v) in metadata {
+        spec = spec.with_metadata(k, v);
+    }
+    let status = registry.register(ComponentId {
+        kind: Kind::Hellos,
+        name: name.into(),
+        type_name: type_name.into(),
+    });
+    Slot::new(spec, status, 16)
+}
+
+/// Runs `test` on a fresh actix system with tokio's clock paused (it jumps
+/// ahead whenever everything waits on a timer).
+fn on_actix<F>(test: impl FnOnce() -> F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    actix_rt::System::new().block_on(async {
+        tokio::time::pause();
+        test().await;
+    });
+}
+
+async fn wait_for(slot: &Slot<Hellos>, health: Health) -> tokio::time::Instant {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while slot.status.snapshot().health != health {
+        assert!(tokio::time::Instant::now() < deadline, "never {health:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::Instant::now()
+}
+
+/// An operation whose synchronous part (before any future exists) panics.
+struct PanicsBeforeItsFuture;
+
+impl Operation<Hellos> for PanicsBeforeItsFuture {
+    type Output = String;
+
+    fn run(self, _c: Arc<dyn HelloService>) -> BoxFuture<'static, Result<String, ComponentError>> {
+        panic!("panicked before returning a future")
+    }
+}
+
+#[test]
+fn a_panic_in_the_synchronous_part_of_an_operation_leaves_other_components_serving() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let supervisor = SupervisorHandle::start(supervisor_config("backoff_min = \"50ms\""), escalate);
+        let a = slot(&registry, "a", "helloworld", &[]);
+        let b = slot(&registry, "b", "helloworld", &[("hello", "hi")]);
+        let slots = Slots {
+            hellos: vec![a.clone(), b.clone()],
+            ..Default::default()
+        };
+        supervisor.start_components(slots).await;
+        wait_for(&a, Health::Up).await;
+        wait_for(&b, Health::Up).await;
+
+        let (a_handle, b_handle) = (ComponentHandle::new(a.clone()), ComponentHandle::new(b.clone()));
+        let err = a_handle.call(PanicsBeforeItsFuture).await.expect_err("panics");
+        assert!(matches!(err, CallError::Panicked { .. }), "{err:?}");
+        // The event loop every component shares survived: b serves at once.
+        let hello = b_handle.call(SayHello { name: "x".into() }).await.expect("b serves");
+        assert_eq!(hello, "hi, x");
+        // a was stopped for the panic and comes back.
+        wait_for(&a, Health::Up).await;
+        assert_eq!(a.status.snapshot().restarts, 1);
+        let hello = a_handle
+            .call(SayHello { name: "y".into() })
+            .await
+            .expect("a serves again");
+        assert_eq!(hello, "greetings, y");
+        // No place in either bound is left taken.
+        assert_eq!((a.in_flight(), b.in_flight()), (0, 0));
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}
+
+#[cfg(feature = "test-components")]
+#[test]
+fn restart_delays_double_within_their_jitter_bounds_up_to_the_cap() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let config = supervisor_config(
+            "backoff_min = \"1s\"\nbackoff_max = \"8s\"\nmax_restarts = 100\nrestart_window = \"1h\"",
+        );
+        let supervisor = SupervisorHandle::start(config, escalate);
+        let token = format!("backoff-{}", std::process::id());
+        let f = slot(&registry, "f", "faulty", &[("token", &token), ("failBuilds", "6")]);
+        supervisor
+            .start_components(Slots {
+                hellos: vec![f.clone()],
+                ..Default::default()
+            })
+            .await;
+        let mut down = wait_for(&f, Health::Down).await;
+        // Full delays 1, 2, 4, 8, 8, 8 s; each waited between half and all.
+        for full in [1u64, 2, 4, 8, 8, 8] {
+            let restarts = f.status.snapshot().restarts;
+            while f.status.snapshot().restarts == restarts {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let waited = tokio::time::Instant::now() - down;
+            let full = Duration::from_secs(full);
+            assert!(
+                waited >= full / 2 && waited <= full + Duration::from_millis(50),
+                "waited {waited:?} for a full delay of {full:?}"
+            );
+            if f.status.snapshot().restarts < 6 {
+                while f.status.snapshot().health != Health::Down {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                down = tokio::time::Instant::now();
+            }
+        }
+        wait_for(&f, Health::Up).await;
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}
+
+#[cfg(feature = "test-components")]
+#[test]
+fn exceeding_the_restart_intensity_escalates_under_fail_fast() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, mut escalations) = mpsc::unbounded_channel::<Escalation>();
+        let config = supervisor_config(
+            "backoff_min = \"10ms\"\nbackoff_max = \"40ms\"\nmax_restarts = 2\nrestart_window = \"1h\"\nfail_fast = true",
+        );
+        let supervisor = SupervisorHandle::start(config, escalate);
+        let token = format!("intensity-{}", std::process::id());
+        let f = slot(&registry, "f", "faulty", &[("token", &token), ("failBuilds", "100")]);
+        supervisor
+            .start_components(Slots {
+                hellos: vec![f.clone()],
+                ..Default::default()
+            })
+            .await;
+        let escalation = escalations.recv().await.expect("an escalation");
+        assert_eq!(escalation.component, "hellos/f");
+        assert!(escalation.reason.starts_with("build failed"), "{}", escalation.reason);
+        // Two restarts were allowed; the third stop escalated.
+        assert_eq!(f.status.snapshot().restarts, 2);
+        assert!(f.status.snapshot().reason.contains("more than 2 restarts"));
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}
+
+#[test]
+fn an_event_from_an_older_generation_is_ignored() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let root = super::root::RootSupervisor::new(supervisor_config(""), escalate).start();
+        let a = slot(&registry, "a", "helloworld", &[]);
+        let block = BlockSupervisor::<Hellos>::new(
+            std::slice::from_ref(&a),
+            supervisor_config("backoff_min = \"10ms\""),
+            root.recipient(),
+        )
+        .start();
+        wait_for(&a, Health::Up).await;
+        // Generation 1 serves; a late "stopped" from generation 0 (an actor
+        // replaced long ago) must change nothing.
+        block
+            .send(ChildEvent::Stopped {
+                name: "a".into(),
+                generation: 0,
+                reason: StopReason::Fatal("stale".into()),
+            })
+            .await
+            .expect("delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let snapshot = a.status.snapshot();
+        assert_eq!((snapshot.health, snapshot.restarts), (Health::Up, 0));
+        // The current generation's stop is acted on.
+        block
+            .send(ChildEvent::Stopped {
+                name: "a".into(),
+                generation: 1,
+                reason: StopReason::Fatal("current".into()),
+            })
+            .await
+            .expect("delivered");
+        assert_eq!(a.status.snapshot().health, Health::Down);
+        assert!(a.status.snapshot().reason.starts_with("fatal error: current"));
+        wait_for(&a, Health::Up).await;
+        assert_eq!(a.status.snapshot().restarts, 1);
+    });
+}
+
+#[cfg(feature = "test-components")]
+#[test]
+fn a_linked_task_that_panics_stops_its_component_which_is_rebuilt_with_a_new_task() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let supervisor = SupervisorHandle::start(supervisor_config("backoff_min = \"20ms\""), escalate);
+        let token = format!("linked-{}", std::process::id());
+        let f = slot(&registry, "f", "faulty", &[("token", &token)]);
+        supervisor
+            .start_components(Slots {
+                hellos: vec![f.clone()],
+                ..Default::default()
+            })
+            .await;
+        wait_for(&f, Health::Up).await;
+        let handle = ComponentHandle::new(f.clone());
+        for (round, command) in [(1, "task:panic"), (2, "task:end")] {
+            handle.call(SayHello { name: command.into() }).await.expect("taken");
+            wait_for(&f, Health::Down).await;
+            assert!(
+                f.status.snapshot().reason.contains("background task 'faulty worker'"),
+                "{}",
+                f.status.snapshot().reason
+            );
+            wait_for(&f, Health::Up).await;
+            assert_eq!(f.status.snapshot().restarts, round);
+        }
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}
