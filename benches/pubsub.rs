@@ -15,7 +15,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use layotto::components::BuildingBlock;
 use layotto::components::pubsub::{PubSub, PublishRequest, SubscribeRequest};
-use layotto::components::{ComponentSpec, PubSubs, find};
+use layotto::components::{BuildContext, ComponentSpec, PubSubs, Tasks, find};
 use layotto::proto::runtime::v1 as pb;
 use layotto::proto::runtime::v1::runtime_client::RuntimeClient;
 use layotto::proto::runtime::v1::subscribe_topic_events_request::SubscribeTopicEventsRequestType as Request;
@@ -126,7 +126,11 @@ async fn measure(
     let spec = spec(broker);
     let build = entry.build;
     let direct: Arc<dyn PubSub> = client
-        .spawn(async move { build(spec).await })
+        .spawn(async move {
+            // Nothing watches the direct broker's background work here.
+            let (tasks, _ended) = Tasks::new();
+            build(BuildContext { spec, tasks }).await
+        })
         .await?
         .map_err(|e| anyhow::anyhow!(e))?;
     // Throughput and latency on topics of their own: a latency subscriber

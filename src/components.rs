@@ -181,8 +181,6 @@ pub struct ComponentSpec {
     pub type_name: String,
     /// Backend settings, spelled as Dapr's component metadata.
     pub metadata: BTreeMap<String, String>,
-    /// Per-key lower bounds for sequencers (`biggerThan`).
-    pub bigger_than: BTreeMap<String, i64>,
     /// Requests this component may hold at once (queued plus running);
     /// overrides `supervisor.queue_capacity`.
     pub queue_capacity: Option<usize>,
@@ -201,7 +199,6 @@ impl ComponentSpec {
             name: name.into(),
             type_name: type_name.into(),
             metadata: BTreeMap::new(),
-            bigger_than: BTreeMap::new(),
             queue_capacity: None,
             app_id: String::new(),
             instance_id: String::new(),
@@ -324,7 +321,7 @@ impl<C: ?Sized + Send + Sync + 'static> TypeEntry<C> {
 fn build_typed<C: ?Sized + Send + Sync + 'static, T: ComponentType<C>>(
     ctx: BuildContext,
 ) -> BoxFuture<'static, Result<Arc<C>, BuildError>> {
-    match meta::parse::<T::Metadata>(&ctx.spec) {
+    match meta::parse_for_build::<T::Metadata>(&ctx.spec) {
         Ok(metadata) => T::build(ctx, metadata),
         Err(errors) => {
             let problems: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.key, e.message)).collect();
@@ -400,16 +397,29 @@ impl KeyPrefix {
     }
 }
 
-/// Checks `keyPrefix`.
-pub(crate) fn check_key_prefix(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
-    if let KeyPrefix::Literal(literal) = KeyPrefix::from_spec(spec, KeyPrefix::None)
-        && literal.contains(PREFIX_SEPARATOR)
-    {
-        errors.push(MetadataError::new(
-            KEY_PREFIX,
-            format!("'{literal}' must not contain '||'"),
-        ));
+/// The `keyPrefix` key, a section of the metadata of every state, lock and
+/// sequencer type. The API layer scopes keys with it (see
+/// [`KeyPrefix::from_spec`]); the component only has it checked.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct KeyPrefixSection {
+    /// How keys are scoped in the backend: `none`, `appid`, `name`, or a
+    /// literal prefix (without `||`). Default: `none` for state, `appid`
+    /// for lock and sequencer, as in Layotto.
+    #[serde(rename = "keyPrefix", default, deserialize_with = "key_prefix")]
+    pub key_prefix: Option<String>,
+}
+
+impl meta::Section for KeyPrefixSection {}
+
+fn key_prefix<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    let literal = text.trim();
+    if literal.contains(PREFIX_SEPARATOR) {
+        return Err(serde::de::Error::custom(format!(
+            "'{literal}' must not contain '{PREFIX_SEPARATOR}'"
+        )));
     }
+    Ok(Some(text))
 }
 
 /// Percent-encodes what would break the user-info part of a URL, for
@@ -428,46 +438,6 @@ pub(crate) fn url_encode(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Checks a non-negative integer metadata value, for `validate` functions.
-pub(crate) fn check_number(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
-    if let Some(v) = spec.meta(key)
-        && v.trim().parse::<u64>().is_err()
-    {
-        errors.push(MetadataError::new(key, format!("'{v}' is not a whole number")));
-    }
-}
-
-/// Reads a duration metadata value (`"5s"`, or a number of seconds), for
-/// validation and build.
-pub(crate) fn duration_meta(
-    spec: &ComponentSpec,
-    key: &str,
-    default: std::time::Duration,
-) -> Result<std::time::Duration, String> {
-    match spec.meta(key) {
-        None => Ok(default),
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
-            Err(_) => humantime::parse_duration(v.trim())
-                .map_err(|_| format!("'{v}' is not a duration such as \"30s\" or a number of seconds")),
-        },
-    }
-}
-
-/// Checks a duration metadata value.
-pub(crate) fn check_duration(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
-    if let Err(e) = duration_meta(spec, key, std::time::Duration::ZERO) {
-        errors.push(MetadataError::new(key, e));
-    }
-}
-
-/// Reads a required metadata key, for `validate` functions.
-pub fn require(spec: &ComponentSpec, key: &str, errors: &mut Vec<MetadataError>) {
-    if spec.meta(key).is_none_or(|v| v.trim().is_empty()) {
-        errors.push(MetadataError::new(key, "is required"));
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::components::secrets::refs::SecretRef;
+use crate::components::sequencer::BIGGER_THAN;
 use crate::components::{ComponentSpec, Kind};
 use walk::{Problems, Section};
 
@@ -569,11 +570,15 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
         {
             metadata.entry("hello".into()).or_insert(hello);
         }
-        let bigger_than = if kind == Kind::Sequencer {
-            s.integer_map("biggerThan", problems).unwrap_or_default()
-        } else {
-            BTreeMap::new()
-        };
+        // Layotto writes a sequencer's floors beside `type`; the sequencer
+        // types read them from their metadata.
+        if kind == Kind::Sequencer
+            && let Some(floors) = s.integer_map("biggerThan", problems)
+        {
+            for (key, floor) in floors {
+                metadata.insert(format!("{BIGGER_THAN}{key}"), floor.to_string());
+            }
+        }
         let queue_capacity = s.integer::<usize>("queue_capacity", problems);
         if queue_capacity == Some(0) {
             problems.push(format!("{path}.queue_capacity"), "must be at least 1");
@@ -590,7 +595,6 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
             name,
             type_name,
             metadata,
-            bigger_than,
             queue_capacity,
             app_id: String::new(),
             instance_id: String::new(),

@@ -19,26 +19,48 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use crate::components::hello::HelloService;
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::meta::Section;
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const HELLO: TypeEntry<dyn HelloService> = TypeEntry {
-    name: "faulty",
-    validate,
-    build: |crate::components::BuildContext { spec, tasks }| {
-        async move { Faulty::build(&spec, &tasks).map(|f| Arc::new(f) as Arc<dyn HelloService>) }.boxed()
-    },
-};
+pub const HELLO: TypeEntry<dyn HelloService> = TypeEntry::of::<FaultyType>();
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    if let Some(n) = spec.meta("failBuilds")
-        && n.parse::<u32>().is_err()
-    {
-        errors.push(MetadataError::new("failBuilds", format!("'{n}' is not a count")));
+pub struct FaultyType;
+
+impl ComponentType<dyn HelloService> for FaultyType {
+    const NAME: &'static str = "faulty";
+    type Metadata = FaultyMetadata;
+
+    fn build(
+        ctx: BuildContext,
+        metadata: FaultyMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn HelloService>, BuildError>> {
+        async move { Faulty::build(&ctx.spec.name, metadata, &ctx.tasks).map(|f| Arc::new(f) as Arc<dyn HelloService>) }
+            .boxed()
     }
-    errors
+}
+
+/// What `faulty` reads from its metadata.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultyMetadata {
+    /// Names the shared fault state; default: the component's name.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The first N builds fail.
+    #[serde(default)]
+    pub fail_builds: u32,
+    /// The greeting.
+    #[serde(default = "default_greeting")]
+    pub hello: String,
+}
+
+impl Section for FaultyMetadata {}
+
+fn default_greeting() -> String {
+    "faulty".to_owned()
 }
 
 /// Fault state shared by every build of one `token`.
@@ -82,9 +104,9 @@ pub struct Faulty {
 }
 
 impl Faulty {
-    fn build(spec: &ComponentSpec, tasks: &crate::components::Tasks) -> Result<Faulty, BuildError> {
-        let faults = faults(spec.meta("token").unwrap_or(&spec.name));
-        let fail_builds: u32 = spec.meta("failBuilds").and_then(|n| n.parse().ok()).unwrap_or(0);
+    fn build(name: &str, metadata: FaultyMetadata, tasks: &crate::components::Tasks) -> Result<Faulty, BuildError> {
+        let faults = faults(metadata.token.as_deref().unwrap_or(name));
+        let fail_builds = metadata.fail_builds;
         let attempt = {
             let mut f = lock(&faults);
             f.builds += 1;
@@ -110,7 +132,7 @@ impl Faulty {
             }
         });
         Ok(Faulty {
-            greeting: spec.meta("hello").unwrap_or("faulty").to_owned(),
+            greeting: metadata.hello,
             faults,
         })
     }

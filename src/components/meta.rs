@@ -11,8 +11,9 @@
 //! the build receives the parsed value.
 //!
 //! Metadata made of several parts (the Redis connection keys shared by
-//! every Redis component, plus the keys of one type) is a [`Metadata`]
-//! implementation that reads each part with [`Parser::section`].
+//! every Redis component, plus the keys of one type) is a tuple of the
+//! parts, or a [`Metadata`] implementation that reads each part with
+//! [`Parser::section`].
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +51,36 @@ pub trait Section {
     fn check(&self, _errors: &mut Vec<MetadataError>) {}
 }
 
+/// Metadata made of two parts, each read from the same map.
+impl<A: Metadata, B: Metadata> Metadata for (A, B) {
+    fn read(parser: &mut Parser<'_>) -> Option<Self> {
+        let a = A::read(parser);
+        let b = B::read(parser);
+        Some((a?, b?))
+    }
+
+    fn check(&self, errors: &mut Vec<MetadataError>) {
+        self.0.check(errors);
+        self.1.check(errors);
+    }
+}
+
+/// Metadata made of three parts, each read from the same map.
+impl<A: Metadata, B: Metadata, C: Metadata> Metadata for (A, B, C) {
+    fn read(parser: &mut Parser<'_>) -> Option<Self> {
+        let a = A::read(parser);
+        let b = B::read(parser);
+        let c = C::read(parser);
+        Some((a?, b?, c?))
+    }
+
+    fn check(&self, errors: &mut Vec<MetadataError>) {
+        self.0.check(errors);
+        self.1.check(errors);
+        self.2.check(errors);
+    }
+}
+
 /// No metadata at all: any key is unknown.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 pub struct NoMetadata {}
@@ -61,6 +92,10 @@ impl Section for NoMetadata {}
 pub struct Parser<'a> {
     metadata: &'a BTreeMap<String, String>,
     known: BTreeSet<&'static str>,
+    /// Prefixes of families of keys (`biggerThan.<key>`).
+    known_prefixes: BTreeSet<&'static str>,
+    /// Keys no section reads are accepted.
+    free_form: bool,
     errors: Vec<MetadataError>,
 }
 
@@ -69,8 +104,44 @@ impl<'a> Parser<'a> {
         Parser {
             metadata,
             known: BTreeSet::new(),
+            known_prefixes: BTreeSet::new(),
+            free_form: false,
             errors: Vec::new(),
         }
+    }
+
+    /// Reads a family of keys named `<prefix><name>`, each value parsed as
+    /// `T`, into a map by `<name>`. A value that does not parse is
+    /// reported with its key, as `what` it should be.
+    pub fn prefixed<T: std::str::FromStr>(&mut self, prefix: &'static str, what: &str) -> BTreeMap<String, T> {
+        self.known_prefixes.insert(prefix);
+        let mut out = BTreeMap::new();
+        for (key, value) in self
+            .metadata
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+        {
+            let Some(name) = key.strip_prefix(prefix) else {
+                break;
+            };
+            match value.trim().parse() {
+                Ok(parsed) if !name.is_empty() => {
+                    out.insert(name.to_owned(), parsed);
+                }
+                Ok(_) => self.error(key, format!("name a key after '{prefix}'")),
+                Err(_) => self.error(key, format!("'{}' is not {what}", bounded(value))),
+            }
+        }
+        out
+    }
+
+    /// Accepts keys that no section reads, for a type whose metadata is
+    /// free-form beside the keys it reads.
+    pub fn accept_other_keys(&mut self) {
+        self.free_form = true;
+    }
+
+    fn is_known(&self, key: &str) -> bool {
+        self.free_form || self.known.contains(key) || self.known_prefixes.iter().any(|p| key.starts_with(p))
     }
 
     /// Reads one section. A value that does not parse is reported with its
@@ -98,9 +169,7 @@ impl<'a> Parser<'a> {
                     match key {
                         Some(key) if !skipped.contains(key.as_str()) => {
                             self.errors.push(MetadataError::new(&key, error.0));
-                            let Some((stored, _)) = self.metadata.get_key_value(&key) else {
-                                return None;
-                            };
+                            let (stored, _) = self.metadata.get_key_value(&key)?;
                             skipped.insert(stored.as_str());
                         }
                         _ => {
@@ -136,15 +205,32 @@ pub fn parse<M: Metadata>(spec: &ComponentSpec) -> Result<M, Vec<MetadataError>>
     parse_map(&spec.metadata)
 }
 
+/// [`parse`] for a build: keys no section reads are left alone. At start-up
+/// the metadata also holds the values injected from secret stores, which
+/// validation could not see; a key that the config names is checked by
+/// validation.
+pub fn parse_for_build<M: Metadata>(spec: &ComponentSpec) -> Result<M, Vec<MetadataError>> {
+    read(&spec.metadata, false)
+}
+
 /// [`parse`] over a bare map.
 pub fn parse_map<M: Metadata>(metadata: &BTreeMap<String, String>) -> Result<M, Vec<MetadataError>> {
+    read(metadata, true)
+}
+
+fn read<M: Metadata>(metadata: &BTreeMap<String, String>, report_unknown: bool) -> Result<M, Vec<MetadataError>> {
     let mut parser = Parser::new(metadata);
     let parsed = M::read(&mut parser);
-    let mut errors = parser.errors;
-    if errors.is_empty() {
+    let mut errors = std::mem::take(&mut parser.errors);
+    if errors.is_empty() && report_unknown {
         for key in metadata.keys() {
-            if !parser.known.contains(key.as_str()) {
-                let known: Vec<&str> = parser.known.iter().copied().collect();
+            if !parser.is_known(key) {
+                let known: Vec<String> = parser
+                    .known
+                    .iter()
+                    .map(|k| (*k).to_owned())
+                    .chain(parser.known_prefixes.iter().map(|p| format!("{p}<key>")))
+                    .collect();
                 let hint = if known.is_empty() {
                     "this type takes no metadata".to_owned()
                 } else {
@@ -161,6 +247,16 @@ pub fn parse_map<M: Metadata>(metadata: &BTreeMap<String, String>) -> Result<M, 
         }
         _ => Err(errors),
     }
+}
+
+/// For `#[serde(deserialize_with)]` on a required text key: a blank value
+/// is as good as none.
+pub fn non_empty<'de, D: de::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Err(de::Error::custom("is required"));
+    }
+    Ok(text)
 }
 
 /// The checks `layotto validate` runs for a type whose metadata is `M`.

@@ -19,10 +19,36 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 
+use super::meta::Section;
 use super::{Component, ComponentError, ComponentSpec};
 
 /// Component metadata: the consumer group; defaults to the app id.
 pub const CONSUMER_ID: &str = "consumerID";
+
+/// The keys every broker type accepts, read by the delivery engine (a
+/// subscription's own metadata may override them).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct PubSubKeys {
+    /// The consumer group of this sidecar's subscriptions; default: the
+    /// app id.
+    #[serde(rename = "consumerID", default)]
+    pub consumer_id: Option<String>,
+    /// Messages of one subscription handled at once.
+    #[serde(rename = "maxConcurrentHandlers", default)]
+    pub max_concurrent_handlers: Option<usize>,
+}
+
+impl Section for PubSubKeys {}
+
+impl PubSubKeys {
+    /// The consumer group: `consumerID`, else the app id.
+    pub fn group(&self, app_id: &str) -> String {
+        self.consumer_id
+            .clone()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| app_id.to_owned())
+    }
+}
 
 /// A message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! increasing, across sidecars sharing a store and across restarts.
 //!
 //! A store reserves ranges atomically ([`SequencerStore::reserve`]); every
-//! range starts above the key's `biggerThan` floor. `STRONG` asks the store
+//! range starts above the key's `biggerThan` floor ([`floor`]). `STRONG` asks the store
 //! for every id, so ids are increasing globally. `WEAK` hands ids out of a
 //! segment of `segmentSize` ids reserved at once, prefetching the next
 //! segment while the current one still has a tenth left; ids are then
@@ -17,16 +17,77 @@ pub mod redis;
 mod sql;
 pub mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
-use super::{Component, ComponentError, ComponentSpec, MetadataError};
+use super::meta::{Metadata, Parser, Section};
+use super::{Component, ComponentError, ComponentSpec, KeyPrefixSection, MetadataError};
 
-/// Metadata: ids reserved per segment for `WEAK` ids.
-pub const SEGMENT_SIZE: &str = "segmentSize";
-const DEFAULT_SEGMENT_SIZE: u64 = 1000;
+/// The metadata keys that carry Layotto's `biggerThan` table:
+/// `biggerThan.<key>` = the floor of `<key>`. The config layer writes
+/// them from a sequencer's `biggerThan`; Dapr-style metadata may name them
+/// directly.
+pub const BIGGER_THAN: &str = "biggerThan.";
+
+/// What every sequencer type reads from its metadata, besides its
+/// connection.
+#[derive(Clone, Debug)]
+pub struct Sequencing {
+    pub segment: SegmentKeys,
+    /// `biggerThan.<key>`: every id of `<key>` is above this.
+    pub bigger_than: BTreeMap<String, i64>,
+    pub key_prefix: KeyPrefixSection,
+}
+
+impl Metadata for Sequencing {
+    fn read(parser: &mut Parser<'_>) -> Option<Self> {
+        let segment = parser.section();
+        let bigger_than = parser.prefixed(BIGGER_THAN, "a whole number");
+        let key_prefix = parser.section();
+        Some(Sequencing {
+            segment: segment?,
+            bigger_than,
+            key_prefix: key_prefix?,
+        })
+    }
+
+    fn check(&self, errors: &mut Vec<MetadataError>) {
+        Section::check(&self.segment, errors);
+    }
+}
+
+/// The segment keys of every sequencer type.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentKeys {
+    /// Ids reserved at once for `WEAK` ids; at least 1.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: u64,
+}
+
+fn default_segment_size() -> u64 {
+    1000
+}
+
+impl Section for SegmentKeys {
+    fn check(&self, errors: &mut Vec<MetadataError>) {
+        if self.segment_size == 0 {
+            errors.push(MetadataError::new("segmentSize", "'0' is not a positive number of ids"));
+        }
+    }
+}
+
+/// The `biggerThan` floor of `key` (the key as the application names it):
+/// every id of it is above this; 0 when none is set. Read per request by
+/// the API layer, which knows the application's key.
+pub fn floor(spec: &ComponentSpec, key: &str) -> i64 {
+    spec.metadata
+        .get(&format!("{BIGGER_THAN}{key}"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
 
 /// How ids must increase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,26 +112,10 @@ pub trait SequencerStore: Component {
     }
 }
 
-/// Checks `segmentSize` and `keyPrefix`, for every sequencer type.
-pub(crate) fn check_segment_size(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
-    if let Some(v) = spec.meta(SEGMENT_SIZE)
-        && !v.trim().parse::<u64>().is_ok_and(|n| n > 0)
-    {
-        errors.push(MetadataError::new(
-            SEGMENT_SIZE,
-            format!("'{v}' is not a positive number of ids"),
-        ));
-    }
-    super::check_key_prefix(spec, errors);
-}
-
-/// Wraps a store so that `WEAK` ids come from segments.
-pub fn segmented(store: Arc<dyn SequencerStore>, spec: &ComponentSpec) -> Arc<dyn SequencerStore> {
-    let size = spec
-        .meta(SEGMENT_SIZE)
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|n: &u64| *n > 0)
-        .unwrap_or(DEFAULT_SEGMENT_SIZE);
+/// Wraps a store so that `WEAK` ids come from segments of its configured
+/// size.
+pub fn segmented(store: Arc<dyn SequencerStore>, sequencing: &Sequencing) -> Arc<dyn SequencerStore> {
+    let size = sequencing.segment.segment_size.max(1);
     Arc::new(Segmented {
         store,
         size,

@@ -7,12 +7,49 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe, SqlSafeStr, SqlStr};
 
-use super::{BuildError, ComponentError, ComponentSpec, MetadataError, require, url_encode};
+use super::meta;
+use super::{BuildError, ComponentError, url_encode};
 
-/// Metadata: how to reach the database.
-pub const CONNECTION_STRING: &str = "connectionString";
-/// Metadata: the table to use; created if missing.
-pub const TABLE_NAME: &str = "tableName";
+/// The connection keys, a section of every SQL component's metadata.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlConnection {
+    /// How to reach the database: a file path or `sqlite:` URL (SQLite), a
+    /// `postgres://` URL or key=value DSN (PostgreSQL), a `mysql://` URL or
+    /// Go-driver DSN (MySQL).
+    #[serde(deserialize_with = "meta::non_empty")]
+    pub connection_string: String,
+    /// The table to use, created if missing; each component type has its
+    /// own default.
+    #[serde(default)]
+    pub table_name: Option<TableName>,
+}
+
+impl meta::Section for SqlConnection {}
+
+impl SqlConnection {
+    /// The `tableName`, or `default`.
+    pub fn table<'a>(&'a self, default: &'a str) -> &'a str {
+        self.table_name.as_ref().map_or(default, |t| t.0.as_str())
+    }
+}
+
+/// A table name: a plain SQL identifier, optionally qualified once. Table
+/// names are pasted into statements, so nothing else may pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableName(String);
+
+impl<'de> serde::Deserialize<'de> for TableName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TableName, D::Error> {
+        let table = String::deserialize(deserializer)?;
+        if !is_identifier(&table) {
+            return Err(serde::de::Error::custom(format!(
+                "'{table}' is not a table name: use letters, digits and _ (optionally schema.table)"
+            )));
+        }
+        Ok(TableName(table))
+    }
+}
 
 /// One SQL backend.
 pub struct Backend {
@@ -57,15 +94,15 @@ pub static MYSQL: Backend = Backend {
 impl Backend {
     /// A statement: `?` placeholders renumbered where the backend wants
     /// `$n`. The only text ever pasted into these statements is a table
-    /// name that [`check_table`] allowed: the audit `AssertSqlSafe` asks for.
+    /// name that [`TableName`] allowed: the audit `AssertSqlSafe` asks for.
     pub fn statement(&self, sql: String) -> SqlStr {
         let sql = if self.numbered_params { number_params(&sql) } else { sql };
         AssertSqlSafe(sql).into_sql_str()
     }
 
     /// Connects with the component's `connectionString`.
-    pub async fn connect(&self, spec: &ComponentSpec) -> Result<AnyPool, BuildError> {
-        let url = url(self, spec).map_err(BuildError)?;
+    pub async fn connect(&self, connection: &SqlConnection) -> Result<AnyPool, BuildError> {
+        let url = url(self, connection).map_err(BuildError)?;
         sqlx::any::install_default_drivers();
         AnyPoolOptions::new()
             .max_connections(self.max_connections)
@@ -126,27 +163,8 @@ impl Backend {
 }
 
 /// The component's `connectionString` as a URL for `backend`.
-pub fn url(backend: &Backend, spec: &ComponentSpec) -> Result<String, String> {
-    (backend.url)(spec.meta(CONNECTION_STRING).unwrap_or_default().trim())
-        .map_err(|e| format!("{}: {CONNECTION_STRING}: {e}", backend.name))
-}
-
-/// Checks `connectionString` (required) and `tableName`.
-pub fn validate(spec: &ComponentSpec, errors: &mut Vec<MetadataError>) {
-    require(spec, CONNECTION_STRING, errors);
-    if let Some(table) = spec.meta(TABLE_NAME)
-        && !is_identifier(table)
-    {
-        errors.push(MetadataError::new(
-            TABLE_NAME,
-            format!("'{table}' is not a table name: use letters, digits and _ (optionally schema.table)"),
-        ));
-    }
-}
-
-/// The `tableName`, or `default`.
-pub fn table<'a>(spec: &'a ComponentSpec, default: &'a str) -> &'a str {
-    spec.meta(TABLE_NAME).unwrap_or(default)
+pub fn url(backend: &Backend, connection: &SqlConnection) -> Result<String, String> {
+    (backend.url)(connection.connection_string.trim()).map_err(|e| format!("{}: connectionString: {e}", backend.name))
 }
 
 /// A plain SQL identifier, optionally qualified once: table names are

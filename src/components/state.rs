@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 
-pub(crate) use super::check_key_prefix;
 use super::{Component, ComponentError};
 pub use super::{KEY_PREFIX, KeyPrefix, PREFIX_SEPARATOR};
 

@@ -22,7 +22,7 @@ pub async fn get_next_id(ctx: &ApiContext, req: pb::GetNextIdRequest) -> Result<
         Some(AutoIncrement::Strong) => Increment::Strong,
         _ => Increment::Weak,
     };
-    let floor = store.spec().bigger_than.get(&req.key).copied().unwrap_or(0);
+    let floor = crate::components::sequencer::floor(store.spec(), &req.key);
     let key = scoped_key(NAMESPACE, store.spec(), &ctx.app.app_id, &req.store_name, &req.key)?;
     let next_id = store.call(NextId { key, floor, increment }).await?;
     Ok(pb::GetNextIdResponse { next_id })

@@ -15,7 +15,7 @@
 //! atomically, as JSON (which is also valid YAML); a missing file starts
 //! empty.
 //!
-//! Metadata: `path` (required), `pollInterval`.
+//! Metadata: [`FileKeys`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,41 +23,57 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::task::AbortHandle;
 use tracing::warn;
 
 use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry, require};
-use crate::components::{check_duration, duration_meta};
+use crate::components::meta::{self, Seconds, Section};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
-    name: "file",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { FileConfig::open(&spec).map(|f| f as Arc<dyn ConfigStore>) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry::of::<FileType>();
 
-const PATH: &str = "path";
-const POLL_INTERVAL: &str = "pollInterval";
+pub struct FileType;
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    require(spec, PATH, &mut errors);
-    check_duration(spec, POLL_INTERVAL, &mut errors);
-    if let Some(path) = spec.meta(PATH)
-        && !matches!(
+impl ComponentType<dyn ConfigStore> for FileType {
+    const NAME: &'static str = "file";
+    type Metadata = FileKeys;
+
+    fn build(_ctx: BuildContext, keys: FileKeys) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
+        async move { FileConfig::open(keys).map(|f| f as Arc<dyn ConfigStore>) }.boxed()
+    }
+}
+
+/// What the `file` store reads from its metadata.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileKeys {
+    /// The file: `.yaml`, `.yml` or `.json`.
+    #[serde(deserialize_with = "meta::non_empty")]
+    pub path: String,
+    /// How often to look for edits made by hand (at least 10ms).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: Seconds,
+}
+
+fn default_poll_interval() -> Seconds {
+    Seconds::millis(500)
+}
+
+impl Section for FileKeys {
+    fn check(&self, errors: &mut Vec<MetadataError>) {
+        let path = &self.path;
+        if !matches!(
             Path::new(path).extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
-        )
-    {
-        errors.push(MetadataError::new(
-            PATH,
-            format!("'{path}' must end in .yaml, .yml or .json"),
-        ));
+        ) {
+            errors.push(MetadataError::new(
+                "path",
+                format!("'{path}' must end in .yaml, .yml or .json"),
+            ));
+        }
     }
-    errors
 }
 
 type Items = BTreeMap<ItemId, ItemValue>;
@@ -104,10 +120,10 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    fn open(spec: &ComponentSpec) -> Result<Arc<FileConfig>, BuildError> {
-        let path = PathBuf::from(spec.meta(PATH).unwrap_or_default());
+    fn open(keys: FileKeys) -> Result<Arc<FileConfig>, BuildError> {
+        let path = PathBuf::from(keys.path);
         let items = read(&path).map_err(|e| BuildError(format!("file config store: {e}")))?;
-        let every = duration_meta(spec, POLL_INTERVAL, Duration::from_millis(500)).map_err(BuildError)?;
+        let every: Duration = keys.poll_interval.into();
         let shared = Arc::new(Shared {
             path,
             items: Mutex::new(items),

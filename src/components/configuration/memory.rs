@@ -4,18 +4,26 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::meta::NoMetadata;
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
-    name: "in-memory",
-    validate,
-    build: |_ctx| async move { Ok(Arc::new(MemoryConfig::default()) as Arc<dyn ConfigStore>) }.boxed(),
-};
+pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry::of::<MemoryType>();
 
-fn validate(_spec: &ComponentSpec) -> Vec<MetadataError> {
-    Vec::new()
+pub struct MemoryType;
+
+impl ComponentType<dyn ConfigStore> for MemoryType {
+    const NAME: &'static str = "in-memory";
+    type Metadata = NoMetadata;
+
+    fn build(
+        _ctx: BuildContext,
+        _metadata: NoMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
+        async move { Ok(Arc::new(MemoryConfig::default()) as Arc<dyn ConfigStore>) }.boxed()
+    }
 }
 
 #[derive(Default)]

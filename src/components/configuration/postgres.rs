@@ -13,26 +13,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlStr};
 use tokio::task::AbortHandle;
 use tracing::warn;
 
 use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
-use crate::components::sql::{self, POSTGRES};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, TypeEntry};
+use crate::components::sql::{self, POSTGRES, SqlConnection};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
-    name: "postgresql",
-    validate: |spec| {
-        let mut errors = Vec::new();
-        sql::validate(spec, &mut errors);
-        errors
-    },
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { PgConfig::connect(&spec).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry::of::<PostgresType>();
+
+pub struct PostgresType;
+
+impl ComponentType<dyn ConfigStore> for PostgresType {
+    const NAME: &'static str = "postgresql";
+    type Metadata = SqlConnection;
+
+    fn build(
+        _ctx: BuildContext,
+        connection: SqlConnection,
+    ) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
+        async move { PgConfig::connect(&connection).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed()
+    }
+}
 
 const DEFAULT_TABLE: &str = "layotto_configuration";
 
@@ -52,14 +57,14 @@ pub struct PgConfig {
 }
 
 fn statement(sql: String) -> SqlStr {
-    // The table name pasted in passed `sql::validate`: a plain identifier.
+    // The table name pasted in passed `sql::TableName`: a plain identifier.
     AssertSqlSafe(sql).into_sql_str()
 }
 
 impl PgConfig {
-    async fn connect(spec: &ComponentSpec) -> Result<Arc<PgConfig>, BuildError> {
-        let table = sql::table(spec, DEFAULT_TABLE).to_owned();
-        let url = sql::url(&POSTGRES, spec).map_err(BuildError)?;
+    async fn connect(connection: &SqlConnection) -> Result<Arc<PgConfig>, BuildError> {
+        let table = connection.table(DEFAULT_TABLE).to_owned();
+        let url = sql::url(&POSTGRES, connection).map_err(BuildError)?;
         let pool = PgPoolOptions::new()
             .max_connections(5)
             .acquire_timeout(Duration::from_secs(5))

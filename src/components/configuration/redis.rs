@@ -21,27 +21,35 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
 use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
 use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
-use crate::components::redis_client::{self, map_error};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::redis_client::{self, RedisConnection, map_error};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
-    name: "redis",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { RedisConfig::connect(&spec).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry::of::<RedisType>();
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    redis_client::validate(spec, &mut errors);
-    errors
+pub struct RedisType;
+
+impl ComponentType<dyn ConfigStore> for RedisType {
+    const NAME: &'static str = "redis";
+    type Metadata = RedisConnection;
+
+    fn build(
+        _ctx: BuildContext,
+        connection: RedisConnection,
+    ) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
+        async move {
+            RedisConfig::connect(&connection)
+                .await
+                .map(|s| s as Arc<dyn ConfigStore>)
+        }
+        .boxed()
+    }
 }
 
 const SEP: &str = "||";
@@ -125,13 +133,13 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    async fn connect(spec: &ComponentSpec) -> Result<Arc<RedisConfig>, BuildError> {
-        let mut conn = redis_client::connect(spec).await?;
+    async fn connect(connection: &RedisConnection) -> Result<Arc<RedisConfig>, BuildError> {
+        let mut conn = connection.connect().await?;
         ensure_notifications(&mut conn)
             .await
             .map_err(|e| BuildError(format!("redis config store: {e}")))?;
-        let client = redis::Client::open(redis_client::url(spec)).map_err(|e| BuildError(e.to_string()))?;
-        let db = spec.meta("redisDB").map(str::trim).unwrap_or("0").to_owned();
+        let client = redis::Client::open(connection.url()).map_err(|e| BuildError(e.to_string()))?;
+        let db = connection.redis_db.0.to_string();
         let feed = Arc::new(Feed::default());
         let channel = format!("{CHANGES_CHANNEL}{db}");
         let follower = tokio::spawn(follow(client, conn.clone(), db, feed.clone())).abort_handle();

@@ -9,24 +9,46 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use crate::components::hello::HelloService;
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::meta::{self, Metadata, Parser};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentSpec, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn HelloService> = TypeEntry {
-    name: "helloworld",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { Ok(Arc::new(HelloWorld::new(&spec)) as Arc<dyn HelloService>) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn HelloService> = TypeEntry::of::<HelloWorldType>();
 
-/// Metadata key holding the greeting.
-const HELLO: &str = "hello";
-const DEFAULT_GREETING: &str = "greetings";
+pub struct HelloWorldType;
 
-fn validate(_spec: &ComponentSpec) -> Vec<MetadataError> {
-    Vec::new()
+impl ComponentType<dyn HelloService> for HelloWorldType {
+    const NAME: &'static str = "helloworld";
+    type Metadata = HelloMetadata;
+
+    fn build(
+        _ctx: BuildContext,
+        metadata: HelloMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn HelloService>, BuildError>> {
+        async move { Ok(Arc::new(HelloWorld::with(metadata)) as Arc<dyn HelloService>) }.boxed()
+    }
+}
+
+/// What `helloworld` reads from its metadata. Like Layotto's, it takes
+/// any other key and ignores it: it is the smoke test a config starts from.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct HelloMetadata {
+    /// The greeting.
+    #[serde(default = "default_greeting")]
+    pub hello: String,
+}
+
+impl Metadata for HelloMetadata {
+    fn read(parser: &mut Parser<'_>) -> Option<Self> {
+        parser.accept_other_keys();
+        parser.section()
+    }
+}
+
+fn default_greeting() -> String {
+    "greetings".to_owned()
 }
 
 pub struct HelloWorld {
@@ -34,10 +56,19 @@ pub struct HelloWorld {
 }
 
 impl HelloWorld {
-    pub fn new(spec: &ComponentSpec) -> Self {
+    pub fn with(metadata: HelloMetadata) -> Self {
         HelloWorld {
-            greeting: spec.meta(HELLO).unwrap_or(DEFAULT_GREETING).to_owned(),
+            greeting: metadata.hello,
         }
+    }
+
+    /// For callers outside the registry (the benchmark's baseline): the
+    /// greeting of `spec`, or the default when its metadata does not parse.
+    pub fn new(spec: &ComponentSpec) -> Self {
+        let metadata = meta::parse(spec).unwrap_or_else(|_| HelloMetadata {
+            hello: default_greeting(),
+        });
+        HelloWorld::with(metadata)
     }
 
     /// The answer, shared with the benchmark's actor-free baseline.

@@ -5,20 +5,27 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::{LockStatus, LockStore};
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
-
-pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry {
-    name: "in-memory",
-    validate,
-    build: |_ctx| async move { Ok(Arc::new(MemoryLocks::default()) as Arc<dyn LockStore>) }.boxed(),
+use crate::components::{
+    BuildContext, BuildError, Component, ComponentError, ComponentType, KeyPrefixSection, TypeEntry,
 };
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    crate::components::check_key_prefix(spec, &mut errors);
-    errors
+pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry::of::<MemoryType>();
+
+pub struct MemoryType;
+
+impl ComponentType<dyn LockStore> for MemoryType {
+    const NAME: &'static str = "in-memory";
+    type Metadata = KeyPrefixSection;
+
+    fn build(
+        _ctx: BuildContext,
+        _metadata: KeyPrefixSection,
+    ) -> BoxFuture<'static, Result<Arc<dyn LockStore>, BuildError>> {
+        async move { Ok(Arc::new(MemoryLocks::default()) as Arc<dyn LockStore>) }.boxed()
+    }
 }
 
 /// key -> (owner, lease end)

@@ -4,19 +4,30 @@
 //! Metadata: `connectionString` (a `postgres://` URL or a key=value DSN),
 //! `tableName`, `keyPrefix`.
 
+use std::sync::Arc;
+
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::LockStore;
-use super::sql::{self, Dialect, SqlLocks};
-use crate::components::{self, TypeEntry};
+use super::sql::{Dialect, SqlLockMetadata, SqlLocks};
+use crate::components::{self, BuildContext, BuildError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry {
-    name: "postgresql",
-    validate: sql::validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { SqlLocks::connect(&DIALECT, &spec).await }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry::of::<PostgresType>();
+
+pub struct PostgresType;
+
+impl ComponentType<dyn LockStore> for PostgresType {
+    const NAME: &'static str = "postgresql";
+    type Metadata = SqlLockMetadata;
+
+    fn build(
+        _ctx: BuildContext,
+        metadata: SqlLockMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn LockStore>, BuildError>> {
+        async move { SqlLocks::connect(&DIALECT, metadata).await }.boxed()
+    }
+}
 
 static DIALECT: Dialect = Dialect {
     backend: &components::sql::POSTGRES,

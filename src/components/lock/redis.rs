@@ -10,30 +10,34 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::{LockStatus, LockStore};
-use crate::components::redis_client::{self, map_error};
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::redis_client::{self, RedisConnection, map_error};
+use crate::components::{
+    BuildContext, BuildError, Component, ComponentError, ComponentType, KeyPrefixSection, TypeEntry,
+};
 
-pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry {
-    name: "redis",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
+pub const TYPE: TypeEntry<dyn LockStore> = TypeEntry::of::<RedisType>();
+
+pub struct RedisType;
+
+impl ComponentType<dyn LockStore> for RedisType {
+    const NAME: &'static str = "redis";
+    type Metadata = (RedisConnection, KeyPrefixSection);
+
+    fn build(
+        _ctx: BuildContext,
+        (connection, _): Self::Metadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn LockStore>, BuildError>> {
         async move {
-            let conn = redis_client::connect(&spec).await?;
+            let conn = connection.connect().await?;
             Ok(Arc::new(RedisLocks { conn }) as Arc<dyn LockStore>)
         }
         .boxed()
-    },
-};
-
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    redis_client::validate(spec, &mut errors);
-    crate::components::check_key_prefix(spec, &mut errors);
-    errors
+    }
 }
 
 /// KEYS[1] = lock, ARGV[1] = owner: -1 nobody holds it, -2 someone else

@@ -13,8 +13,8 @@ use std::time::Duration;
 use sqlx::{AnyPool, SqlStr};
 
 use super::{LockStatus, LockStore};
-use crate::components::sql::{self, Backend};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError};
+use crate::components::sql::{Backend, SqlConnection};
+use crate::components::{BuildError, Component, ComponentError, KeyPrefixSection};
 
 const DEFAULT_TABLE: &str = "layotto_lock";
 
@@ -26,12 +26,8 @@ pub(super) struct Dialect {
     pub take: &'static str,
 }
 
-pub(super) fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    sql::validate(spec, &mut errors);
-    crate::components::check_key_prefix(spec, &mut errors);
-    errors
-}
+/// What every SQL lock store reads from its metadata.
+pub(super) type SqlLockMetadata = (SqlConnection, KeyPrefixSection);
 
 struct Queries {
     take: SqlStr,
@@ -47,9 +43,12 @@ pub(super) struct SqlLocks {
 }
 
 impl SqlLocks {
-    pub async fn connect(dialect: &'static Dialect, spec: &ComponentSpec) -> Result<Arc<dyn LockStore>, BuildError> {
-        let table = sql::table(spec, DEFAULT_TABLE);
-        let pool = dialect.backend.connect(spec).await?;
+    pub async fn connect(
+        dialect: &'static Dialect,
+        (connection, _): SqlLockMetadata,
+    ) -> Result<Arc<dyn LockStore>, BuildError> {
+        let table = connection.table(DEFAULT_TABLE);
+        let pool = dialect.backend.connect(&connection).await?;
         let fill = |s: &str| s.replace("{table}", table).replace("{now}", dialect.backend.now_ms);
         dialect.backend.create(&pool, vec![fill(dialect.create)], table).await?;
         let alive = format!("expires_at > {}", dialect.backend.now_ms);

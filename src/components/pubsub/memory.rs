@@ -10,19 +10,23 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 
-use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PubSubKeys, PublishRequest, SubscribeRequest};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
-    name: "in-memory",
-    validate,
-    build: |_ctx| async move { Ok(Arc::new(MemoryBroker::default()) as Arc<dyn PubSub>) }.boxed(),
-};
+pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry::of::<MemoryType>();
 
-fn validate(_spec: &ComponentSpec) -> Vec<MetadataError> {
-    Vec::new()
+pub struct MemoryType;
+
+impl ComponentType<dyn PubSub> for MemoryType {
+    const NAME: &'static str = "in-memory";
+    type Metadata = PubSubKeys;
+
+    fn build(_ctx: BuildContext, _metadata: PubSubKeys) -> BoxFuture<'static, Result<Arc<dyn PubSub>, BuildError>> {
+        async move { Ok(Arc::new(MemoryBroker::default()) as Arc<dyn PubSub>) }.boxed()
+    }
 }
 
 #[derive(Default)]

@@ -8,9 +8,7 @@
 //! it reconnects. Acks are manual: a message is PUBACKed only after the
 //! application answered, so one the sidecar never settled is redelivered.
 //!
-//! Metadata: `url` (`tcp://host:port` or `mqtt://host:port`; default
-//! `tcp://127.0.0.1:1883`), `consumerID`, `username`, `password`,
-//! `keepAlive` (default 30s).
+//! Metadata: `consumerID`, and [`MqttKeys`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,41 +16,76 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
-use crate::components::{check_duration, duration_meta};
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PubSubKeys, PublishRequest, SubscribeRequest};
+use crate::components::meta::{Seconds, Section};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
-    name: "mqtt",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { MqttBroker::connect(&spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry::of::<MqttType>();
 
-const URL: &str = "url";
-const USERNAME: &str = "username";
-const PASSWORD: &str = "password";
-const KEEP_ALIVE: &str = "keepAlive";
+pub struct MqttType;
+
+impl ComponentType<dyn PubSub> for MqttType {
+    const NAME: &'static str = "mqtt";
+    type Metadata = (PubSubKeys, MqttKeys);
+
+    fn build(
+        ctx: BuildContext,
+        (pubsub, keys): Self::Metadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn PubSub>, BuildError>> {
+        async move {
+            let group = pubsub.group(&ctx.spec.app_id);
+            MqttBroker::connect(keys, group, &ctx.spec.instance_id)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn PubSub>)
+        }
+        .boxed()
+    }
+}
+
+/// The MQTT broker's own keys.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttKeys {
+    /// The broker: `tcp://host:port`, `mqtt://host:port` or `host:port`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// User name; none by default.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, sent with `username`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The MQTT keep-alive interval.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive: Seconds,
+}
+
+fn default_url() -> String {
+    "tcp://127.0.0.1:1883".to_owned()
+}
+
+fn default_keep_alive() -> Seconds {
+    Seconds::secs(30)
+}
+
+impl Section for MqttKeys {
+    fn check(&self, errors: &mut Vec<MetadataError>) {
+        if let Err(e) = host_port(&self.url) {
+            errors.push(MetadataError::new("url", e));
+        }
+    }
+}
+
 /// How long a publish may wait for its PUBACK.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    if let Err(e) = host_port(spec) {
-        errors.push(MetadataError::new(URL, e));
-    }
-    check_duration(spec, KEEP_ALIVE, &mut errors);
-    errors
-}
-
 /// `tcp://host:port`, `mqtt://host:port` or `host:port`.
-fn host_port(spec: &ComponentSpec) -> Result<(String, u16), String> {
-    let url = spec.meta(URL).unwrap_or("tcp://127.0.0.1:1883");
+fn host_port(url: &str) -> Result<(String, u16), String> {
     let rest = url
         .strip_prefix("tcp://")
         .or_else(|| url.strip_prefix("mqtt://"))
@@ -119,25 +152,21 @@ pub struct MqttBroker {
 }
 
 impl MqttBroker {
-    async fn connect(spec: &ComponentSpec) -> Result<MqttBroker, BuildError> {
-        let (host, port) = host_port(spec).map_err(BuildError)?;
+    async fn connect(keys: MqttKeys, group: String, instance_id: &str) -> Result<MqttBroker, BuildError> {
+        let (host, port) = host_port(&keys.url).map_err(BuildError)?;
         let settings = Settings {
             host,
             port,
-            username: spec.meta(USERNAME).map(str::to_owned),
-            password: spec.meta(PASSWORD).map(str::to_owned),
-            keep_alive: duration_meta(spec, KEEP_ALIVE, Duration::from_secs(30)).map_err(BuildError)?,
-            instance: if spec.instance_id.is_empty() {
+            username: keys.username,
+            password: keys.password,
+            keep_alive: keys.keep_alive.into(),
+            instance: if instance_id.is_empty() {
                 uuid::Uuid::new_v4().to_string()
             } else {
-                spec.instance_id.clone()
+                instance_id.to_owned()
             },
         };
-        let client_id = format!(
-            "{}-pub-{}",
-            id_part(&super::consumer_group(spec)),
-            uuid::Uuid::new_v4().simple()
-        );
+        let client_id = format!("{}-pub-{}", id_part(&group), uuid::Uuid::new_v4().simple());
         let (publisher, mut eventloop) = AsyncClient::new(settings.options(client_id, true), 1024);
         // Wait for the CONNACK, so a broker that is not there fails the build.
         let connected = Arc::new(AtomicBool::new(false));

@@ -7,11 +7,7 @@
 //! application answered; giving a message back naks it for immediate
 //! redelivery.
 //!
-//! Metadata: `natsURL` (default `nats://127.0.0.1:4222`), `consumerID`,
-//! `ackWaitTime` (default 30s), `streamPrefix` (prefix of stream names;
-//! default none), `memoryStorage` (`true` keeps streams in memory; default
-//! file), `maxMsgs` (a stream keeps at most this many messages, dropping
-//! the oldest; default unlimited).
+//! Metadata: `consumerID`, and [`NatsKeys`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,41 +17,67 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, AckKind};
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
-use crate::components::{check_duration, duration_meta};
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PubSubKeys, PublishRequest, SubscribeRequest};
+use crate::components::meta::{Seconds, Section};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
-    name: "nats",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { NatsBroker::connect(&spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry::of::<NatsType>();
 
-const URL: &str = "natsURL";
-const ACK_WAIT: &str = "ackWaitTime";
-const STREAM_PREFIX: &str = "streamPrefix";
-const MEMORY_STORAGE: &str = "memoryStorage";
-const MAX_MSGS: &str = "maxMsgs";
-const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+pub struct NatsType;
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    check_duration(spec, ACK_WAIT, &mut errors);
-    crate::components::check_number(spec, MAX_MSGS, &mut errors);
-    if let Some(prefix) = spec.meta(STREAM_PREFIX)
-        && prefix != stream_name_part(prefix)
-    {
-        errors.push(MetadataError::new(
-            STREAM_PREFIX,
-            format!("'{prefix}' may hold only letters, digits, - and _"),
-        ));
+impl ComponentType<dyn PubSub> for NatsType {
+    const NAME: &'static str = "nats";
+    type Metadata = (PubSubKeys, NatsKeys);
+
+    fn build(_ctx: BuildContext, (_, keys): Self::Metadata) -> BoxFuture<'static, Result<Arc<dyn PubSub>, BuildError>> {
+        async move { NatsBroker::connect(keys).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
     }
-    errors
+}
+
+/// The NATS broker's own keys.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsKeys {
+    /// The server.
+    #[serde(rename = "natsURL", default = "default_url")]
+    pub nats_url: String,
+    /// A message not acked within this long is delivered again.
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait_time: Seconds,
+    /// Prefix of stream names (letters, digits, - and _); default none.
+    #[serde(default)]
+    pub stream_prefix: String,
+    /// `true` keeps streams in memory; default: on file.
+    #[serde(default)]
+    pub memory_storage: bool,
+    /// A stream keeps at most this many messages, dropping the oldest;
+    /// default unlimited.
+    #[serde(default)]
+    pub max_msgs: Option<u64>,
+}
+
+fn default_url() -> String {
+    "nats://127.0.0.1:4222".to_owned()
+}
+
+fn default_ack_wait() -> Seconds {
+    Seconds::secs(30)
+}
+
+impl Section for NatsKeys {
+    fn check(&self, errors: &mut Vec<MetadataError>) {
+        let prefix = &self.stream_prefix;
+        if *prefix != stream_name_part(prefix) {
+            errors.push(MetadataError::new(
+                "streamPrefix",
+                format!("'{prefix}' may hold only letters, digits, - and _"),
+            ));
+        }
+    }
 }
 
 /// What NATS allows in stream and consumer names.
@@ -89,8 +111,8 @@ pub struct NatsBroker {
 }
 
 impl NatsBroker {
-    async fn connect(spec: &ComponentSpec) -> Result<NatsBroker, BuildError> {
-        let url = spec.meta(URL).unwrap_or(DEFAULT_URL);
+    async fn connect(keys: NatsKeys) -> Result<NatsBroker, BuildError> {
+        let url = keys.nats_url.as_str();
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .ping_interval(Duration::from_secs(5))
@@ -104,18 +126,18 @@ impl NatsBroker {
             .await
             .map_err(|e| BuildError(format!("nats {url}: {e}")))?;
         let jetstream = jetstream::new(client.clone());
-        let ack_wait = duration_meta(spec, ACK_WAIT, Duration::from_secs(30)).map_err(BuildError)?;
+        let ack_wait = keys.ack_wait_time.into();
         Ok(NatsBroker {
             client,
             jetstream,
             ack_wait,
-            prefix: spec.meta(STREAM_PREFIX).unwrap_or_default().to_owned(),
-            storage: if spec.meta(MEMORY_STORAGE) == Some("true") {
+            prefix: keys.stream_prefix,
+            storage: if keys.memory_storage {
                 StorageType::Memory
             } else {
                 StorageType::File
             },
-            max_messages: spec.meta(MAX_MSGS).and_then(|v| v.trim().parse().ok()).unwrap_or(-1),
+            max_messages: keys.max_msgs.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
             streams: Mutex::new(HashSet::new()),
             closed: watch::channel(false).0,
         })

@@ -8,14 +8,12 @@
 //! answered, with a prefetch bound; a message whose consumer dies unacked
 //! is requeued by the broker.
 //!
-//! Metadata: `host` or `connectionString` (an `amqp://` URL; default
-//! `amqp://guest:guest@127.0.0.1:5672/%2f`), `consumerID`, `prefetchCount`
-//! (default: the subscription's concurrency), `durable` (default true),
-//! `deliveryMode` (2 = persistent, the default; 1 = transient).
+//! Metadata: `consumerID`, and [`RabbitKeys`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -25,55 +23,86 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
 
-use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
-use crate::components::check_number;
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PubSubKeys, PublishRequest, SubscribeRequest};
+use crate::components::meta::Section;
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
-    name: "rabbitmq",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
+pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry::of::<RabbitType>();
+
+pub struct RabbitType;
+
+impl ComponentType<dyn PubSub> for RabbitType {
+    const NAME: &'static str = "rabbitmq";
+    type Metadata = (PubSubKeys, RabbitKeys);
+
+    fn build(_ctx: BuildContext, (_, keys): Self::Metadata) -> BoxFuture<'static, Result<Arc<dyn PubSub>, BuildError>> {
         async move {
-            RabbitBroker::connect(&spec)
+            RabbitBroker::connect(keys)
                 .await
                 .map(|b| Arc::new(b) as Arc<dyn PubSub>)
         }
         .boxed()
-    },
-};
+    }
+}
 
-const HOST: &str = "host";
-const CONNECTION_STRING: &str = "connectionString";
-const PREFETCH: &str = "prefetchCount";
-const DURABLE: &str = "durable";
-const DELIVERY_MODE: &str = "deliveryMode";
+/// The RabbitMQ broker's own keys.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RabbitKeys {
+    /// The broker's `amqp://` or `amqps://` URL; `connectionString` wins
+    /// when both are set. Default: `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Same as `host`.
+    #[serde(default)]
+    pub connection_string: Option<String>,
+    /// Messages handed to a consumer before it acks; default: the
+    /// subscription's concurrency.
+    #[serde(default)]
+    pub prefetch_count: Option<u16>,
+    /// Exchanges and queues survive a broker restart.
+    #[serde(default = "default_durable")]
+    pub durable: bool,
+    /// 2: messages are persistent; 1: transient.
+    #[serde(default = "default_delivery_mode")]
+    pub delivery_mode: u8,
+}
+
+fn default_durable() -> bool {
+    true
+}
+
+fn default_delivery_mode() -> u8 {
+    2
+}
+
 const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    if let Some(url) = spec.meta(CONNECTION_STRING).or(spec.meta(HOST))
-        && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
-    {
-        errors.push(MetadataError::new(
-            HOST,
-            format!("'{url}' is not an amqp:// or amqps:// URL"),
-        ));
+impl RabbitKeys {
+    fn url(&self) -> &str {
+        self.connection_string
+            .as_deref()
+            .or(self.host.as_deref())
+            .unwrap_or(DEFAULT_URL)
     }
-    check_number(spec, PREFETCH, &mut errors);
-    if let Some(d) = spec.meta(DURABLE)
-        && d.parse::<bool>().is_err()
-    {
-        errors.push(MetadataError::new(DURABLE, format!("'{d}' is not true or false")));
+}
+
+impl Section for RabbitKeys {
+    fn check(&self, errors: &mut Vec<MetadataError>) {
+        let url = self.url();
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            errors.push(MetadataError::new(
+                "host",
+                format!("'{url}' is not an amqp:// or amqps:// URL"),
+            ));
+        }
+        if !matches!(self.delivery_mode, 1 | 2) {
+            errors.push(MetadataError::new(
+                "deliveryMode",
+                format!("'{}' is not 1 (transient) or 2 (persistent)", self.delivery_mode),
+            ));
+        }
     }
-    if let Some(m) = spec.meta(DELIVERY_MODE)
-        && !matches!(m, "1" | "2")
-    {
-        errors.push(MetadataError::new(
-            DELIVERY_MODE,
-            format!("'{m}' is not 1 (transient) or 2 (persistent)"),
-        ));
-    }
-    errors
 }
 
 fn amqp_error(what: &str, e: lapin::Error) -> ComponentError {
@@ -93,8 +122,8 @@ pub struct RabbitBroker {
 }
 
 impl RabbitBroker {
-    async fn connect(spec: &ComponentSpec) -> Result<RabbitBroker, BuildError> {
-        let url = spec.meta(CONNECTION_STRING).or(spec.meta(HOST)).unwrap_or(DEFAULT_URL);
+    async fn connect(keys: RabbitKeys) -> Result<RabbitBroker, BuildError> {
+        let url = keys.url();
         let fail = |what: &str, e: lapin::Error| BuildError(format!("rabbitmq {what}: {e}"));
         let connection = Connection::connect(url, ConnectionProperties::default())
             .await
@@ -110,9 +139,9 @@ impl RabbitBroker {
         Ok(RabbitBroker {
             connection,
             publisher,
-            durable: spec.meta(DURABLE) != Some("false"),
-            persistent: spec.meta(DELIVERY_MODE) != Some("1"),
-            prefetch: spec.meta(PREFETCH).and_then(|p| p.trim().parse().ok()),
+            durable: keys.durable,
+            persistent: keys.delivery_mode != 1,
+            prefetch: keys.prefetch_count,
             declared: Mutex::new(HashSet::new()),
             closed: watch::channel(false).0,
         })

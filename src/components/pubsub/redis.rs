@@ -10,48 +10,74 @@
 //! unacked messages are delivered again. `XACK` after the application
 //! answers.
 //!
-//! Metadata: the connection keys of `redis_client`, `consumerID`,
-//! `processingTimeout` (default 60s), `redeliverInterval` (default 15s),
-//! `maxLenApprox` (trim streams to about this many entries; default none).
+//! Metadata: the connection keys of `redis_client`, `consumerID`, and
+//! [`StreamKeys`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
-use crate::components::check_number;
-use crate::components::redis_client::{self, map_error};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
-use crate::components::{check_duration, duration_meta};
+use super::{Acker, Deliveries, Delivery, Message, PubSub, PubSubKeys, PublishRequest, SubscribeRequest};
+use crate::components::meta::{Seconds, Section};
+use crate::components::redis_client::{self, RedisConnection, map_error};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
-    name: "redis",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { RedisBroker::connect(spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry::of::<RedisType>();
 
-const PROCESSING_TIMEOUT: &str = "processingTimeout";
-const REDELIVER_INTERVAL: &str = "redeliverInterval";
-const MAX_LEN_APPROX: &str = "maxLenApprox";
+pub struct RedisType;
+
+impl ComponentType<dyn PubSub> for RedisType {
+    const NAME: &'static str = "redis";
+    type Metadata = (RedisConnection, PubSubKeys, StreamKeys);
+
+    fn build(
+        ctx: BuildContext,
+        (connection, _, streams): Self::Metadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn PubSub>, BuildError>> {
+        async move {
+            RedisBroker::connect(&connection, streams, &ctx.spec.instance_id)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn PubSub>)
+        }
+        .boxed()
+    }
+}
+
+/// The Redis broker's own keys.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamKeys {
+    /// An entry another consumer has held this long is claimed and
+    /// delivered again.
+    #[serde(default = "default_processing_timeout")]
+    pub processing_timeout: Seconds,
+    /// How often to look for entries to claim.
+    #[serde(default = "default_redeliver_interval")]
+    pub redeliver_interval: Seconds,
+    /// Trim streams to about this many entries; default: no trimming.
+    #[serde(default)]
+    pub max_len_approx: Option<u64>,
+}
+
+impl Section for StreamKeys {}
+
+fn default_processing_timeout() -> Seconds {
+    Seconds::secs(60)
+}
+
+fn default_redeliver_interval() -> Seconds {
+    Seconds::secs(15)
+}
+
 /// How long one blocking read waits before it checks for claims and close.
 const BLOCK: Duration = Duration::from_secs(1);
-
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    redis_client::validate(spec, &mut errors);
-    check_duration(spec, PROCESSING_TIMEOUT, &mut errors);
-    check_duration(spec, REDELIVER_INTERVAL, &mut errors);
-    check_number(spec, MAX_LEN_APPROX, &mut errors);
-    errors
-}
 
 #[derive(Clone)]
 struct Settings {
@@ -69,20 +95,23 @@ pub struct RedisBroker {
 }
 
 impl RedisBroker {
-    async fn connect(spec: ComponentSpec) -> Result<RedisBroker, BuildError> {
-        let bad = |e: String| BuildError(format!("redis pub/sub: {e}"));
+    async fn connect(
+        connection: &RedisConnection,
+        streams: StreamKeys,
+        instance_id: &str,
+    ) -> Result<RedisBroker, BuildError> {
         let settings = Settings {
-            processing_timeout: duration_meta(&spec, PROCESSING_TIMEOUT, Duration::from_secs(60)).map_err(bad)?,
-            redeliver_interval: duration_meta(&spec, REDELIVER_INTERVAL, Duration::from_secs(15)).map_err(bad)?,
-            max_len: spec.meta(MAX_LEN_APPROX).and_then(|v| v.trim().parse().ok()),
-            consumer: if spec.instance_id.is_empty() {
+            processing_timeout: streams.processing_timeout.into(),
+            redeliver_interval: streams.redeliver_interval.into(),
+            max_len: streams.max_len_approx,
+            consumer: if instance_id.is_empty() {
                 uuid::Uuid::new_v4().to_string()
             } else {
-                spec.instance_id.clone()
+                instance_id.to_owned()
             },
         };
-        let conn = redis_client::connect(&spec).await?;
-        let client = redis::Client::open(redis_client::url(&spec)).map_err(|e| bad(e.to_string()))?;
+        let conn = connection.connect().await?;
+        let client = redis::Client::open(connection.url()).map_err(|e| BuildError(format!("redis pub/sub: {e}")))?;
         Ok(RedisBroker {
             client,
             conn,

@@ -9,28 +9,35 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::{Secret, SecretStore};
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::meta::Section;
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn SecretStore> = TypeEntry {
-    name: "local.env",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move {
-            Ok(Arc::new(EnvSecrets {
-                prefix: spec.meta(PREFIX).unwrap_or_default().to_owned(),
-            }) as Arc<dyn SecretStore>)
-        }
-        .boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn SecretStore> = TypeEntry::of::<EnvType>();
 
-const PREFIX: &str = "prefix";
+pub struct EnvType;
 
-fn validate(_spec: &ComponentSpec) -> Vec<MetadataError> {
-    Vec::new()
+impl ComponentType<dyn SecretStore> for EnvType {
+    const NAME: &'static str = "local.env";
+    type Metadata = EnvKeys;
+
+    fn build(_ctx: BuildContext, keys: EnvKeys) -> BoxFuture<'static, Result<Arc<dyn SecretStore>, BuildError>> {
+        async move { Ok(Arc::new(EnvSecrets { prefix: keys.prefix }) as Arc<dyn SecretStore>) }.boxed()
+    }
 }
+
+/// What `local.env` reads from its metadata.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct EnvKeys {
+    /// Only variables starting with it are secrets; it is not part of the
+    /// secret's name. Default: none (every variable).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl Section for EnvKeys {}
 
 pub struct EnvSecrets {
     prefix: String,

@@ -9,36 +9,52 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::{Secret, SecretStore};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry, require};
+use crate::components::meta::{self, Section};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn SecretStore> = TypeEntry {
-    name: "local.file",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { FileSecrets::load(&spec).map(|s| Arc::new(s) as Arc<dyn SecretStore>) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn SecretStore> = TypeEntry::of::<FileType>();
 
-const SECRETS_FILE: &str = "secretsFile";
-const SEPARATOR: &str = "nestedSeparator";
+pub struct FileType;
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    require(spec, SECRETS_FILE, &mut errors);
-    errors
+impl ComponentType<dyn SecretStore> for FileType {
+    const NAME: &'static str = "local.file";
+    type Metadata = FileKeys;
+
+    fn build(_ctx: BuildContext, keys: FileKeys) -> BoxFuture<'static, Result<Arc<dyn SecretStore>, BuildError>> {
+        async move { FileSecrets::load(&keys).map(|s| Arc::new(s) as Arc<dyn SecretStore>) }.boxed()
+    }
 }
+
+/// What `local.file` reads from its metadata.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileKeys {
+    /// The JSON file.
+    #[serde(deserialize_with = "meta::non_empty")]
+    pub secrets_file: String,
+    /// Joins the names of nested objects.
+    #[serde(default = "default_separator")]
+    pub nested_separator: String,
+}
+
+fn default_separator() -> String {
+    ":".to_owned()
+}
+
+impl Section for FileKeys {}
 
 pub struct FileSecrets {
     secrets: BTreeMap<String, String>,
 }
 
 impl FileSecrets {
-    fn load(spec: &ComponentSpec) -> Result<FileSecrets, BuildError> {
-        let path = spec.meta(SECRETS_FILE).unwrap_or_default();
-        let separator = spec.meta(SEPARATOR).unwrap_or(":");
+    fn load(keys: &FileKeys) -> Result<FileSecrets, BuildError> {
+        let path = keys.secrets_file.as_str();
+        let separator = keys.nested_separator.as_str();
         let text =
             std::fs::read_to_string(path).map_err(|e| BuildError(format!("local.file: cannot read {path}: {e}")))?;
         let json: Value =

@@ -4,22 +4,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
-use super::{SequencerStore, check_segment_size, segmented};
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use super::{SequencerStore, Sequencing, segmented};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry {
-    name: "in-memory",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { Ok(segmented(Arc::new(MemoryCounters::default()), &spec)) }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry::of::<MemoryType>();
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    check_segment_size(spec, &mut errors);
-    errors
+pub struct MemoryType;
+
+impl ComponentType<dyn SequencerStore> for MemoryType {
+    const NAME: &'static str = "in-memory";
+    type Metadata = Sequencing;
+
+    fn build(
+        _ctx: BuildContext,
+        sequencing: Sequencing,
+    ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
+        async move { Ok(segmented(Arc::new(MemoryCounters::default()), &sequencing)) }.boxed()
+    }
 }
 
 #[derive(Default)]

@@ -3,19 +3,30 @@
 //!
 //! Metadata: `connectionString`, `tableName`, `segmentSize`, `keyPrefix`.
 
+use std::sync::Arc;
+
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::SequencerStore;
-use super::sql::{self, Dialect, SqlCounters};
-use crate::components::{self, TypeEntry};
+use super::sql::{Dialect, SqlCounters, SqlSequencerMetadata};
+use crate::components::{self, BuildContext, BuildError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry {
-    name: "postgresql",
-    validate: sql::validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { SqlCounters::connect(&DIALECT, &spec).await }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry::of::<PostgresType>();
+
+pub struct PostgresType;
+
+impl ComponentType<dyn SequencerStore> for PostgresType {
+    const NAME: &'static str = "postgresql";
+    type Metadata = SqlSequencerMetadata;
+
+    fn build(
+        _ctx: BuildContext,
+        metadata: SqlSequencerMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
+        async move { SqlCounters::connect(&DIALECT, metadata).await }.boxed()
+    }
+}
 
 static DIALECT: Dialect = Dialect {
     backend: &components::sql::POSTGRES,

@@ -8,30 +8,32 @@
 use std::sync::{Arc, LazyLock};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{SequencerStore, check_segment_size, segmented};
-use crate::components::redis_client::{self, map_error};
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use super::{SequencerStore, Sequencing, segmented};
+use crate::components::redis_client::{self, RedisConnection, map_error};
+use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry {
-    name: "redis",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
+pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry::of::<RedisType>();
+
+pub struct RedisType;
+
+impl ComponentType<dyn SequencerStore> for RedisType {
+    const NAME: &'static str = "redis";
+    type Metadata = (RedisConnection, Sequencing);
+
+    fn build(
+        _ctx: BuildContext,
+        (connection, sequencing): Self::Metadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
         async move {
-            let conn = redis_client::connect(&spec).await?;
-            Ok(segmented(Arc::new(RedisCounters { conn }), &spec))
+            let conn = connection.connect().await?;
+            Ok(segmented(Arc::new(RedisCounters { conn }), &sequencing))
         }
         .boxed()
-    },
-};
-
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    redis_client::validate(spec, &mut errors);
-    check_segment_size(spec, &mut errors);
-    errors
+    }
 }
 
 /// KEYS[1] = counter, ARGV[1] = size, ARGV[2] = floor: the new value.

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use sqlx::{AnyPool, Row, SqlStr};
 
-use super::{SequencerStore, check_segment_size, segmented};
-use crate::components::sql::{self, Backend};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError};
+use super::{SequencerStore, Sequencing, segmented};
+use crate::components::sql::{Backend, SqlConnection};
+use crate::components::{BuildError, Component, ComponentError};
 
 const DEFAULT_TABLE: &str = "layotto_sequencer";
 
@@ -24,12 +24,8 @@ pub(super) struct Dialect {
     pub read_back: Option<&'static str>,
 }
 
-pub(super) fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    sql::validate(spec, &mut errors);
-    check_segment_size(spec, &mut errors);
-    errors
-}
+/// What every SQL sequencer reads from its metadata.
+pub(super) type SqlSequencerMetadata = (SqlConnection, Sequencing);
 
 pub(super) struct SqlCounters {
     backend: &'static Backend,
@@ -41,10 +37,10 @@ pub(super) struct SqlCounters {
 impl SqlCounters {
     pub async fn connect(
         dialect: &'static Dialect,
-        spec: &ComponentSpec,
+        (connection, sequencing): SqlSequencerMetadata,
     ) -> Result<Arc<dyn SequencerStore>, BuildError> {
-        let table = sql::table(spec, DEFAULT_TABLE);
-        let pool = dialect.backend.connect(spec).await?;
+        let table = connection.table(DEFAULT_TABLE);
+        let pool = dialect.backend.connect(&connection).await?;
         let fill = |s: &str| s.replace("{table}", table);
         dialect.backend.create(&pool, vec![fill(dialect.create)], table).await?;
         let counters = SqlCounters {
@@ -53,7 +49,7 @@ impl SqlCounters {
             reserve: dialect.backend.statement(fill(dialect.reserve)),
             read_back: dialect.read_back.map(|s| dialect.backend.statement(s.to_owned())),
         };
-        Ok(segmented(Arc::new(counters), spec))
+        Ok(segmented(Arc::new(counters), &sequencing))
     }
 
     fn error(&self, e: sqlx::Error) -> ComponentError {

@@ -5,19 +5,30 @@
 //! Metadata: `connectionString` (a file path), `tableName`, `segmentSize`,
 //! `keyPrefix`.
 
+use std::sync::Arc;
+
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::SequencerStore;
-use super::sql::{self, Dialect, SqlCounters};
-use crate::components::{self, TypeEntry};
+use super::sql::{Dialect, SqlCounters, SqlSequencerMetadata};
+use crate::components::{self, BuildContext, BuildError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry {
-    name: "sqlite",
-    validate: sql::validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { SqlCounters::connect(&DIALECT, &spec).await }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn SequencerStore> = TypeEntry::of::<SqliteType>();
+
+pub struct SqliteType;
+
+impl ComponentType<dyn SequencerStore> for SqliteType {
+    const NAME: &'static str = "sqlite";
+    type Metadata = SqlSequencerMetadata;
+
+    fn build(
+        _ctx: BuildContext,
+        metadata: SqlSequencerMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
+        async move { SqlCounters::connect(&DIALECT, metadata).await }.boxed()
+    }
+}
 
 static DIALECT: Dialect = Dialect {
     backend: &components::sql::SQLITE,

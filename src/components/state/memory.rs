@@ -13,23 +13,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::{
-    Consistency, DeleteRequest, Etag, SetRequest, StateStore, StateValue, TransactionOp, check_key_prefix, check_write,
-    new_etag,
+    Consistency, DeleteRequest, Etag, SetRequest, StateStore, StateValue, TransactionOp, check_write, new_etag,
 };
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
-
-pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
-    name: "in-memory",
-    validate,
-    build: |_ctx| async move { Ok(Arc::new(MemoryStore::default()) as Arc<dyn StateStore>) }.boxed(),
+use crate::components::{
+    BuildContext, BuildError, Component, ComponentError, ComponentType, KeyPrefixSection, TypeEntry,
 };
 
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    check_key_prefix(spec, &mut errors);
-    errors
+pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry::of::<MemoryType>();
+
+pub struct MemoryType;
+
+impl ComponentType<dyn StateStore> for MemoryType {
+    const NAME: &'static str = "in-memory";
+    type Metadata = KeyPrefixSection;
+
+    fn build(
+        _ctx: BuildContext,
+        _metadata: KeyPrefixSection,
+    ) -> BoxFuture<'static, Result<Arc<dyn StateStore>, BuildError>> {
+        async move { Ok(Arc::new(MemoryStore::default()) as Arc<dyn StateStore>) }.boxed()
+    }
 }
 
 struct Entry {

@@ -6,19 +6,30 @@
 //! `keyPrefix`. Keys are case-sensitive (binary collation) and at most 512
 //! characters. Row locks make etag checks hold across sidecars.
 
+use std::sync::Arc;
+
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::StateStore;
-use super::sql::{self, Dialect, SqlStore};
-use crate::components::{self, TypeEntry};
+use super::sql::{Dialect, SqlStateMetadata, SqlStore};
+use crate::components::{self, BuildContext, BuildError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
-    name: "mysql",
-    validate: sql::validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { SqlStore::connect(&DIALECT, &spec).await }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry::of::<MysqlType>();
+
+pub struct MysqlType;
+
+impl ComponentType<dyn StateStore> for MysqlType {
+    const NAME: &'static str = "mysql";
+    type Metadata = SqlStateMetadata;
+
+    fn build(
+        _ctx: BuildContext,
+        metadata: SqlStateMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn StateStore>, BuildError>> {
+        async move { SqlStore::connect(&DIALECT, metadata).await }.boxed()
+    }
+}
 
 static DIALECT: Dialect = Dialect {
     backend: &components::sql::MYSQL,

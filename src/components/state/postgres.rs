@@ -6,19 +6,30 @@
 //! `keyPrefix`. Row locks (`SELECT ... FOR UPDATE`) make etag checks hold
 //! across sidecars; expiry uses the server's clock.
 
+use std::sync::Arc;
+
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::StateStore;
-use super::sql::{self, Dialect, SqlStore};
-use crate::components::{self, TypeEntry};
+use super::sql::{Dialect, SqlStateMetadata, SqlStore};
+use crate::components::{self, BuildContext, BuildError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
-    name: "postgresql",
-    validate: sql::validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { SqlStore::connect(&DIALECT, &spec).await }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry::of::<PostgresType>();
+
+pub struct PostgresType;
+
+impl ComponentType<dyn StateStore> for PostgresType {
+    const NAME: &'static str = "postgresql";
+    type Metadata = SqlStateMetadata;
+
+    fn build(
+        _ctx: BuildContext,
+        metadata: SqlStateMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn StateStore>, BuildError>> {
+        async move { SqlStore::connect(&DIALECT, metadata).await }.boxed()
+    }
+}
 
 static DIALECT: Dialect = Dialect {
     backend: &components::sql::POSTGRES,

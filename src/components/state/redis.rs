@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::LazyLock;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
@@ -20,26 +21,29 @@ use super::{
     Concurrency, Consistency, DeleteRequest, Etag, SetRequest, StateStore, StateValue, TransactionOp, already_exists,
     etag_mismatch, new_etag,
 };
-use crate::components::redis_client::{self, map_error};
-use crate::components::{Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
+use crate::components::redis_client::{self, RedisConnection, map_error};
+use crate::components::{
+    BuildContext, BuildError, Component, ComponentError, ComponentType, KeyPrefixSection, TypeEntry,
+};
 
-pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
-    name: "redis",
-    validate,
-    build: |crate::components::BuildContext { spec, .. }| {
+pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry::of::<RedisType>();
+
+pub struct RedisType;
+
+impl ComponentType<dyn StateStore> for RedisType {
+    const NAME: &'static str = "redis";
+    type Metadata = (RedisConnection, KeyPrefixSection);
+
+    fn build(
+        _ctx: BuildContext,
+        (connection, _): Self::Metadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn StateStore>, BuildError>> {
         async move {
-            let conn = redis_client::connect(&spec).await?;
+            let conn = connection.connect().await?;
             Ok(Arc::new(RedisStore { conn }) as Arc<dyn StateStore>)
         }
         .boxed()
-    },
-};
-
-fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    redis_client::validate(spec, &mut errors);
-    super::check_key_prefix(spec, &mut errors);
-    errors
+    }
 }
 
 /// Applies a list of operations atomically. ARGV holds six fields per

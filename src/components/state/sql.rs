@@ -26,13 +26,30 @@ use super::{
     Concurrency, Consistency, DeleteRequest, Etag, SetRequest, StateStore, StateValue, TransactionOp, already_exists,
     check_write, new_etag,
 };
-use crate::components::sql::{self, Backend};
-use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError};
+use crate::components::meta::Section;
+use crate::components::sql::{Backend, SqlConnection};
+use crate::components::{BuildError, Component, ComponentError, KeyPrefixSection};
 
-/// Metadata: seconds between deletions of expired rows (Dapr's name).
-pub const CLEANUP_INTERVAL: &str = "cleanupIntervalInSeconds";
 const DEFAULT_TABLE: &str = "state";
-const DEFAULT_CLEANUP_SECS: u64 = 3600;
+
+/// What every SQL state store reads from its metadata: the connection,
+/// its own keys, and `keyPrefix`.
+pub type SqlStateMetadata = (SqlConnection, Cleanup, KeyPrefixSection);
+
+/// The state stores' own keys.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cleanup {
+    /// Seconds between deletions of expired rows (Dapr's name); at least 1.
+    #[serde(default = "default_cleanup_interval")]
+    pub cleanup_interval_in_seconds: u64,
+}
+
+impl Section for Cleanup {}
+
+fn default_cleanup_interval() -> u64 {
+    3600
+}
 
 /// What differs between the SQL state stores.
 pub(super) struct Dialect {
@@ -86,36 +103,6 @@ impl Queries {
     }
 }
 
-/// The settings every SQL store reads from metadata.
-pub(super) struct SqlSettings {
-    pub table: String,
-    pub cleanup_every: Duration,
-}
-
-impl SqlSettings {
-    pub fn from_spec(spec: &ComponentSpec) -> SqlSettings {
-        SqlSettings {
-            table: sql::table(spec, DEFAULT_TABLE).to_owned(),
-            cleanup_every: Duration::from_secs(
-                spec.meta(CLEANUP_INTERVAL)
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(DEFAULT_CLEANUP_SECS)
-                    .max(1),
-            ),
-        }
-    }
-}
-
-/// Checks the shared SQL metadata, `cleanupIntervalInSeconds` and
-/// `keyPrefix`.
-pub(super) fn validate(spec: &ComponentSpec) -> Vec<MetadataError> {
-    let mut errors = Vec::new();
-    sql::validate(spec, &mut errors);
-    crate::components::check_number(spec, CLEANUP_INTERVAL, &mut errors);
-    super::check_key_prefix(spec, &mut errors);
-    errors
-}
-
 pub(super) struct SqlStore {
     dialect: &'static Dialect,
     pool: AnyPool,
@@ -125,20 +112,16 @@ pub(super) struct SqlStore {
 
 impl SqlStore {
     /// Connects, creates the table if needed, and starts the cleanup.
-    pub async fn connect(dialect: &'static Dialect, spec: &ComponentSpec) -> Result<Arc<dyn StateStore>, BuildError> {
-        let settings = SqlSettings::from_spec(spec);
-        let pool = dialect.backend.connect(spec).await?;
-        dialect
-            .backend
-            .create(&pool, (dialect.create)(&settings.table), &settings.table)
-            .await?;
-        let queries = Queries::new(dialect, &settings.table);
-        let cleanup = tokio::spawn(cleanup_loop(
-            pool.clone(),
-            queries.cleanup.clone(),
-            settings.cleanup_every,
-        ))
-        .abort_handle();
+    pub async fn connect(
+        dialect: &'static Dialect,
+        (connection, cleanup, _): SqlStateMetadata,
+    ) -> Result<Arc<dyn StateStore>, BuildError> {
+        let table = connection.table(DEFAULT_TABLE);
+        let cleanup_every = Duration::from_secs(cleanup.cleanup_interval_in_seconds.max(1));
+        let pool = dialect.backend.connect(&connection).await?;
+        dialect.backend.create(&pool, (dialect.create)(table), table).await?;
+        let queries = Queries::new(dialect, table);
+        let cleanup = tokio::spawn(cleanup_loop(pool.clone(), queries.cleanup.clone(), cleanup_every)).abort_handle();
         Ok(Arc::new(SqlStore {
             dialect,
             pool,

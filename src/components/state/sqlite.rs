@@ -6,19 +6,30 @@
 //! `keyPrefix`. One connection: SQLite takes one writer at a time anyway,
 //! and this makes every check-then-write atomic.
 
+use std::sync::Arc;
+
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use super::StateStore;
-use super::sql::{self, Dialect, SqlStore};
-use crate::components::{self, TypeEntry};
+use super::sql::{Dialect, SqlStateMetadata, SqlStore};
+use crate::components::{self, BuildContext, BuildError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
-    name: "sqlite",
-    validate: sql::validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { SqlStore::connect(&DIALECT, &spec).await }.boxed()
-    },
-};
+pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry::of::<SqliteType>();
+
+pub struct SqliteType;
+
+impl ComponentType<dyn StateStore> for SqliteType {
+    const NAME: &'static str = "sqlite";
+    type Metadata = SqlStateMetadata;
+
+    fn build(
+        _ctx: BuildContext,
+        metadata: SqlStateMetadata,
+    ) -> BoxFuture<'static, Result<Arc<dyn StateStore>, BuildError>> {
+        async move { SqlStore::connect(&DIALECT, metadata).await }.boxed()
+    }
+}
 
 static DIALECT: Dialect = Dialect {
     backend: &components::sql::SQLITE,
