@@ -29,6 +29,7 @@ use super::callback::{AppCallback, AppSubscription};
 use super::cloudevents::{self, TopicEvent};
 use crate::actors::pubsub::Subscribe;
 use crate::components::pubsub::Delivery;
+
 /// Redelivery backoff after RETRY or a failed call: doubles up to the max.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);

@@ -8,11 +8,9 @@
 //! [`delivery`](crate::api::delivery), at least once, and settled by the
 //! subscriber's answers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use std::collections::VecDeque;
 
 use tokio::sync::{mpsc, oneshot, watch};
 

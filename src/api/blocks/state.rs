@@ -242,8 +242,13 @@ pub fn value_metadata(value: &StateValue) -> HashMap<String, String> {
 pub async fn get(ctx: &ApiContext, req: GetState) -> Result<Option<StateValue>, BlockError> {
     let store = Store::find(ctx, &req.store, STORE_NAME)?;
     let key = store.scope.key(&req.key)?;
-    let consistency = req.consistency;
-    Ok(store.handle.call(Get { key, consistency }).await?)
+    Ok(store
+        .handle
+        .call(Get {
+            key,
+            consistency: req.consistency,
+        })
+        .await?)
 }
 
 pub async fn get_bulk(ctx: &ApiContext, req: GetBulkState) -> Result<Vec<BulkItem>, BlockError> {
