@@ -1,10 +1,17 @@
 //! Where the application meets the sidecar: the gRPC APIs, the actuator,
 //! Dapr's HTTP health endpoints, and the other direction, delivering events
-//! to the app's callback server. Handlers decode and validate, find the
-//! component through the [`Router`], and send it a message; they never talk
-//! to a backend.
+//! to the app's callback server.
+//!
+//! A request walks front end -> block service -> actor message ->
+//! component. The [`blocks`] hold each building block's rules once, over
+//! plain Rust types: they validate, scope keys, find the component through
+//! the [`Router`] and send it a message, failing with one
+//! [`BlockError`](blocks::BlockError). The front ends ([`grpc`]) only decode
+//! their wire format, call a block, and encode the answer (or map the
+//! error). Nothing here talks to a backend.
 
 pub mod actuator;
+pub mod blocks;
 pub mod callback;
 pub mod cloudevents;
 pub mod dapr_http;

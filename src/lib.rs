@@ -6,10 +6,14 @@
 //!
 //! A request walks one way, and each step is a module:
 //!
-//! - [`api`]: where requests enter. The gRPC servers (`api::grpc`, one file
-//!   per building block, and `api::grpc::status`, the one place errors
-//!   become gRPC statuses), the actuator (health, info, `/metrics`) and
-//!   Dapr's HTTP health endpoints. Handlers decode, validate and route.
+//! - [`api`]: where requests enter. The block services (`api::blocks`, one
+//!   module per building block) hold each block's rules once, over plain
+//!   Rust requests and one error type: validation, key scoping, routing,
+//!   the actor message. The front ends are thin adapters over them: the
+//!   gRPC server (`api::grpc`, one file per building block, and
+//!   `api::grpc::status`, the one place block errors become gRPC
+//!   statuses). Beside them: the actuator (health, info, `/metrics`),
+//!   Dapr's HTTP health endpoints, and delivery of events to the app.
 //! - [`actors`]: each configured component lives in an actix actor; the
 //!   [`actors::Router`] finds it by building block and name, and a typed
 //!   message carries the request to it.

@@ -9,6 +9,7 @@ use prost_types::value::Kind;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
+use super::blocks::pubsub::Outcome;
 use super::cloudevents::TopicEvent;
 use crate::config::{AppConfig, CallbackProtocol};
 use crate::proto::dapr::runtime::v1 as dapr;
@@ -25,17 +26,6 @@ pub struct AppSubscription {
     /// Dapr's route (`path`) for the subscription's events; empty for
     /// Layotto.
     pub route: String,
-}
-
-/// What the application did with an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Handled: acknowledge.
-    Success,
-    /// Deliver again later.
-    Retry,
-    /// Do not deliver again.
-    Drop,
 }
 
 /// How long one callback may take.

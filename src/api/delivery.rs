@@ -14,25 +14,22 @@
 //! and asks again every little while, and as soon as the app comes back
 //! after being unreachable, starting and stopping subscriptions to match.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::ApiContext;
-use super::callback::{AppCallback, AppSubscription, Outcome};
+use super::blocks::pubsub::{Outcome, StreamSink, SubscriptionSpec, subscribe_request};
+use super::callback::{AppCallback, AppSubscription};
 use super::cloudevents::{self, TopicEvent};
 use crate::actors::pubsub::Subscribe;
-use crate::components::pubsub::{Delivery, SubscribeRequest, consumer_group};
-use crate::proto::runtime::v1 as pb;
+use crate::components::pubsub::Delivery;
 
-/// Metadata (subscription or component): deliveries in flight at once.
-pub const MAX_CONCURRENT_HANDLERS: &str = "maxConcurrentHandlers";
-const DEFAULT_CONCURRENCY: usize = 32;
 /// Redelivery backoff after RETRY or a failed call: doubles up to the max.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -58,82 +55,6 @@ impl Sink {
     }
 }
 
-/// Events for a `SubscribeTopicEvents` stream, answered by `event_processed`
-/// messages carrying the event's id.
-#[derive(Clone)]
-pub struct StreamSink {
-    events: mpsc::Sender<Result<pb::SubscribeTopicEventsResponse, tonic::Status>>,
-    waiting: Arc<Mutex<HashMap<String, VecDeque<oneshot::Sender<Outcome>>>>>,
-    /// Events wait until the stream's initial response has gone out.
-    open: watch::Receiver<bool>,
-}
-
-impl StreamSink {
-    /// A sink for `events`; it sends nothing until `open` turns true.
-    pub fn new(
-        events: mpsc::Sender<Result<pb::SubscribeTopicEventsResponse, tonic::Status>>,
-        open: watch::Receiver<bool>,
-    ) -> Self {
-        StreamSink {
-            events,
-            waiting: Arc::default(),
-            open,
-        }
-    }
-
-    /// Settles the oldest event with `id` still waiting for an answer.
-    pub fn processed(&self, id: &str, outcome: Outcome) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(queue) = waiting.get_mut(id) {
-            if let Some(waiter) = queue.pop_front() {
-                let _ = waiter.send(outcome);
-            }
-            if queue.is_empty() {
-                waiting.remove(id);
-            }
-        }
-    }
-
-    async fn deliver(&self, event: &TopicEvent) -> Result<Outcome, String> {
-        if self.open.clone().wait_for(|open| *open).await.is_err() {
-            return Err("the subscriber's stream closed".to_owned());
-        }
-        let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(event.id.clone())
-            .or_default()
-            .push_back(tx);
-        let message = pb::SubscribeTopicEventsResponse {
-            subscribe_topic_events_response_type: Some(
-                pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType::EventMessage(
-                    super::callback::layotto_event(event),
-                ),
-            ),
-        };
-        self.events
-            .send(Ok(message))
-            .await
-            .map_err(|_| "the subscriber's stream closed".to_owned())?;
-        rx.await
-            .map_err(|_| "the subscriber's stream closed before answering".to_owned())
-    }
-
-    /// Resolves when the subscriber's stream is gone.
-    pub async fn closed(&self) {
-        self.events.closed().await;
-    }
-}
-
-/// One subscription to run.
-#[derive(Clone, Debug)]
-pub struct SubscriptionSpec {
-    pub pubsub: String,
-    pub topic: String,
-    pub metadata: HashMap<String, String>,
-}
-
 /// Consumes `spec` and delivers to `sink` until `stop` turns true; then
 /// lets deliveries in flight finish (giving back what they cannot settle).
 /// `live` hears once the broker subscription first stands.
@@ -151,25 +72,8 @@ pub async fn run_subscription(
             return;
         }
     };
-    let component = handle.spec();
-    let concurrency = spec
-        .metadata
-        .get(MAX_CONCURRENT_HANDLERS)
-        .map(String::as_str)
-        .or(component.meta(MAX_CONCURRENT_HANDLERS))
-        .and_then(|v| v.parse().ok())
-        .filter(|n: &usize| *n > 0)
-        .unwrap_or(DEFAULT_CONCURRENCY);
-    let request = SubscribeRequest {
-        topic: spec.topic.clone(),
-        group: spec
-            .metadata
-            .get(crate::components::pubsub::CONSUMER_ID)
-            .cloned()
-            .unwrap_or_else(|| consumer_group(component)),
-        max_in_flight: concurrency,
-        metadata: spec.metadata.clone(),
-    };
+    let request = subscribe_request(&spec, handle.spec());
+    let concurrency = request.max_in_flight;
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut deliveries = JoinSet::new();
     let mut backoff = RESUBSCRIBE_MIN;

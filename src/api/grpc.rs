@@ -1,6 +1,11 @@
 //! The gRPC server: Layotto's `spec.proto.runtime.v1.Runtime`, plus
 //! `grpc.health.v1.Health` fed by the status registry, and server
 //! reflection. Every call is counted and timed by [`metrics_layer`].
+//!
+//! The Runtime handlers are thin adapters over the
+//! [block services](super::blocks): decode the proto into a block request,
+//! call the block, encode its answer; [`status`] maps a block's error to a
+//! gRPC status.
 
 mod configuration;
 mod health;
@@ -25,31 +30,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use super::ApiContext;
-use crate::components::{ComponentSpec, KeyPrefix, PREFIX_SEPARATOR};
 use crate::proto::runtime::v1::runtime_server::RuntimeServer;
-
-/// The backend key of `key` for the Lock and Sequencer APIs, with
-/// Layotto's scheme: `<namespace>|||<prefix>||<key>`, or
-/// `<namespace>|||<key>` without a prefix. The prefix comes from the
-/// component's `keyPrefix` (default `appid`).
-pub(crate) fn scoped_key(
-    namespace: &str,
-    spec: &ComponentSpec,
-    app_id: &str,
-    store: &str,
-    key: &str,
-) -> Result<String, tonic::Status> {
-    if key.contains(PREFIX_SEPARATOR) {
-        return Err(tonic::Status::invalid_argument(format!(
-            "key '{key}' must not contain '||'"
-        )));
-    }
-    let scheme = KeyPrefix::from_spec(spec, KeyPrefix::AppId);
-    Ok(match scheme.prefix(app_id, store) {
-        None => format!("{namespace}|||{key}"),
-        Some(prefix) => format!("{namespace}|||{prefix}||{key}"),
-    })
-}
 
 /// Largest message accepted or sent: 16 MiB, above gRPC's 4 MiB default so
 /// that bulk state and file chunks fit.

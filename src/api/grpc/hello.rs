@@ -1,13 +1,20 @@
-//! `SayHello`, answered by a `hellos` component.
+//! `SayHello`, over [`blocks::hello`](crate::api::blocks::hello).
 
 use tonic::Status;
 
-use crate::actors::hello::SayHello;
 use crate::api::ApiContext;
-use crate::proto::runtime::v1::{SayHelloRequest, SayHelloResponse};
+use crate::api::blocks::hello::{self, SayHelloRequest};
+use crate::proto::runtime::v1 as pb;
 
-pub async fn say_hello(ctx: &ApiContext, req: SayHelloRequest) -> Result<SayHelloResponse, Status> {
-    let component = ctx.router.hellos.get("service_name", &req.service_name)?;
-    let hello = component.call(SayHello { name: req.name }).await?;
-    Ok(SayHelloResponse { hello, data: req.data })
+pub async fn say_hello(ctx: &ApiContext, req: pb::SayHelloRequest) -> Result<pb::SayHelloResponse, Status> {
+    let hello = hello::say_hello(
+        ctx,
+        SayHelloRequest {
+            service_name: req.service_name,
+            name: req.name,
+        },
+    )
+    .await?;
+    // Layotto echoes the request's `data`.
+    Ok(pb::SayHelloResponse { hello, data: req.data })
 }

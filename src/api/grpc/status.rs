@@ -2,38 +2,22 @@
 
 use tonic::{Code, Status};
 
-use crate::actors::{CallError, RouteError};
-use crate::components::ComponentError;
+use crate::api::blocks::BlockError;
 
-impl From<RouteError> for Status {
-    fn from(e: RouteError) -> Status {
-        match e {
-            RouteError::NoneConfigured { .. } => Status::failed_precondition(e.to_string()),
-            RouteError::EmptyName { .. } | RouteError::Unknown { .. } => Status::invalid_argument(e.to_string()),
-        }
-    }
-}
-
-impl From<CallError> for Status {
-    fn from(e: CallError) -> Status {
+impl From<BlockError> for Status {
+    fn from(e: BlockError) -> Status {
         let code = match &e {
-            CallError::Unavailable { .. } => Code::Unavailable,
-            CallError::Busy { .. } => Code::ResourceExhausted,
-            CallError::Panicked { .. } => Code::Internal,
-            CallError::Component { error, .. } => component_code(error),
+            BlockError::InvalidArgument(_) => Code::InvalidArgument,
+            BlockError::NotFound(_) => Code::NotFound,
+            BlockError::FailedPrecondition(_) => Code::FailedPrecondition,
+            BlockError::Conflict(_) => Code::Aborted,
+            BlockError::AlreadyExists(_) => Code::AlreadyExists,
+            BlockError::Unavailable(_) => Code::Unavailable,
+            BlockError::ResourceExhausted(_) => Code::ResourceExhausted,
+            BlockError::Unimplemented(_) => Code::Unimplemented,
+            BlockError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
-    }
-}
-
-fn component_code(e: &ComponentError) -> Code {
-    match e {
-        ComponentError::InvalidArgument(_) => Code::InvalidArgument,
-        ComponentError::NotFound(_) => Code::NotFound,
-        ComponentError::Conflict(_) => Code::Aborted,
-        ComponentError::Unavailable(_) | ComponentError::Fatal(_) => Code::Unavailable,
-        ComponentError::Unsupported(_) => Code::Unimplemented,
-        ComponentError::Internal(_) => Code::Internal,
     }
 }
 
@@ -57,5 +41,31 @@ pub fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_block_error_keeps_its_message_under_its_code() {
+        let cases = [
+            (BlockError::InvalidArgument("a".into()), Code::InvalidArgument),
+            (BlockError::NotFound("b".into()), Code::NotFound),
+            (BlockError::FailedPrecondition("c".into()), Code::FailedPrecondition),
+            (BlockError::Conflict("d".into()), Code::Aborted),
+            (BlockError::AlreadyExists("e".into()), Code::AlreadyExists),
+            (BlockError::Unavailable("f".into()), Code::Unavailable),
+            (BlockError::ResourceExhausted("g".into()), Code::ResourceExhausted),
+            (BlockError::Unimplemented("h".into()), Code::Unimplemented),
+            (BlockError::Internal("i".into()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            assert_eq!(status.message(), message);
+        }
     }
 }

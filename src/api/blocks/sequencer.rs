@@ -1,0 +1,35 @@
+//! The Sequencer block: the next id of a key.
+//!
+//! Keys are scoped as Layotto does (`sequencer|||<prefix>||<key>`), and a
+//! key's first id is above the component's `biggerThan` floor for it.
+
+use super::{BlockError, required, scoped_key};
+use crate::actors::sequencer::NextId;
+use crate::api::ApiContext;
+pub use crate::components::sequencer::Increment;
+
+/// The backend key of a sequence: `sequencer|||<prefix>||<key>`.
+const NAMESPACE: &str = "sequencer";
+
+/// The next id of `key` in `store`.
+#[derive(Clone, Debug)]
+pub struct NextIdRequest {
+    pub store: String,
+    pub key: String,
+    /// Unset in the request means WEAK, as in Layotto.
+    pub increment: Increment,
+}
+
+pub async fn next_id(ctx: &ApiContext, req: NextIdRequest) -> Result<i64, BlockError> {
+    let store = ctx.router.sequencers.get("store_name", &req.store)?;
+    required(&req.key, "key")?;
+    let floor = crate::components::sequencer::floor(store.spec(), &req.key);
+    let key = scoped_key(NAMESPACE, store.spec(), &ctx.app.app_id, &req.store, &req.key)?;
+    Ok(store
+        .call(NextId {
+            key,
+            floor,
+            increment: req.increment,
+        })
+        .await?)
+}
