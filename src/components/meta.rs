@@ -602,4 +602,45 @@ mod tests {
         let errors = parse_map::<NoMetadata>(&map(&[("x", "1")])).expect_err("unknown");
         assert!(errors[0].message.contains("takes no metadata"), "{errors:?}");
     }
+
+    /// A family of keys beside a section.
+    #[derive(Debug)]
+    struct Floors {
+        extra: Extra,
+        floors: BTreeMap<String, i64>,
+    }
+
+    impl Metadata for Floors {
+        fn read(parser: &mut Parser<'_>) -> Option<Self> {
+            let extra = parser.section();
+            let floors = parser.prefixed("floor.", "a whole number");
+            Some(Floors { extra: extra?, floors })
+        }
+    }
+
+    #[test]
+    fn a_family_of_keys_is_read_by_its_prefix() {
+        let parsed: Floors = parse_map(&map(&[("floor.a", "5"), ("floor.b", " 7"), ("extra", "e")])).expect("parses");
+        assert_eq!(
+            parsed.floors,
+            BTreeMap::from([("a".to_owned(), 5), ("b".to_owned(), 7)])
+        );
+        assert_eq!(parsed.extra.extra.as_deref(), Some("e"));
+        let errors = parse_map::<Floors>(&map(&[("floor.a", "x")])).expect_err("bad value");
+        assert_eq!(errors[0].key, "floor.a");
+        let errors = parse_map::<Floors>(&map(&[("flor.a", "1")])).expect_err("unknown");
+        assert!(
+            errors[0].message.contains("known keys: extra, floor.<key>"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_build_leaves_keys_it_does_not_read_alone() {
+        let spec = ComponentSpec::new("s", "t")
+            .with_metadata("host", "h")
+            .with_metadata("injected", "x");
+        assert!(parse::<Sample>(&spec).is_err());
+        assert_eq!(parse_for_build::<Sample>(&spec).expect("parses").host, "h");
+    }
 }

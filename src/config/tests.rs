@@ -263,3 +263,45 @@ fn a_missing_file_and_an_unknown_extension_are_config_errors() {
     let e = load(Path::new("layotto.ini")).expect_err("extension");
     assert!(e.problems[0].message.starts_with("unknown file type"), "{e}");
 }
+
+#[test]
+fn a_sequencers_bigger_than_becomes_its_metadata() {
+    let config = toml(
+        r#"
+        [sequencer.ids]
+        type = "in-memory"
+        biggerThan = { order_id = 1000 }
+        "#,
+    )
+    .expect("valid");
+    let spec = &config.components_of(Kind::Sequencer)[0];
+    assert_eq!(spec.meta("biggerThan.order_id"), Some("1000"));
+    assert_eq!(crate::components::sequencer::floor(spec, "order_id"), 1000);
+    assert_eq!(crate::components::sequencer::floor(spec, "other"), 0);
+}
+
+#[test]
+fn unknown_and_malformed_metadata_keys_are_reported() {
+    let found = problems(
+        r#"
+        [state.a]
+        type = "in-memory"
+        metadata = { keyPrefx = "appid" }
+        [sequencer.b]
+        type = "in-memory"
+        metadata = { "biggerThan.k" = "many", segmentSize = "0" }
+        "#,
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("state.a.metadata.keyPrefx: is not a key of this type; known keys: keyPrefix")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("sequencer.b.metadata.biggerThan.k: 'many' is not a whole number")),
+        "{found:#?}"
+    );
+}

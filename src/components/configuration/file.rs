@@ -10,7 +10,7 @@
 //!       feature-x: { content: "on", tags: { owner: payments } }
 //! ```
 //!
-//! The file is watched (polled every `pollInterval`, default 500ms): edits
+//! The file is watched (polled every `pollInterval`): edits
 //! made by hand reach subscribers. Writes through the API rewrite the file
 //! atomically, as JSON (which is also valid YAML); a missing file starts
 //! empty.

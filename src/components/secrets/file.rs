@@ -3,7 +3,7 @@
 //! joined by `nestedSeparator`: `{"db": {"password": "x"}}` holds the
 //! secret `db:password`. A secret's value is `{ name: value }`.
 //!
-//! Metadata: `secretsFile` (required), `nestedSeparator` (default `:`).
+//! Metadata: [`FileKeys`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //!
 //! Metadata: `connectionString` (a `mysql://user:pass@host:3306/db` URL, or
 //! Dapr's Go-driver DSN `user:pass@tcp(host:3306)/db`; required),
-//! `tableName` (default `state`), `cleanupIntervalInSeconds` (default 3600),
+//! `tableName` (default `state`), `cleanupIntervalInSeconds`,
 //! `keyPrefix`. Keys are case-sensitive (binary collation) and at most 512
 //! characters. Row locks make etag checks hold across sidecars.
 

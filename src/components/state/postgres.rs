@@ -2,7 +2,7 @@
 //!
 //! Metadata: `connectionString` (a `postgres://` URL or a key=value DSN such
 //! as `host=localhost user=postgres dbname=test`; required), `tableName`
-//! (default `state`), `cleanupIntervalInSeconds` (default 3600),
+//! (default `state`), `cleanupIntervalInSeconds`,
 //! `keyPrefix`. Row locks (`SELECT ... FOR UPDATE`) make etag checks hold
 //! across sidecars; expiry uses the server's clock.
 

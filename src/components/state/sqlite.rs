@@ -2,7 +2,7 @@
 //! embedded default's state store.
 //!
 //! Metadata: `connectionString` (a file path, or a `sqlite:` URL; required),
-//! `tableName` (default `state`), `cleanupIntervalInSeconds` (default 3600),
+//! `tableName` (default `state`), `cleanupIntervalInSeconds`,
 //! `keyPrefix`. One connection: SQLite takes one writer at a time anyway,
 //! and this makes every check-then-write atomic.
 
