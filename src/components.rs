@@ -233,8 +233,9 @@ impl MetadataError {
     }
 }
 
-/// What a component call can fail with. The API layer maps each variant to
-/// one gRPC status (see `api::grpc::status`).
+/// What a component call can fail with. The block services turn each
+/// variant into a `BlockError` of the same kind, which each front end maps
+/// in one place (`api::grpc::status` for gRPC).
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ComponentError {
     /// The request is malformed for this component.

@@ -13,15 +13,22 @@
 //! subscriptions (retrying with backoff until the app is up), starts them,
 //! and asks again every little while, and as soon as the app comes back
 //! after being unreachable, starting and stopping subscriptions to match.
+//!
+//! The engine supervises itself: a subscription runner that panics or ends
+//! while it should run is logged and started again at the next resync (a
+//! moment later, with backoff), and the app follower that runs them is
+//! restarted the same way if it panics, so a delivery loop never dies
+//! silently. Every retry here waits with the one jittered
+//! [`Backoff`](crate::supervisor::backoff::Backoff).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::ApiContext;
 use super::blocks::pubsub::{Outcome, StreamSink, SubscriptionSpec, subscribe_request};
@@ -29,6 +36,8 @@ use super::callback::{AppCallback, AppSubscription};
 use super::cloudevents::{self, TopicEvent};
 use crate::actors::pubsub::Subscribe;
 use crate::components::pubsub::Delivery;
+use crate::components::tasks::panic_message;
+use crate::supervisor::backoff::Backoff;
 
 /// Redelivery backoff after RETRY or a failed call: doubles up to the max.
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -38,6 +47,9 @@ const RESUBSCRIBE_MIN: Duration = Duration::from_millis(200);
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 /// How often the app's subscription list is read again while it is up.
 const RESYNC: Duration = Duration::from_secs(10);
+/// While the app's callback server does not answer: doubles up to the max.
+const APP_RETRY_MIN: Duration = Duration::from_millis(500);
+const APP_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Where a subscription's events go.
 #[derive(Clone)]
@@ -76,7 +88,7 @@ pub async fn run_subscription(
     let concurrency = request.max_in_flight;
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut deliveries = JoinSet::new();
-    let mut backoff = RESUBSCRIBE_MIN;
+    let mut backoff = Backoff::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
     info!(pubsub = %spec.pubsub, topic = %spec.topic, group = %request.group, concurrency, "Subscribing");
     'subscribe: while !*stop.borrow() {
         let mut stream = tokio::select! {
@@ -85,16 +97,15 @@ pub async fn run_subscription(
                 Err(error) => {
                     debug!(pubsub = %spec.pubsub, topic = %spec.topic, %error, "Subscribe failed; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = backoff.wait() => {}
                         _ = stop.changed() => {}
                     }
-                    backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
                     continue;
                 }
             },
             _ = stop.changed() => break,
         };
-        backoff = RESUBSCRIBE_MIN;
+        backoff.reset();
         if let Some(live) = live.take() {
             let _ = live.send(());
         }
@@ -159,7 +170,7 @@ async fn deliver(
         }
         return;
     }
-    let mut backoff = RETRY_MIN;
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         let started = Instant::now();
         let outcome = sink.deliver(&event).await;
@@ -184,7 +195,7 @@ async fn deliver(
         }
         metrics.count_delivery(&spec.pubsub, &spec.topic, "retry");
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = backoff.wait() => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
@@ -192,7 +203,6 @@ async fn deliver(
             acker.nack().await;
             return;
         }
-        backoff = (backoff * 2).min(RETRY_MAX);
     }
 }
 
@@ -205,7 +215,7 @@ pub struct Subscriptions {
 impl Subscriptions {
     pub fn start(ctx: Arc<ApiContext>, app: AppCallback) -> Subscriptions {
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(follow_app(ctx, app, stop_rx));
+        let task = tokio::spawn(supervise_follower(ctx, app, stop_rx));
         Subscriptions { stop, task }
     }
 
@@ -220,10 +230,31 @@ impl Subscriptions {
     }
 }
 
+/// Runs the app follower until stopped, starting it again if it panics.
+async fn supervise_follower(ctx: Arc<ApiContext>, app: AppCallback, stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(APP_RETRY_MIN, APP_RETRY_MAX);
+    loop {
+        let run = std::panic::AssertUnwindSafe(follow_app(ctx.clone(), app.clone(), stop.clone())).catch_unwind();
+        match run.await {
+            Ok(()) => return,
+            Err(panic) => {
+                if *stop.borrow() {
+                    return;
+                }
+                error!(panic = %panic_message(&*panic), "The subscription follower panicked; starting it again");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
 async fn follow_app(ctx: Arc<ApiContext>, app: AppCallback, mut stop: watch::Receiver<bool>) {
     let mut running: HashMap<AppSubscription, watch::Sender<bool>> = HashMap::new();
+    // Which subscription each runner serves, to restart the one that ends.
+    let mut runner_of: HashMap<tokio::task::Id, AppSubscription> = HashMap::new();
     let mut runners = JoinSet::new();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(APP_RETRY_MIN, APP_RETRY_MAX);
+    let mut restarts = Backoff::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
     let mut reachable = false;
     while !*stop.borrow() {
         let wait = match app.subscriptions().await {
@@ -232,7 +263,7 @@ async fn follow_app(ctx: Arc<ApiContext>, app: AppCallback, mut stop: watch::Rec
                     info!(subscriptions = wanted.len(), "The app's callback server answers");
                 }
                 reachable = true;
-                backoff = Duration::from_millis(500);
+                backoff.reset();
                 running.retain(|sub, stop_one| {
                     let keep = wanted.contains(sub);
                     if !keep {
@@ -255,7 +286,10 @@ async fn follow_app(ctx: Arc<ApiContext>, app: AppCallback, mut stop: watch::Rec
                         app: app.clone(),
                         route: sub.route.clone(),
                     };
-                    runners.spawn(run_subscription(ctx.clone(), spec, sink, stop_rx, None));
+                    let id = runners
+                        .spawn(run_subscription(ctx.clone(), spec, sink, stop_rx, None))
+                        .id();
+                    runner_of.insert(id, sub.clone());
                     running.insert(sub, stop_one);
                 }
                 RESYNC
@@ -267,14 +301,36 @@ async fn follow_app(ctx: Arc<ApiContext>, app: AppCallback, mut stop: watch::Rec
                     debug!(%status, "Waiting for the app's callback server");
                 }
                 reachable = false;
-                let wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                wait
+                backoff.next_delay()
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => {}
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = stop.changed() => break,
+                Some(ended) = runners.join_next_with_id(), if !runners.is_empty() => {
+                    let (id, how) = match ended {
+                        Ok((id, ())) => (id, "ended".to_owned()),
+                        Err(e) => (e.id(), if e.is_panic() {
+                            format!("panicked: {}", panic_message(&*e.into_panic()))
+                        } else {
+                            "was cancelled".to_owned()
+                        }),
+                    };
+                    let Some(sub) = runner_of.remove(&id) else { continue };
+                    // A runner only ends by itself when its stop was asked
+                    // for (the app dropped the subscription); any other end
+                    // is a failure: forget it, so the next resync (soon)
+                    // starts it again.
+                    if running.get(&sub).is_some_and(|stop_one| !*stop_one.borrow()) {
+                        warn!(pubsub = %sub.pubsub_name, topic = %sub.topic, %how, "A subscription runner stopped unexpectedly; starting it again");
+                        running.remove(&sub);
+                        sleep.as_mut().reset(tokio::time::Instant::now() + restarts.next_delay());
+                    }
+                }
+            }
         }
     }
     for stop_one in running.values() {
