@@ -338,3 +338,6 @@ async fn follow_app(ctx: Arc<ApiContext>, app: AppCallback, mut stop: watch::Rec
     }
     while runners.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests;

@@ -167,7 +167,7 @@ pub struct StreamSink {
 }
 
 impl StreamSink {
-    fn new(events: mpsc::Sender<TopicEvent>) -> Self {
+    pub(crate) fn new(events: mpsc::Sender<TopicEvent>) -> Self {
         StreamSink {
             events,
             waiting: Arc::default(),
@@ -175,7 +175,7 @@ impl StreamSink {
     }
 
     /// Settles the oldest event with `id` still waiting for an answer.
-    fn processed(&self, id: &str, outcome: Outcome) {
+    pub(crate) fn processed(&self, id: &str, outcome: Outcome) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(queue) = waiting.get_mut(id) {
             if let Some(waiter) = queue.pop_front() {
