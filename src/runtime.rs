@@ -297,7 +297,7 @@ impl Serving {
             await_first_builds(&status, config.supervisor.init_timeout).await;
             let stores = all.router().secret_stores;
             let resolved = secrets::refs::resolve(&mut config, |store, secret| {
-                let handle = stores.get("store", &store).map(Clone::clone);
+                let handle = stores.get("store", &store).cloned();
                 async move {
                     let handle = handle.map_err(|e| e.to_string())?;
                     handle.call(GetSecret { key: secret }).await.map_err(|e| e.to_string())
