@@ -55,7 +55,7 @@ impl<B: BuildingBlock> Blocks<B> {
         }
         self.handles.get(name).ok_or_else(|| RouteError::Unknown {
             kind: B::KIND,
-            name: name.to_owned(),
+            name: crate::api::blocks::quote(name).into_owned(),
             known: self.names(),
         })
     }

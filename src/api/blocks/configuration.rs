@@ -16,7 +16,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::BlockError;
+use super::{BlockError, quote};
 use crate::actors::ComponentHandle;
 use crate::actors::configuration::{DeleteItems, GetItems, SaveItems, Watch};
 use crate::api::ApiContext;
@@ -84,7 +84,7 @@ fn or_default(value: &str, default: &str) -> String {
 
 fn no_separator(value: &str, field: &str) -> Result<(), BlockError> {
     if value.contains("||") {
-        Err(BlockError::invalid(format!("{field} '{value}' must not contain '||'")))
+        Err(BlockError::invalid(format!("{field} '{}' must not contain '||'", quote(value))))
     } else {
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::BlockError;
+use super::{BlockError, MAX_TTL_SECONDS, quote};
 use crate::actors::pubsub::Publish;
 use crate::api::ApiContext;
 use crate::api::cloudevents::{self, Outgoing};
@@ -74,10 +74,11 @@ fn ttl(metadata: &HashMap<String, String>) -> Result<Option<Duration>, BlockErro
     let Some(value) = metadata.get(TTL_IN_SECONDS) else {
         return Ok(None);
     };
-    match value.trim().parse::<u64>() {
-        Ok(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs))),
+    match value.trim().parse::<i64>() {
+        Ok(secs) if secs > 0 && secs <= MAX_TTL_SECONDS => Ok(Some(Duration::from_secs(secs.unsigned_abs()))),
         _ => Err(BlockError::invalid(format!(
-            "ttlInSeconds '{value}' must be a positive number of seconds"
+            "ttlInSeconds '{}' must be a number of seconds from 1 to {MAX_TTL_SECONDS}",
+            quote(value)
         ))),
     }
 }
@@ -249,7 +250,8 @@ pub async fn subscribe_stream(ctx: Arc<ApiContext>, spec: SubscriptionSpec) -> R
     let key = format!("{}/{}", spec.pubsub, spec.topic);
     let claim = StreamClaim::take(ctx.clone(), key.clone()).ok_or_else(|| {
         BlockError::AlreadyExists(format!(
-            "a stream already subscribes to topic {key}; one stream per topic"
+            "a stream already subscribes to topic {}; one stream per topic",
+            quote(&key)
         ))
     })?;
 
@@ -302,7 +304,9 @@ impl StreamClaim {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone());
-        fresh.then_some(StreamClaim { ctx, key })
+        // Not `then_some`: it would build (and drop, releasing the key) a
+        // claim for a refused duplicate too.
+        if fresh { Some(StreamClaim { ctx, key }) } else { None }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{BlockError, required};
+use super::{BlockError, quote, required};
 use crate::actors::secrets::{GetBulkSecret, GetSecret};
 use crate::api::ApiContext;
 pub use crate::components::secrets::Secret;
@@ -24,7 +24,7 @@ pub async fn get(ctx: &ApiContext, req: GetSecretRequest) -> Result<Secret, Bloc
     store
         .call(GetSecret { key: req.key.clone() })
         .await?
-        .ok_or_else(|| BlockError::NotFound(format!("secret '{}' is not in secret store '{}'", req.key, req.store)))
+        .ok_or_else(|| BlockError::NotFound(format!("secret '{}' is not in secret store '{}'", quote(&req.key), req.store)))
 }
 
 /// Every secret of the store `store`, by name.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::BlockError;
+use super::{BlockError, MAX_TTL_SECONDS, quote};
 use crate::actors::ComponentHandle;
 use crate::actors::state::{BulkGet, Delete, Get, Set, Transact};
 use crate::api::ApiContext;
@@ -135,7 +135,8 @@ impl Scope {
         match &self.prefix {
             None => Ok(key.to_owned()),
             Some(_) if key.contains(PREFIX_SEPARATOR) => Err(BlockError::invalid(format!(
-                "key '{key}' must not contain '||': the store prefixes keys (keyPrefix)"
+                "key '{}' must not contain '||': the store prefixes keys (keyPrefix)",
+                quote(key)
             ))),
             Some(prefix) => Ok(format!("{prefix}{PREFIX_SEPARATOR}{key}")),
         }
@@ -162,7 +163,9 @@ fn etag(etag: Option<&str>, key: &str) -> Result<Option<Etag>, BlockError> {
         None | Some("") => Ok(None),
         Some(value) => value.parse::<Etag>().map(Some).map_err(|_| {
             BlockError::invalid(format!(
-                "malformed etag '{value}' for key '{key}': use an etag this store returned"
+                "malformed etag '{}' for key '{}': use an etag this store returned",
+                quote(value),
+                quote(key)
             ))
         }),
     }
@@ -174,9 +177,11 @@ fn ttl(metadata: &HashMap<String, String>, key: &str) -> Result<Option<Duration>
     };
     match value.trim().parse::<i64>() {
         Ok(-1) => Ok(None),
-        Ok(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs.unsigned_abs()))),
+        Ok(secs) if secs > 0 && secs <= MAX_TTL_SECONDS => Ok(Some(Duration::from_secs(secs.unsigned_abs()))),
         _ => Err(BlockError::invalid(format!(
-            "ttlInSeconds '{value}' for key '{key}' must be a positive number of seconds, or -1 for no expiry"
+            "ttlInSeconds '{}' for key '{}' must be a number of seconds from 1 to {MAX_TTL_SECONDS}, or -1 for no expiry",
+            quote(value),
+            quote(key)
         ))),
     }
 }
@@ -222,7 +227,8 @@ fn transaction_ops(
             "delete" => TransactionOp::Delete(delete_request(scope, &item.key, item.etag.as_deref())?),
             other => {
                 return Err(BlockError::invalid(format!(
-                    "operations[{i}].operationType '{other}' is not \"upsert\" or \"delete\""
+                    "operations[{i}].operationType '{}' is not \"upsert\" or \"delete\"",
+                    quote(other)
                 )));
             }
         });

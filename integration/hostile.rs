@@ -1,0 +1,178 @@
+//! Requests a hostile or careless client sends, each reproducing a finding
+//! of the robustness review: none may panic a component, lose another
+//! client's data, or answer with an unbounded error.
+
+use std::collections::HashMap;
+
+use layotto::proto::runtime::v1 as pb;
+use tonic::Code;
+
+use crate::support;
+
+const MEMORY: &str = r#"
+[app]
+app_id = "hostile"
+[state.mem]
+type = "in-memory"
+[pub_subs.ps]
+type = "in-memory"
+"#;
+
+/// `ttlInSeconds` = i64::MAX once panicked the in-memory store (overflow
+/// adding it to an Instant) and its restart lost every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_ttl_is_refused_and_loses_nothing() {
+    let (rt, mut client) = support::start_ready(MEMORY).await;
+    let item = |key: &str, ttl: Option<&str>| pb::StateItem {
+        key: key.into(),
+        value: b"v".to_vec(),
+        metadata: ttl
+            .map(|t| HashMap::from([("ttlInSeconds".to_owned(), t.to_owned())]))
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let keys: Vec<String> = (0..50).map(|i| format!("kept-{i}")).collect();
+    client
+        .save_state(pb::SaveStateRequest {
+            store_name: "mem".into(),
+            states: keys.iter().map(|k| item(k, None)).collect(),
+        })
+        .await
+        .expect("saved");
+
+    for ttl in ["9223372036854775807", "2147483648", "-2", "0", "x"] {
+        let err = client
+            .save_state(pb::SaveStateRequest {
+                store_name: "mem".into(),
+                states: vec![item("ok", None), item("bad", Some(ttl))],
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "ttl {ttl}: {err:?}");
+        let err = client
+            .execute_state_transaction(pb::ExecuteStateTransactionRequest {
+                store_name: "mem".into(),
+                operations: vec![pb::TransactionalStateOperation {
+                    operation_type: "upsert".into(),
+                    request: Some(item("bad", None)),
+                }],
+                metadata: HashMap::from([("ttlInSeconds".to_owned(), ttl.to_owned())]),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "ttl {ttl}: {err:?}");
+        let err = client
+            .publish_event(pb::PublishEventRequest {
+                pubsub_name: "ps".into(),
+                topic: "t".into(),
+                data: b"{}".to_vec(),
+                data_content_type: "application/json".into(),
+                metadata: HashMap::from([("ttlInSeconds".to_owned(), ttl.to_owned())]),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "publish ttl {ttl}: {err:?}");
+    }
+    // Nothing of the refused requests was written; everything else is kept.
+    let got = client
+        .get_bulk_state(pb::GetBulkStateRequest {
+            store_name: "mem".into(),
+            keys: keys.iter().cloned().chain(["ok".to_owned(), "bad".to_owned()]).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("read")
+        .into_inner();
+    for item in &got.items {
+        let expected: &[u8] = if item.key.starts_with("kept-") { b"v" } else { b"" };
+        assert_eq!(item.data, expected, "{}", item.key);
+    }
+    let (_, body) = support::readiness(&rt).await;
+    assert_eq!(body["components"]["state/mem"]["details"]["restarts"], 0, "{body}");
+    rt.shutdown().await;
+}
+
+/// A refused duplicate stream once released the one-stream-per-topic
+/// guard, so that half of many concurrent duplicates got in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_topic_streams_are_all_refused_but_one() {
+    let (rt, client) = support::start_ready(MEMORY).await;
+    let initial = || pb::SubscribeTopicEventsRequest {
+        subscribe_topic_events_request_type: Some(
+            pb::subscribe_topic_events_request::SubscribeTopicEventsRequestType::InitialRequest(
+                pb::SubscribeTopicEventsRequestInitial {
+                    pubsub_name: "ps".into(),
+                    topic: "dup".into(),
+                    metadata: HashMap::new(),
+                    dead_letter_topic: None,
+                },
+            ),
+        ),
+    };
+    let mut senders = Vec::new();
+    let attempts: Vec<_> = (0..100)
+        .map(|_| {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let mut client = client.clone();
+            let first = initial();
+            senders.push(tx.clone());
+            tokio::spawn(async move {
+                tx.send(first).await.expect("send");
+                client
+                    .subscribe_topic_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for attempt in futures::future::join_all(attempts).await {
+        match attempt.expect("task") {
+            Ok(stream) => accepted.push(stream),
+            Err(e) => assert_eq!(e.code(), Code::AlreadyExists, "{e:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), 1, "one stream per topic");
+    // And after those refusals, the guard still stands.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(initial()).await.expect("send");
+    let again = client
+        .clone()
+        .subscribe_topic_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    assert_eq!(again.err().map(|e| e.code()), Some(Code::AlreadyExists));
+    drop(senders);
+    rt.shutdown().await;
+}
+
+/// An 8 MB store name once made an 8 MB error, which gRPC could not send
+/// (RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_quote_a_bounded_prefix_of_client_input() {
+    let (rt, mut client) = support::start_ready(MEMORY).await;
+    let huge = "n".repeat(8 * 1024 * 1024);
+    let err = client
+        .get_state(pb::GetStateRequest {
+            store_name: huge.clone(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown store");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", &err.message()[..200.min(err.message().len())]);
+    assert!(err.message().len() < 512, "{} bytes", err.message().len());
+    let err = client
+        .save_state(pb::SaveStateRequest {
+            store_name: "mem".into(),
+            states: vec![pb::StateItem {
+                key: "k".into(),
+                etag: Some(pb::Etag { value: huge.clone() }),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect_err("bad etag");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().len() < 512, "{} bytes", err.message().len());
+    rt.shutdown().await;
+}
