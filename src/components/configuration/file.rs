@@ -28,14 +28,15 @@ use tokio::task::AbortHandle;
 use tracing::warn;
 
 use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry, require};
 use crate::components::{check_duration, duration_meta};
 
 pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
     name: "file",
     validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { FileConfig::open(&spec).map(|f| f as Arc<dyn ConfigStore>) }.boxed()
+    build: |crate::components::BuildContext { spec, tasks }| {
+        async move { FileConfig::open(&spec, &tasks).map(|f| f as Arc<dyn ConfigStore>) }.boxed()
     },
 };
 
@@ -104,7 +105,7 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    fn open(spec: &ComponentSpec) -> Result<Arc<FileConfig>, BuildError> {
+    fn open(spec: &ComponentSpec, tasks: &Tasks) -> Result<Arc<FileConfig>, BuildError> {
         let path = PathBuf::from(spec.meta(PATH).unwrap_or_default());
         let items = read(&path).map_err(|e| BuildError(format!("file config store: {e}")))?;
         let every = duration_meta(spec, POLL_INTERVAL, Duration::from_millis(500)).map_err(BuildError)?;
@@ -114,7 +115,7 @@ impl FileConfig {
             feed: Feed::default(),
         });
         let watched = shared.clone();
-        let poller = tokio::spawn(async move {
+        let poller = tasks.spawn("file poller", async move {
             let mut seen = fingerprint(&watched.path);
             let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
             loop {
@@ -125,8 +126,7 @@ impl FileConfig {
                     watched.reload();
                 }
             }
-        })
-        .abort_handle();
+        });
         Ok(Arc::new(FileConfig { shared, poller }))
     }
 

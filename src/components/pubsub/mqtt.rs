@@ -8,6 +8,11 @@
 //! it reconnects. Acks are manual: a message is PUBACKed only after the
 //! application answered, so one the sidecar never settled is redelivered.
 //!
+//! The publisher's event loop and each subscription's run as tasks linked
+//! to the component: a lost connection fails the task, so the component
+//! goes DOWN and is rebuilt on fresh connections (rumqttc would otherwise
+//! reconnect quietly while the component claimed UP).
+//!
 //! Metadata: `url` (`tcp://host:port` or `mqtt://host:port`; default
 //! `tcp://127.0.0.1:1883`), `consumerID`, `username`, `password`,
 //! `keepAlive` (default 30s).
@@ -23,14 +28,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
 use crate::components::{check_duration, duration_meta};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "mqtt",
     validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { MqttBroker::connect(&spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
+    build: |crate::components::BuildContext { spec, tasks }| {
+        async move { MqttBroker::connect(&spec, tasks).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
     },
 };
 
@@ -116,10 +122,12 @@ pub struct MqttBroker {
     events: AbortHandle,
     settings: Settings,
     closed: watch::Sender<bool>,
+    /// Where subscriptions run their event loops.
+    tasks: Tasks,
 }
 
 impl MqttBroker {
-    async fn connect(spec: &ComponentSpec) -> Result<MqttBroker, BuildError> {
+    async fn connect(spec: &ComponentSpec, tasks: Tasks) -> Result<MqttBroker, BuildError> {
         let (host, port) = host_port(spec).map_err(BuildError)?;
         let settings = Settings {
             host,
@@ -160,7 +168,10 @@ impl MqttBroker {
         .map_err(|e| BuildError(format!("mqtt {}:{}: {e}", settings.host, settings.port)))?;
         connected.store(true, Ordering::Release);
         let pending = Arc::new(Mutex::new(PendingAcks::default()));
-        let events = tokio::spawn(publisher_events(eventloop, pending.clone(), connected.clone())).abort_handle();
+        let events = tasks.spawn(
+            "publisher connection",
+            publisher_events(eventloop, pending.clone(), connected.clone()),
+        );
         Ok(MqttBroker {
             publisher,
             pending,
@@ -169,6 +180,7 @@ impl MqttBroker {
             events,
             settings,
             closed: watch::channel(false).0,
+            tasks,
         })
     }
 }
@@ -184,8 +196,12 @@ fn lock(pending: &Mutex<PendingAcks>) -> std::sync::MutexGuard<'_, PendingAcks> 
 }
 
 /// Drives the publisher's connection and settles publishes as their PUBACKs
-/// arrive.
-async fn publisher_events(mut eventloop: EventLoop, pending: Arc<Mutex<PendingAcks>>, connected: Arc<AtomicBool>) {
+/// arrive, until the connection is lost.
+async fn publisher_events(
+    mut eventloop: EventLoop,
+    pending: Arc<Mutex<PendingAcks>>,
+    connected: Arc<AtomicBool>,
+) -> Result<(), String> {
     loop {
         match eventloop.poll().await {
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -213,8 +229,7 @@ async fn publisher_events(mut eventloop: EventLoop, pending: Arc<Mutex<PendingAc
                 for waiter in waiters {
                     let _ = waiter.send(Err(message.clone()));
                 }
-                // rumqttc reconnects on the next poll; do not spin.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Err(message);
             }
         }
     }
@@ -295,7 +310,8 @@ impl PubSub for MqttBroker {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut closed = self.closed.subscribe();
         let topic = req.topic.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn_scoped("subscriber connection", async move {
+            let mut lost = None;
             loop {
                 let event = tokio::select! {
                     event = eventloop.poll() => event,
@@ -323,12 +339,18 @@ impl PubSub for MqttBroker {
                     Err(e) => {
                         // The session persists: the next subscription gets
                         // what this one left unacked.
-                        let _ = tx.send(Err(ComponentError::Fatal(format!("mqtt subscriber lost: {e}"))));
+                        lost = Some(format!("mqtt subscriber lost on topic {topic}: {e}"));
                         break;
                     }
                 }
             }
-            let _ = client.disconnect().await;
+            match lost {
+                Some(error) => Err(error),
+                None => {
+                    let _ = client.disconnect().await;
+                    Ok(())
+                }
+            }
         });
         Ok(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)))
     }

@@ -8,7 +8,10 @@
 //! `redeliverInterval` it claims (`XAUTOCLAIM`) entries that another
 //! consumer has held longer than `processingTimeout`, so a crashed sidecar's
 //! unacked messages are delivered again. `XACK` after the application
-//! answers.
+//! answers. Each subscription's reads run as a task linked to the
+//! component, handing entries over a small channel: when Redis goes away
+//! the task fails, the component goes DOWN and is rebuilt, and the
+//! subscription, whose stream ended, subscribes again on the new one.
 //!
 //! Metadata: the connection keys of `redis_client`, `consumerID`,
 //! `processingTimeout` (default 60s), `redeliverInterval` (default 15s),
@@ -21,20 +24,21 @@ use std::time::Duration;
 use futures::FutureExt;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{Acker, Deliveries, Delivery, Message, PubSub, PublishRequest, SubscribeRequest};
 use crate::components::check_number;
 use crate::components::redis_client::{self, map_error};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError, TypeEntry};
 use crate::components::{check_duration, duration_meta};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "redis",
     validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { RedisBroker::connect(spec).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
+    build: |crate::components::BuildContext { spec, tasks }| {
+        async move { RedisBroker::connect(spec, tasks).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
     },
 };
 
@@ -66,10 +70,12 @@ pub struct RedisBroker {
     conn: ConnectionManager,
     settings: Settings,
     closed: watch::Sender<bool>,
+    /// Where subscriptions run their reads.
+    tasks: Tasks,
 }
 
 impl RedisBroker {
-    async fn connect(spec: ComponentSpec) -> Result<RedisBroker, BuildError> {
+    async fn connect(spec: ComponentSpec, tasks: Tasks) -> Result<RedisBroker, BuildError> {
         let bad = |e: String| BuildError(format!("redis pub/sub: {e}"));
         let settings = Settings {
             processing_timeout: duration_meta(&spec, PROCESSING_TIMEOUT, Duration::from_secs(60)).map_err(bad)?,
@@ -88,6 +94,7 @@ impl RedisBroker {
             conn,
             settings,
             closed: watch::channel(false).0,
+            tasks,
         })
     }
 }
@@ -145,7 +152,7 @@ impl PubSub for RedisBroker {
             .get_multiplexed_async_connection()
             .await
             .map_err(map_error)?;
-        let consumer = Consumer {
+        let mut consumer = Consumer {
             topic: req.topic,
             group: req.group,
             batch: req.max_in_flight.clamp(1, 1000),
@@ -159,10 +166,35 @@ impl PubSub for RedisBroker {
             closed: self.closed.subscribe(),
             failed: false,
         };
-        Ok(Box::pin(futures::stream::unfold(consumer, |mut c| async move {
-            let next = c.next().await?;
-            Some((next, c))
-        })))
+        // Entries wait here for a free delivery slot; those read but never
+        // delivered stay pending, so the next subscription gets them.
+        let (tx, rx) = mpsc::channel(1);
+        self.tasks.spawn_scoped("stream consumer", async move {
+            loop {
+                let next = tokio::select! {
+                    next = consumer.next() => next,
+                    () = tx.closed() => return Ok(()),
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        if tx.send(Ok(delivery)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some(Err(ComponentError::Fatal(error))) => {
+                        return Err(format!("consumer of {} failed: {error}", consumer.topic));
+                    }
+                    // Redis answered with an error: the subscription hears
+                    // it and subscribes again.
+                    Some(Err(error)) => {
+                        let _ = tx.send(Err(error)).await;
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
 

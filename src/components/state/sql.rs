@@ -27,6 +27,7 @@ use super::{
     check_write, new_etag,
 };
 use crate::components::sql::{self, Backend};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildError, Component, ComponentError, ComponentSpec, MetadataError};
 
 /// Metadata: seconds between deletions of expired rows (Dapr's name).
@@ -125,7 +126,11 @@ pub(super) struct SqlStore {
 
 impl SqlStore {
     /// Connects, creates the table if needed, and starts the cleanup.
-    pub async fn connect(dialect: &'static Dialect, spec: &ComponentSpec) -> Result<Arc<dyn StateStore>, BuildError> {
+    pub async fn connect(
+        dialect: &'static Dialect,
+        spec: &ComponentSpec,
+        tasks: &Tasks,
+    ) -> Result<Arc<dyn StateStore>, BuildError> {
         let settings = SqlSettings::from_spec(spec);
         let pool = dialect.backend.connect(spec).await?;
         dialect
@@ -133,12 +138,10 @@ impl SqlStore {
             .create(&pool, (dialect.create)(&settings.table), &settings.table)
             .await?;
         let queries = Queries::new(dialect, &settings.table);
-        let cleanup = tokio::spawn(cleanup_loop(
-            pool.clone(),
-            queries.cleanup.clone(),
-            settings.cleanup_every,
-        ))
-        .abort_handle();
+        let cleanup = tasks.spawn(
+            "ttl cleanup",
+            cleanup_loop(pool.clone(), queries.cleanup.clone(), settings.cleanup_every),
+        );
         Ok(Arc::new(SqlStore {
             dialect,
             pool,
@@ -242,7 +245,9 @@ impl Drop for SqlStore {
     }
 }
 
-async fn cleanup_loop(pool: AnyPool, sql: SqlStr, every: Duration) {
+/// Runs until the component stops; a failed sweep waits for the next one
+/// (the health check is what notices a dead database).
+async fn cleanup_loop(pool: AnyPool, sql: SqlStr, every: Duration) -> Result<(), String> {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {

@@ -15,8 +15,8 @@ use crate::components::{self, TypeEntry};
 pub const TYPE: TypeEntry<dyn StateStore> = TypeEntry {
     name: "sqlite",
     validate: sql::validate,
-    build: |crate::components::BuildContext { spec, .. }| {
-        async move { SqlStore::connect(&DIALECT, &spec).await }.boxed()
+    build: |crate::components::BuildContext { spec, tasks }| {
+        async move { SqlStore::connect(&DIALECT, &spec, &tasks).await }.boxed()
     },
 };
 
