@@ -6,6 +6,7 @@
 mod api;
 mod apps;
 mod configuration;
+mod linked_tasks;
 mod lock;
 mod process;
 mod pubsub;
