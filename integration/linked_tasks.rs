@@ -152,7 +152,11 @@ async fn a_config_change_feed_that_loses_its_connection_restarts_the_component()
     let mut sub = Subscriber::open(&mut c, &["k"]).await;
     assert_eq!(sub.next(WAIT).await.content, "before");
 
-    assert_eq!(kill_clients(&redis.addr(), "pubsub").await, 1, "the feed's subscription");
+    assert_eq!(
+        kill_clients(&redis.addr(), "pubsub").await,
+        1,
+        "the feed's subscription"
+    );
     let reason = down_reason(&rt, "config_store/c").await;
     assert!(
         reason.contains("background task 'change feed' failed") && reason.contains("lost its connection"),
@@ -213,6 +217,10 @@ async fn a_redis_item_that_cannot_be_read_is_not_a_delete() {
     let fixed = sub.next(WAIT).await;
     assert_eq!((fixed.key.as_str(), fixed.content.as_str()), ("k", "v2"));
     assert!(!is_deleted(&fixed));
-    redis::cmd("DEL").arg(&key).query_async::<()>(&mut conn).await.expect("DEL");
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("DEL");
     rt.shutdown().await;
 }

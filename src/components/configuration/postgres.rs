@@ -34,7 +34,12 @@ pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
         errors
     },
     build: |crate::components::BuildContext { spec, tasks }| {
-        async move { PgConfig::connect(&spec, &tasks).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed()
+        async move {
+            PgConfig::connect(&spec, &tasks)
+                .await
+                .map(|s| s as Arc<dyn ConfigStore>)
+        }
+        .boxed()
     },
 };
 

@@ -39,7 +39,12 @@ pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry {
     name: "redis",
     validate,
     build: |crate::components::BuildContext { spec, tasks }| {
-        async move { RedisConfig::connect(&spec, &tasks).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed()
+        async move {
+            RedisConfig::connect(&spec, &tasks)
+                .await
+                .map(|s| s as Arc<dyn ConfigStore>)
+        }
+        .boxed()
     },
 };
 

@@ -36,7 +36,12 @@ pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "mqtt",
     validate,
     build: |crate::components::BuildContext { spec, tasks }| {
-        async move { MqttBroker::connect(&spec, tasks).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
+        async move {
+            MqttBroker::connect(&spec, tasks)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn PubSub>)
+        }
+        .boxed()
     },
 };
 

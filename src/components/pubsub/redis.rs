@@ -38,7 +38,12 @@ pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry {
     name: "redis",
     validate,
     build: |crate::components::BuildContext { spec, tasks }| {
-        async move { RedisBroker::connect(spec, tasks).await.map(|b| Arc::new(b) as Arc<dyn PubSub>) }.boxed()
+        async move {
+            RedisBroker::connect(spec, tasks)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn PubSub>)
+        }
+        .boxed()
     },
 };
 
