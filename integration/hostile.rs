@@ -77,7 +77,11 @@ async fn an_overflowing_ttl_is_refused_and_loses_nothing() {
     let got = client
         .get_bulk_state(pb::GetBulkStateRequest {
             store_name: "mem".into(),
-            keys: keys.iter().cloned().chain(["ok".to_owned(), "bad".to_owned()]).collect(),
+            keys: keys
+                .iter()
+                .cloned()
+                .chain(["ok".to_owned(), "bad".to_owned()])
+                .collect(),
             ..Default::default()
         })
         .await
@@ -159,7 +163,12 @@ async fn errors_quote_a_bounded_prefix_of_client_input() {
         })
         .await
         .expect_err("unknown store");
-    assert_eq!(err.code(), Code::InvalidArgument, "{}", &err.message()[..200.min(err.message().len())]);
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "{}",
+        &err.message()[..200.min(err.message().len())]
+    );
     assert!(err.message().len() < 512, "{} bytes", err.message().len());
     let err = client
         .save_state(pb::SaveStateRequest {

@@ -7,6 +7,7 @@ mod api;
 mod apps;
 mod configuration;
 mod hostile;
+mod linked_tasks;
 mod lock;
 mod process;
 mod pubsub;

@@ -74,14 +74,35 @@ impl Tasks {
     }
 
     /// Runs `work` until the component stops. Its end (an error, a panic,
-    /// or returning at all) stops the component.
-    pub fn spawn<F>(&self, task: &'static str, work: F)
+    /// or returning at all) stops the component. The handle lets the
+    /// component stop the task itself, e.g. when it closes; an aborted task
+    /// is not reported.
+    pub fn spawn<F>(&self, task: &'static str, work: F) -> AbortHandle
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.link(task, work, false)
+    }
+
+    /// Runs `work` for as long as something wants it, e.g. the consumer of
+    /// one subscription: returning `Ok(())` (its subscriber went away) is a
+    /// normal end; an error or a panic stops the component, as for
+    /// [`Tasks::spawn`].
+    pub fn spawn_scoped<F>(&self, task: &'static str, work: F) -> AbortHandle
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.link(task, work, true)
+    }
+
+    fn link<F>(&self, task: &'static str, work: F, may_return: bool) -> AbortHandle
     where
         F: Future<Output = Result<(), String>> + Send + 'static,
     {
         let ended = self.inner.ended.clone();
         let handle = tokio::spawn(async move {
             let end = match AssertUnwindSafe(work).catch_unwind().await {
+                Ok(Ok(())) if may_return => return,
                 Ok(Ok(())) => TaskEnd::Returned,
                 Ok(Err(error)) => TaskEnd::Failed(error),
                 Err(panic) => TaskEnd::Panicked(panic_message(&*panic)),
@@ -93,10 +114,11 @@ impl Tasks {
         match handles.as_mut() {
             Some(handles) => {
                 handles.retain(|h| !h.is_finished());
-                handles.push(handle);
+                handles.push(handle.clone());
             }
             None => handle.abort(),
         }
+        handle
     }
 
     /// Aborts every task, and any spawned from now on. Called by the host
@@ -162,6 +184,22 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_scoped_task_may_return_but_not_fail() {
+        let (tasks, mut ended) = Tasks::new();
+        tasks.spawn_scoped("done", async { Ok(()) });
+        tasks.spawn_scoped("lost", async { Err("connection lost".to_owned()) });
+        assert_eq!(
+            ended.recv().await,
+            Some(TaskEnded {
+                task: "lost",
+                end: TaskEnd::Failed("connection lost".into())
+            })
+        );
+        drop(tasks);
+        assert_eq!(ended.recv().await, None, "a scoped task that returned was reported");
     }
 
     #[tokio::test]

@@ -84,7 +84,10 @@ fn or_default(value: &str, default: &str) -> String {
 
 fn no_separator(value: &str, field: &str) -> Result<(), BlockError> {
     if value.contains("||") {
-        Err(BlockError::invalid(format!("{field} '{}' must not contain '||'", quote(value))))
+        Err(BlockError::invalid(format!(
+            "{field} '{}' must not contain '||'",
+            quote(value)
+        )))
     } else {
         Ok(())
     }

@@ -21,10 +21,13 @@ pub struct GetSecretRequest {
 pub async fn get(ctx: &ApiContext, req: GetSecretRequest) -> Result<Secret, BlockError> {
     let store = ctx.router.secret_stores.get(STORE_NAME, &req.store)?;
     required(&req.key, "key")?;
-    store
-        .call(GetSecret { key: req.key.clone() })
-        .await?
-        .ok_or_else(|| BlockError::NotFound(format!("secret '{}' is not in secret store '{}'", quote(&req.key), req.store)))
+    store.call(GetSecret { key: req.key.clone() }).await?.ok_or_else(|| {
+        BlockError::NotFound(format!(
+            "secret '{}' is not in secret store '{}'",
+            quote(&req.key),
+            req.store
+        ))
+    })
 }
 
 /// Every secret of the store `store`, by name.

@@ -30,6 +30,7 @@ use tracing::warn;
 
 use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
 use crate::components::meta::{self, Seconds, Section};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry::of::<FileType>();
@@ -40,8 +41,8 @@ impl ComponentType<dyn ConfigStore> for FileType {
     const NAME: &'static str = "file";
     type Metadata = FileKeys;
 
-    fn build(_ctx: BuildContext, keys: FileKeys) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
-        async move { FileConfig::open(keys).map(|f| f as Arc<dyn ConfigStore>) }.boxed()
+    fn build(ctx: BuildContext, keys: FileKeys) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
+        async move { FileConfig::open(keys, &ctx.tasks).map(|f| f as Arc<dyn ConfigStore>) }.boxed()
     }
 }
 
@@ -120,7 +121,7 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    fn open(keys: FileKeys) -> Result<Arc<FileConfig>, BuildError> {
+    fn open(keys: FileKeys, tasks: &Tasks) -> Result<Arc<FileConfig>, BuildError> {
         let path = PathBuf::from(keys.path);
         let items = read(&path).map_err(|e| BuildError(format!("file config store: {e}")))?;
         let every: Duration = keys.poll_interval.into();
@@ -130,7 +131,7 @@ impl FileConfig {
             feed: Feed::default(),
         });
         let watched = shared.clone();
-        let poller = tokio::spawn(async move {
+        let poller = tasks.spawn("file poller", async move {
             let mut seen = fingerprint(&watched.path);
             let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
             loop {
@@ -141,8 +142,7 @@ impl FileConfig {
                     watched.reload();
                 }
             }
-        })
-        .abort_handle();
+        });
         Ok(Arc::new(FileConfig { shared, poller }))
     }
 

@@ -2,8 +2,11 @@
 //! default `layotto_configuration`), created on first start with a trigger
 //! that `NOTIFY`s every insert, update and delete, from any writer. The
 //! store `LISTEN`s: that is its change feed, delivered in commit order.
-//! When the listening connection drops, it connects again, listens again,
-//! and tells watchers to read the current values.
+//! The listener is a task linked to the component: when its connection
+//! drops the task fails, the component goes DOWN and is rebuilt, and
+//! watchers, whose feed ended, read the current values from the new one. A
+//! row read back that cannot be read is never passed on as a delete:
+//! watchers are told to read the current values again.
 //!
 //! Metadata: `connectionString` (a `postgres://` URL or a key=value DSN),
 //! `tableName`.
@@ -21,6 +24,7 @@ use tracing::warn;
 
 use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
 use crate::components::sql::{self, POSTGRES, SqlConnection};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry::of::<PostgresType>();
@@ -32,10 +36,15 @@ impl ComponentType<dyn ConfigStore> for PostgresType {
     type Metadata = SqlConnection;
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         connection: SqlConnection,
     ) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
-        async move { PgConfig::connect(&connection).await.map(|s| s as Arc<dyn ConfigStore>) }.boxed()
+        async move {
+            PgConfig::connect(&connection, &ctx.tasks)
+                .await
+                .map(|s| s as Arc<dyn ConfigStore>)
+        }
+        .boxed()
     }
 }
 
@@ -62,7 +71,7 @@ fn statement(sql: String) -> SqlStr {
 }
 
 impl PgConfig {
-    async fn connect(connection: &SqlConnection) -> Result<Arc<PgConfig>, BuildError> {
+    async fn connect(connection: &SqlConnection, tasks: &Tasks) -> Result<Arc<PgConfig>, BuildError> {
         let table = connection.table(DEFAULT_TABLE).to_owned();
         let url = sql::url(&POSTGRES, connection).map_err(BuildError)?;
         let pool = PgPoolOptions::new()
@@ -136,12 +145,15 @@ impl PgConfig {
             .await
             .map_err(|e| BuildError(format!("postgresql config store cannot listen on {channel}: {e}")))?;
         let feed = Arc::new(Feed::default());
-        let follower = tokio::spawn(follow(listener, pool.clone(), channel, queries.clone(), feed.clone()));
+        let follower = tasks.spawn(
+            "change feed",
+            follow(listener, pool.clone(), channel, queries.clone(), feed.clone()),
+        );
         Ok(Arc::new(PgConfig {
             pool,
             queries,
             feed,
-            listener: follower.abort_handle(),
+            listener: follower,
         }))
     }
 }
@@ -165,51 +177,59 @@ struct Notice {
     metadata: Option<String>,
 }
 
-async fn follow(mut listener: PgListener, pool: PgPool, channel: String, queries: Arc<Queries>, feed: Arc<Feed>) {
+async fn follow(
+    mut listener: PgListener,
+    pool: PgPool,
+    channel: String,
+    queries: Arc<Queries>,
+    feed: Arc<Feed>,
+) -> Result<(), String> {
     loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) => {
-                let Ok(notice) = serde_json::from_str::<Notice>(notification.payload()) else {
-                    continue;
-                };
-                let id = ItemId {
-                    app_id: notice.app_id,
-                    group: notice.grp,
-                    label: notice.label,
-                    key: notice.key,
-                };
-                let json = |text: Option<String>| {
-                    text.and_then(|t| serde_json::from_str::<BTreeMap<String, String>>(&t).ok())
-                        .unwrap_or_default()
-                };
-                let value = match (notice.op.as_str(), notice.content) {
-                    ("DELETE", _) => None,
-                    (_, Some(content)) => Some(ItemValue {
-                        content,
-                        tags: json(notice.tags),
-                        metadata: json(notice.metadata),
-                    }),
-                    (_, None) => read_one(&pool, &queries, &id).await.unwrap_or(None),
-                };
-                feed.publish(ConfigEvent::Changed(id, value));
-            }
-            // The connection is gone: listen again on a new one, then have
-            // watchers catch up on what they may have missed.
-            Ok(None) | Err(_) => {
-                warn!(%channel, "PostgreSQL configuration feed lost its connection; reconnecting");
-                let mut backoff = Duration::from_millis(100);
-                listener = loop {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    let Ok(mut fresh) = PgListener::connect_with(&pool).await else {
-                        continue;
-                    };
-                    if fresh.listen(&channel).await.is_ok() {
-                        break fresh;
-                    }
-                };
-                feed.publish(ConfigEvent::Resync);
-            }
+        // `recv` would reconnect on its own, losing what was notified in
+        // between; `try_recv` says the connection is gone.
+        let notification = match listener.try_recv().await {
+            Ok(Some(notification)) => notification,
+            Ok(None) => return Err(format!("the connection listening on {channel} was lost")),
+            Err(error) => return Err(format!("listening on {channel} failed: {error}")),
+        };
+        let Ok(notice) = serde_json::from_str::<Notice>(notification.payload()) else {
+            continue;
+        };
+        let id = ItemId {
+            app_id: notice.app_id,
+            group: notice.grp,
+            label: notice.label,
+            key: notice.key,
+        };
+        let json = |text: Option<String>| {
+            text.and_then(|t| serde_json::from_str::<BTreeMap<String, String>>(&t).ok())
+                .unwrap_or_default()
+        };
+        let event = match (notice.op.as_str(), notice.content) {
+            ("DELETE", _) => ConfigEvent::Changed(id, None),
+            (_, Some(content)) => ConfigEvent::Changed(
+                id,
+                Some(ItemValue {
+                    content,
+                    tags: json(notice.tags),
+                    metadata: json(notice.metadata),
+                }),
+            ),
+            (_, None) => read_back(&pool, &queries, id).await,
+        };
+        feed.publish(event);
+    }
+}
+
+/// The change of a row too big for its notice, read back. A read that
+/// fails is no delete: watchers are told to read the current values, and
+/// retry until that works.
+async fn read_back(pool: &PgPool, queries: &Queries, id: ItemId) -> ConfigEvent {
+    match read_one(pool, queries, &id).await {
+        Ok(value) => ConfigEvent::Changed(id, value),
+        Err(error) => {
+            warn!(%error, key = %id.key, "Cannot read back a changed configuration item; watchers resync");
+            ConfigEvent::Resync
         }
     }
 }

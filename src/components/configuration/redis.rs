@@ -11,15 +11,19 @@
 //! announcement for its key is the same write and is skipped; any other is
 //! read back and passed on. The store turns notifications on
 //! (`notify-keyspace-events` gains `K$g`) when they are off, on every
-//! connection, since a restarted Redis forgets them. When the feed's
-//! connection drops, it reconnects with backoff and tells watchers to read
-//! the current values again.
+//! connection, since a restarted Redis forgets them. The feed is a task
+//! linked to the component: when its connection drops the task fails, the
+//! component goes DOWN and is rebuilt, and watchers, whose feed ended, read
+//! the current values from the new one. A failed read of a changed key is
+//! never a delete: when Redis is unreachable watchers are told to read the
+//! current values again; a value that is no string (another tool wrote a
+//! hash over the item, say) is not passed on, and the key's next write
+//! brings its value.
 //!
 //! Metadata: the connection keys of `redis_client` (`redisHost`, ...).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -29,6 +33,7 @@ use tracing::{info, warn};
 
 use super::{ConfigEvent, ConfigEvents, ConfigStore, Feed, ItemId, ItemValue, Selector};
 use crate::components::redis_client::{self, RedisConnection, map_error};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn ConfigStore> = TypeEntry::of::<RedisType>();
@@ -40,11 +45,11 @@ impl ComponentType<dyn ConfigStore> for RedisType {
     type Metadata = RedisConnection;
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         connection: RedisConnection,
     ) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
         async move {
-            RedisConfig::connect(&connection)
+            RedisConfig::connect(&connection, &ctx.tasks)
                 .await
                 .map(|s| s as Arc<dyn ConfigStore>)
         }
@@ -133,7 +138,7 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    async fn connect(connection: &RedisConnection) -> Result<Arc<RedisConfig>, BuildError> {
+    async fn connect(connection: &RedisConnection, tasks: &Tasks) -> Result<Arc<RedisConfig>, BuildError> {
         let mut conn = connection.connect().await?;
         ensure_notifications(&mut conn)
             .await
@@ -142,7 +147,12 @@ impl RedisConfig {
         let db = connection.redis_db.0.to_string();
         let feed = Arc::new(Feed::default());
         let channel = format!("{CHANGES_CHANNEL}{db}");
-        let follower = tokio::spawn(follow(client, conn.clone(), db, feed.clone())).abort_handle();
+        // Subscribe before serving, so no change after start-up is missed
+        // and a feed that cannot start fails the build.
+        let pubsub = subscribe(&client, &db)
+            .await
+            .map_err(|e| BuildError(format!("redis config store cannot follow changes: {e}")))?;
+        let follower = tasks.spawn("change feed", follow(pubsub, conn.clone(), db, feed.clone()));
         Ok(Arc::new(RedisConfig {
             conn,
             channel,
@@ -158,79 +168,87 @@ impl Drop for RedisConfig {
     }
 }
 
-/// Turns keyspace notifications into the change feed, reconnecting (and
-/// asking watchers to resync) whenever the subscription is lost.
-async fn follow(client: redis::Client, mut conn: ConnectionManager, db: String, feed: Arc<Feed>) {
-    let pattern = format!("__keyspace@{db}__:{ITEM_PREFIX}*");
+/// The subscription the change feed reads: the announcements, and the
+/// keyspace events of item keys.
+async fn subscribe(client: &redis::Client, db: &str) -> Result<redis::aio::PubSub, String> {
+    let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+    pubsub
+        .subscribe(format!("{CHANGES_CHANNEL}{db}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    pubsub
+        .psubscribe(format!("__keyspace@{db}__:{ITEM_PREFIX}*"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(pubsub)
+}
+
+/// Turns announcements and keyspace notifications into the change feed,
+/// until the subscription's connection is lost.
+async fn follow(
+    mut pubsub: redis::aio::PubSub,
+    mut conn: ConnectionManager,
+    db: String,
+    feed: Arc<Feed>,
+) -> Result<(), String> {
     let channel_prefix = format!("__keyspace@{db}__:");
     let announcements = format!("{CHANGES_CHANNEL}{db}");
-    let mut backoff = Duration::from_millis(100);
-    let mut first = true;
-    loop {
-        let subscribed = async {
-            ensure_notifications(&mut conn).await?;
-            let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-            pubsub.subscribe(&announcements).await.map_err(|e| e.to_string())?;
-            pubsub.psubscribe(&pattern).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(pubsub)
-        }
-        .await;
-        let mut pubsub = match subscribed {
-            Ok(pubsub) => pubsub,
-            Err(error) => {
-                warn!(%error, "Redis configuration feed is down; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+    // Keyspace events still to come for announced writes, by key.
+    let mut announced: HashMap<String, usize> = HashMap::new();
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        if message.get_channel_name() == announcements {
+            let Ok(a) = serde_json::from_slice::<Announcement>(message.get_payload_bytes()) else {
                 continue;
-            }
+            };
+            let id = ItemId {
+                app_id: a.app_id,
+                group: a.group,
+                label: a.label,
+                key: a.key,
+            };
+            *announced.entry(item_key(&id)).or_default() += 1;
+            feed.publish(ConfigEvent::Changed(id, a.value));
+            continue;
+        }
+        let Some(key) = message.get_channel_name().strip_prefix(&channel_prefix) else {
+            continue;
         };
-        backoff = Duration::from_millis(100);
-        if !first {
-            // Anything could have changed while we were not listening.
-            feed.publish(ConfigEvent::Resync);
+        if let Some(pending) = announced.get_mut(key) {
+            *pending -= 1;
+            if *pending == 0 {
+                announced.remove(key);
+            }
+            continue;
         }
-        first = false;
-        // Keyspace events still to come for announced writes, by key.
-        let mut announced: HashMap<String, usize> = HashMap::new();
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            if message.get_channel_name() == announcements {
-                let Ok(a) = serde_json::from_slice::<Announcement>(message.get_payload_bytes()) else {
+        let Some(id) = parse_item_key(key) else {
+            continue;
+        };
+        // Another tool wrote it: read what is there now.
+        let event: String = message.get_payload().unwrap_or_default();
+        let value = match event.as_str() {
+            "del" | "expired" | "evicted" => None,
+            _ => match read(&mut conn, &id).await {
+                Ok(value) => value,
+                // Redis answered, but not with a value (a hash written over
+                // the item, say): not a delete, and nothing to pass on
+                // either. The key's next write is read again.
+                Err(ComponentError::Internal(error)) => {
+                    warn!(%error, %key, "Configuration item changed to something unreadable; not passed on");
                     continue;
-                };
-                let id = ItemId {
-                    app_id: a.app_id,
-                    group: a.group,
-                    label: a.label,
-                    key: a.key,
-                };
-                *announced.entry(item_key(&id)).or_default() += 1;
-                feed.publish(ConfigEvent::Changed(id, a.value));
-                continue;
-            }
-            let Some(key) = message.get_channel_name().strip_prefix(&channel_prefix) else {
-                continue;
-            };
-            if let Some(pending) = announced.get_mut(key) {
-                *pending -= 1;
-                if *pending == 0 {
-                    announced.remove(key);
                 }
-                continue;
-            }
-            let Some(id) = parse_item_key(key) else {
-                continue;
-            };
-            // Another tool wrote it: read what is there now.
-            let event: String = message.get_payload().unwrap_or_default();
-            let value = match event.as_str() {
-                "del" | "expired" | "evicted" => None,
-                _ => read(&mut conn, &id).await.unwrap_or(None),
-            };
-            feed.publish(ConfigEvent::Changed(id, value));
-        }
-        warn!("Redis configuration feed lost its connection; reconnecting");
+                // Watchers read the current values, and retry until that
+                // works.
+                Err(error) => {
+                    warn!(%error, %key, "Cannot read a changed configuration item; watchers resync");
+                    feed.publish(ConfigEvent::Resync);
+                    continue;
+                }
+            },
+        };
+        feed.publish(ConfigEvent::Changed(id, value));
     }
+    Err("the keyspace subscription lost its connection to Redis".to_owned())
 }
 
 async fn read(conn: &mut ConnectionManager, id: &ItemId) -> Result<Option<ItemValue>, ComponentError> {

@@ -8,6 +8,11 @@
 //! it reconnects. Acks are manual: a message is PUBACKed only after the
 //! application answered, so one the sidecar never settled is redelivered.
 //!
+//! The publisher's event loop and each subscription's run as tasks linked
+//! to the component: a lost connection fails the task, so the component
+//! goes DOWN and is rebuilt on fresh connections (rumqttc would otherwise
+//! reconnect quietly while the component claimed UP).
+//!
 //! Metadata: `consumerID`, and [`MqttKeys`].
 
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +28,7 @@ use tokio::task::AbortHandle;
 
 use super::{Acker, Deliveries, Delivery, Message, PubSub, PubSubKeys, PublishRequest, SubscribeRequest};
 use crate::components::meta::{Seconds, Section};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry::of::<MqttType>();
@@ -39,7 +45,7 @@ impl ComponentType<dyn PubSub> for MqttType {
     ) -> BoxFuture<'static, Result<Arc<dyn PubSub>, BuildError>> {
         async move {
             let group = pubsub.group(&ctx.spec.app_id);
-            MqttBroker::connect(keys, group, &ctx.spec.instance_id)
+            MqttBroker::connect(keys, group, &ctx.spec.instance_id, ctx.tasks)
                 .await
                 .map(|b| Arc::new(b) as Arc<dyn PubSub>)
         }
@@ -149,10 +155,12 @@ pub struct MqttBroker {
     events: AbortHandle,
     settings: Settings,
     closed: watch::Sender<bool>,
+    /// Where subscriptions run their event loops.
+    tasks: Tasks,
 }
 
 impl MqttBroker {
-    async fn connect(keys: MqttKeys, group: String, instance_id: &str) -> Result<MqttBroker, BuildError> {
+    async fn connect(keys: MqttKeys, group: String, instance_id: &str, tasks: Tasks) -> Result<MqttBroker, BuildError> {
         let (host, port) = host_port(&keys.url).map_err(BuildError)?;
         let settings = Settings {
             host,
@@ -189,7 +197,10 @@ impl MqttBroker {
         .map_err(|e| BuildError(format!("mqtt {}:{}: {e}", settings.host, settings.port)))?;
         connected.store(true, Ordering::Release);
         let pending = Arc::new(Mutex::new(PendingAcks::default()));
-        let events = tokio::spawn(publisher_events(eventloop, pending.clone(), connected.clone())).abort_handle();
+        let events = tasks.spawn(
+            "publisher connection",
+            publisher_events(eventloop, pending.clone(), connected.clone()),
+        );
         Ok(MqttBroker {
             publisher,
             pending,
@@ -198,6 +209,7 @@ impl MqttBroker {
             events,
             settings,
             closed: watch::channel(false).0,
+            tasks,
         })
     }
 }
@@ -213,8 +225,12 @@ fn lock(pending: &Mutex<PendingAcks>) -> std::sync::MutexGuard<'_, PendingAcks> 
 }
 
 /// Drives the publisher's connection and settles publishes as their PUBACKs
-/// arrive.
-async fn publisher_events(mut eventloop: EventLoop, pending: Arc<Mutex<PendingAcks>>, connected: Arc<AtomicBool>) {
+/// arrive, until the connection is lost.
+async fn publisher_events(
+    mut eventloop: EventLoop,
+    pending: Arc<Mutex<PendingAcks>>,
+    connected: Arc<AtomicBool>,
+) -> Result<(), String> {
     loop {
         match eventloop.poll().await {
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -242,8 +258,7 @@ async fn publisher_events(mut eventloop: EventLoop, pending: Arc<Mutex<PendingAc
                 for waiter in waiters {
                     let _ = waiter.send(Err(message.clone()));
                 }
-                // rumqttc reconnects on the next poll; do not spin.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Err(message);
             }
         }
     }
@@ -324,7 +339,8 @@ impl PubSub for MqttBroker {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut closed = self.closed.subscribe();
         let topic = req.topic.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn_scoped("subscriber connection", async move {
+            let mut lost = None;
             loop {
                 let event = tokio::select! {
                     event = eventloop.poll() => event,
@@ -352,12 +368,18 @@ impl PubSub for MqttBroker {
                     Err(e) => {
                         // The session persists: the next subscription gets
                         // what this one left unacked.
-                        let _ = tx.send(Err(ComponentError::Fatal(format!("mqtt subscriber lost: {e}"))));
+                        lost = Some(format!("mqtt subscriber lost on topic {topic}: {e}"));
                         break;
                     }
                 }
             }
-            let _ = client.disconnect().await;
+            match lost {
+                Some(error) => Err(error),
+                None => {
+                    let _ = client.disconnect().await;
+                    Ok(())
+                }
+            }
         });
         Ok(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)))
     }

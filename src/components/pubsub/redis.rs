@@ -8,7 +8,10 @@
 //! `redeliverInterval` it claims (`XAUTOCLAIM`) entries that another
 //! consumer has held longer than `processingTimeout`, so a crashed sidecar's
 //! unacked messages are delivered again. `XACK` after the application
-//! answers.
+//! answers. Each subscription's reads run as a task linked to the
+//! component, handing entries over a small channel: when Redis goes away
+//! the task fails, the component goes DOWN and is rebuilt, and the
+//! subscription, whose stream ended, subscribes again on the new one.
 //!
 //! Metadata: the connection keys of `redis_client`, `consumerID`, and
 //! [`StreamKeys`].
@@ -21,12 +24,13 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{Acker, Deliveries, Delivery, Message, PubSub, PubSubKeys, PublishRequest, SubscribeRequest};
 use crate::components::meta::{Seconds, Section};
 use crate::components::redis_client::{self, RedisConnection, map_error};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn PubSub> = TypeEntry::of::<RedisType>();
@@ -42,7 +46,7 @@ impl ComponentType<dyn PubSub> for RedisType {
         (connection, _, streams): Self::Metadata,
     ) -> BoxFuture<'static, Result<Arc<dyn PubSub>, BuildError>> {
         async move {
-            RedisBroker::connect(&connection, streams, &ctx.spec.instance_id)
+            RedisBroker::connect(&connection, streams, &ctx.spec.instance_id, ctx.tasks)
                 .await
                 .map(|b| Arc::new(b) as Arc<dyn PubSub>)
         }
@@ -92,6 +96,8 @@ pub struct RedisBroker {
     conn: ConnectionManager,
     settings: Settings,
     closed: watch::Sender<bool>,
+    /// Where subscriptions run their reads.
+    tasks: Tasks,
 }
 
 impl RedisBroker {
@@ -99,6 +105,7 @@ impl RedisBroker {
         connection: &RedisConnection,
         streams: StreamKeys,
         instance_id: &str,
+        tasks: Tasks,
     ) -> Result<RedisBroker, BuildError> {
         let settings = Settings {
             processing_timeout: streams.processing_timeout.into(),
@@ -117,6 +124,7 @@ impl RedisBroker {
             conn,
             settings,
             closed: watch::channel(false).0,
+            tasks,
         })
     }
 }
@@ -174,7 +182,7 @@ impl PubSub for RedisBroker {
             .get_multiplexed_async_connection()
             .await
             .map_err(map_error)?;
-        let consumer = Consumer {
+        let mut consumer = Consumer {
             topic: req.topic,
             group: req.group,
             batch: req.max_in_flight.clamp(1, 1000),
@@ -188,10 +196,35 @@ impl PubSub for RedisBroker {
             closed: self.closed.subscribe(),
             failed: false,
         };
-        Ok(Box::pin(futures::stream::unfold(consumer, |mut c| async move {
-            let next = c.next().await?;
-            Some((next, c))
-        })))
+        // Entries wait here for a free delivery slot; those read but never
+        // delivered stay pending, so the next subscription gets them.
+        let (tx, rx) = mpsc::channel(1);
+        self.tasks.spawn_scoped("stream consumer", async move {
+            loop {
+                let next = tokio::select! {
+                    next = consumer.next() => next,
+                    () = tx.closed() => return Ok(()),
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        if tx.send(Ok(delivery)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some(Err(ComponentError::Fatal(error))) => {
+                        return Err(format!("consumer of {} failed: {error}", consumer.topic));
+                    }
+                    // Redis answered with an error: the subscription hears
+                    // it and subscribes again.
+                    Some(Err(error)) => {
+                        let _ = tx.send(Err(error)).await;
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
 

@@ -24,10 +24,10 @@ impl ComponentType<dyn StateStore> for PostgresType {
     type Metadata = SqlStateMetadata;
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         metadata: SqlStateMetadata,
     ) -> BoxFuture<'static, Result<Arc<dyn StateStore>, BuildError>> {
-        async move { SqlStore::connect(&DIALECT, metadata).await }.boxed()
+        async move { SqlStore::connect(&DIALECT, metadata, &ctx.tasks).await }.boxed()
     }
 }
 

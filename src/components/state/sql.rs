@@ -28,6 +28,7 @@ use super::{
 };
 use crate::components::meta::Section;
 use crate::components::sql::{Backend, SqlConnection};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildError, Component, ComponentError, KeyPrefixSection};
 
 const DEFAULT_TABLE: &str = "state";
@@ -115,13 +116,17 @@ impl SqlStore {
     pub async fn connect(
         dialect: &'static Dialect,
         (connection, cleanup, _): SqlStateMetadata,
+        tasks: &Tasks,
     ) -> Result<Arc<dyn StateStore>, BuildError> {
         let table = connection.table(DEFAULT_TABLE);
         let cleanup_every = Duration::from_secs(cleanup.cleanup_interval_in_seconds.max(1));
         let pool = dialect.backend.connect(&connection).await?;
         dialect.backend.create(&pool, (dialect.create)(table), table).await?;
         let queries = Queries::new(dialect, table);
-        let cleanup = tokio::spawn(cleanup_loop(pool.clone(), queries.cleanup.clone(), cleanup_every)).abort_handle();
+        let cleanup = tasks.spawn(
+            "ttl cleanup",
+            cleanup_loop(pool.clone(), queries.cleanup.clone(), cleanup_every),
+        );
         Ok(Arc::new(SqlStore {
             dialect,
             pool,
@@ -225,7 +230,9 @@ impl Drop for SqlStore {
     }
 }
 
-async fn cleanup_loop(pool: AnyPool, sql: SqlStr, every: Duration) {
+/// Runs until the component stops; a failed sweep waits for the next one
+/// (the health check is what notices a dead database).
+async fn cleanup_loop(pool: AnyPool, sql: SqlStr, every: Duration) -> Result<(), String> {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {
