@@ -129,7 +129,12 @@ async fn measure(
         .spawn(async move {
             // Nothing watches the direct broker's background work here.
             let (tasks, _ended) = Tasks::new();
-            build(BuildContext { spec, tasks }).await
+            build(BuildContext {
+                spec,
+                tasks,
+                retained: Default::default(),
+            })
+            .await
         })
         .await?
         .map_err(|e| anyhow::anyhow!(e))?;

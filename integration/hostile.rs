@@ -185,3 +185,63 @@ async fn errors_quote_a_bounded_prefix_of_client_input() {
     assert!(err.message().len() < 512, "{} bytes", err.message().len());
     rt.shutdown().await;
 }
+
+/// On NATS a topic `>` once created a stream capturing every subject,
+/// `$JS.API.>` included (JetStream broken for every client), and a metadata
+/// key with ':' or a space panicked the component. Both are refused before
+/// the broker is touched, with a non-retryable code, and the component
+/// stays UP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_refuses_wildcard_topics_and_bad_header_names_without_failing() {
+    let nats = support::Service::Nats;
+    if !support::backend_available(nats.name(), nats.addr()) {
+        return;
+    }
+    let (rt, mut client) = support::start_ready(
+        r#"
+        [pub_subs.ps]
+        type = "nats"
+        metadata = { natsURL = "nats://127.0.0.1:4222", memoryStorage = "true" }
+        "#,
+    )
+    .await;
+    let publish = |topic: &str, metadata: &[(&str, &str)]| pb::PublishEventRequest {
+        pubsub_name: "ps".into(),
+        topic: topic.into(),
+        data: b"{}".to_vec(),
+        data_content_type: "application/json".into(),
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    for topic in [">", "*", "orders.*", "orders.>", "$JS.API.x", "a..b", "a b", ".a"] {
+        let err = client.publish_event(publish(topic, &[])).await.expect_err(topic);
+        assert_eq!(err.code(), Code::InvalidArgument, "topic {topic:?}: {err:?}");
+    }
+    let topic = support::unique("hostile");
+    for key in ["a:b", "a b", "a\nb", "ключ"] {
+        let err = client
+            .publish_event(publish(&topic, &[(key, "v")]))
+            .await
+            .expect_err(key);
+        assert_eq!(err.code(), Code::InvalidArgument, "key {key:?}: {err:?}");
+    }
+    let err = client
+        .publish_event(publish(&topic, &[("k", "line\nbreak")]))
+        .await
+        .expect_err("value");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    client
+        .publish_event(publish(&topic, &[("k", "v")]))
+        .await
+        .expect("a good event is still published");
+    let (_, body) = support::readiness(&rt).await;
+    let ps = &body["components"]["pub_subs/ps"];
+    assert_eq!(
+        (ps["status"].as_str(), ps["details"]["restarts"].as_u64()),
+        (Some("UP"), Some(0)),
+        "{body}"
+    );
+    rt.shutdown().await;
+}

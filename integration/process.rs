@@ -209,3 +209,68 @@ async fn the_default_config_serves_and_sigterm_exits_0_within_the_grace_period()
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(stderr.contains("Stopped"), "{stderr}");
 }
+
+/// A second SIGTERM during the drain exits at once (it once waited out the
+/// whole grace period), with 128 + 15.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once() {
+    let (grpc, actuator, dapr) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("slow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [server]
+            grpc = "127.0.0.1:{grpc}"
+            actuator = "127.0.0.1:{actuator}"
+            dapr_http = "127.0.0.1:{dapr}"
+            shutdown_grace_period = "60s"
+            [hellos.slow]
+            type = "faulty"
+            metadata = {{ token = "second-sigterm-{}" }}
+            "#,
+            std::process::id()
+        ),
+    )
+    .expect("write config");
+    let mut child = tokio::process::Command::from({
+        let mut cmd = layotto();
+        cmd.args(["start", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    })
+    .kill_on_drop(true)
+    .spawn()
+    .expect("starts");
+    let readiness = format!("http://127.0.0.1:{actuator}/actuator/health/readiness");
+    eventually("readiness 200", Duration::from_secs(20), || async {
+        reqwest::get(&readiness)
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(drop)
+    })
+    .await;
+    // A call that holds the drain open for 30 s.
+    let mut client = support::client_at(SocketAddr::from(([127, 0, 0, 1], grpc))).await;
+    let slow = tokio::spawn(async move { support::say_hello(&mut client, "slow", "sleep:30000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = child.id().expect("pid").to_string();
+    let term = || Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    assert!(term().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(child.try_wait().expect("status").is_none(), "the first SIGTERM drains");
+    let second = std::time::Instant::now();
+    assert!(term().success());
+    let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
+        .await
+        .expect("the second SIGTERM exits at once")
+        .expect("exit status");
+    assert!(second.elapsed() < Duration::from_secs(2), "{:?}", second.elapsed());
+    assert_eq!(status.code(), Some(143));
+    slow.abort();
+}

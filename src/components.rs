@@ -286,11 +286,32 @@ pub trait Component: Send + Sync + 'static {
     async fn close(&self) {}
 }
 
-/// What a build gets: the component's spec, and the handle through which it
-/// links background work to its actor.
+/// What a build gets: the component's spec, the handle through which it
+/// links background work to its actor, and what it keeps across restarts.
 pub struct BuildContext {
     pub spec: ComponentSpec,
     pub tasks: Tasks,
+    pub retained: Retained,
+}
+
+/// What a component keeps across its restarts, as a Redis server keeps its
+/// data when its client reconnects: an in-memory store's data. Held by the
+/// component's slot for the runtime's life and handed to every build, so a
+/// restart (after a panic, say) loses nothing; gone when the runtime stops.
+#[derive(Clone, Default)]
+pub struct Retained(Arc<std::sync::Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>>);
+
+impl Retained {
+    /// The value kept by an earlier build, or `init()`'s, kept from now on.
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = kept.as_ref().and_then(|k| k.clone().downcast::<T>().ok()) {
+            return existing;
+        }
+        let fresh = Arc::new(init());
+        *kept = Some(fresh.clone());
+        fresh
+    }
 }
 
 /// Builds one component instance. Runs on every (re)start, so a restart
@@ -421,6 +442,19 @@ fn key_prefix<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Optio
         )));
     }
     Ok(Some(text))
+}
+
+/// Characters of client input an error message quotes at most: an 8 MB key
+/// must not make an 8 MB error (which gRPC would refuse to send).
+pub const QUOTE_LIMIT: usize = 64;
+
+/// Client input for an error message: at most [`QUOTE_LIMIT`] characters,
+/// with an ellipsis and the full length when cut.
+pub fn quote(input: &str) -> std::borrow::Cow<'_, str> {
+    match input.char_indices().nth(QUOTE_LIMIT) {
+        None => std::borrow::Cow::Borrowed(input),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}... ({} bytes)", &input[..end], input.len())),
+    }
 }
 
 /// Percent-encodes what would break the user-info part of a URL, for

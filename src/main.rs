@@ -100,7 +100,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every
+/// connection is a descriptor, and the usual soft limit of 1024 would make
+/// the sidecar refuse connections (its health checks among them) long
+/// before it runs out of anything else.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => info!(from = ?limit.current, to = ?limit.maximum, "Raised the open files limit"),
+        Err(error) => tracing::warn!(%error, "Cannot raise the open files limit"),
+    }
+}
+
 fn run(config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
     // The sidecar runs on its own event-loop thread; this one only waits
     // for a signal or a failure.
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -113,7 +134,16 @@ fn run(config: Config) -> anyhow::Result<()> {
             }
             failure = runtime.failed() => Err(failure.into()),
         };
-        runtime.shutdown().await;
+        // A second SIGTERM or SIGINT during the drain means "now".
+        tokio::select! {
+            () = runtime.shutdown() => {}
+            signal = shutdown_signal() => {
+                let signal = signal.unwrap_or("SIGTERM");
+                info!(signal, "Second shutdown request; exiting without waiting for the drain");
+                // As a shell reports a death by that signal: 128 + its number.
+                std::process::exit(if signal == "SIGINT" { 130 } else { 143 });
+            }
+        }
         outcome
     })
 }

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::Operation;
 use super::host::{Call, ComponentActor};
-use crate::components::{BuildingBlock, ComponentError, ComponentSpec};
+use crate::components::{BuildingBlock, ComponentError, ComponentSpec, Retained};
 use crate::supervisor::StatusCell;
 
 /// Why a call to a component did not return the component's answer.
@@ -43,6 +43,8 @@ pub struct Slot<B: BuildingBlock> {
     /// Calls admitted and not yet finished, queued or running: the one
     /// number `capacity` bounds.
     in_flight: Arc<AtomicUsize>,
+    /// What the component keeps across restarts.
+    pub retained: Retained,
 }
 
 impl<B: BuildingBlock> Slot<B> {
@@ -54,6 +56,7 @@ impl<B: BuildingBlock> Slot<B> {
             addr: RwLock::new(None),
             capacity,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            retained: Retained::default(),
         })
     }
 

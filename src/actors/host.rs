@@ -20,7 +20,7 @@ use tracing::{Instrument, Span, debug, info, warn};
 use super::Operation;
 use super::handle::{CallError, Permit};
 use crate::components::tasks::{TaskEnded, Tasks};
-use crate::components::{BuildContext, BuildingBlock, Component, ComponentError, ComponentSpec, TypeEntry};
+use crate::components::{BuildContext, BuildingBlock, Component, ComponentError, ComponentSpec, Retained, TypeEntry};
 use crate::config::SupervisorConfig;
 use crate::supervisor::StopReason;
 
@@ -74,6 +74,8 @@ pub struct ComponentActor<B: BuildingBlock> {
     key: Arc<str>,
     /// Background work the component linked to this actor.
     tasks: Option<Tasks>,
+    /// What the component keeps across restarts, from its slot.
+    retained: Retained,
     health_failures: u32,
     health_in_flight: bool,
     stop_reason: Option<StopReason>,
@@ -87,6 +89,7 @@ impl<B: BuildingBlock> ComponentActor<B> {
         settings: HostSettings,
         generation: u64,
         supervisor: Recipient<ChildEvent>,
+        retained: Retained,
     ) -> Self {
         let span = tracing::info_span!(
             "component",
@@ -104,6 +107,7 @@ impl<B: BuildingBlock> ComponentActor<B> {
             component: None,
             key,
             tasks: None,
+            retained,
             health_failures: 0,
             health_in_flight: false,
             stop_reason: None,
@@ -168,10 +172,22 @@ impl<B: BuildingBlock> Actor for ComponentActor<B> {
         debug!(generation = self.generation, "Building component");
         let (tasks, ended) = Tasks::new();
         self.tasks = Some(tasks.clone());
-        ctx.add_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(ended));
+        // A task of its own waits for a linked task's end, rather than a
+        // stream on the actor's context: the context polls its streams on
+        // every message, and this one almost never has anything to say.
+        let actor = ctx.address().downgrade();
+        let mut ended = ended;
+        actix_rt::spawn(async move {
+            if let Some(ended) = ended.recv().await
+                && let Some(actor) = actor.upgrade()
+            {
+                actor.do_send(LinkedTaskEnded(ended));
+            }
+        });
         let build = (self.entry.build)(BuildContext {
             spec: (*self.spec).clone(),
             tasks,
+            retained: self.retained.clone(),
         });
         let timeout = self.settings.build_timeout;
         let build = async move {
@@ -297,16 +313,19 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
     }
 }
 
-impl<B: BuildingBlock> StreamHandler<TaskEnded> for ComponentActor<B> {
-    fn handle(&mut self, ended: TaskEnded, ctx: &mut Context<Self>) {
+/// A background task linked to the actor ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LinkedTaskEnded(TaskEnded);
+
+impl<B: BuildingBlock> Handler<LinkedTaskEnded> for ComponentActor<B> {
+    type Result = ();
+
+    fn handle(&mut self, LinkedTaskEnded(ended): LinkedTaskEnded, ctx: &mut Context<Self>) {
         let _span = self.span.clone().entered();
         warn!(task = ended.task, end = %ended.end, "Component background task ended");
         self.stop_because(ctx, StopReason::TaskEnded(ended));
     }
-
-    /// The channel closes when the component and its tasks are gone: not
-    /// a reason to stop (actix's default).
-    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 /// Sends an operation's outcome to its caller; says why the actor must stop

@@ -70,18 +70,7 @@ impl BlockError {
 /// overflow.
 pub const MAX_TTL_SECONDS: i64 = i32::MAX as i64;
 
-/// Characters of client input an error message quotes at most: an 8 MB key
-/// must not make an 8 MB error (which gRPC would refuse to send).
-pub const QUOTE_LIMIT: usize = 64;
-
-/// Client input for an error message: at most [`QUOTE_LIMIT`] characters,
-/// with an ellipsis and the full length when cut.
-pub fn quote(input: &str) -> std::borrow::Cow<'_, str> {
-    match input.char_indices().nth(QUOTE_LIMIT) {
-        None => std::borrow::Cow::Borrowed(input),
-        Some((end, _)) => std::borrow::Cow::Owned(format!("{}... ({} bytes)", &input[..end], input.len())),
-    }
-}
+pub use crate::components::{QUOTE_LIMIT, quote};
 
 impl From<RouteError> for BlockError {
     fn from(e: RouteError) -> BlockError {

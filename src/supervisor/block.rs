@@ -76,7 +76,8 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
         child.generation += 1;
         let (spec, entry, generation) = (child.slot.spec.clone(), child.entry, child.generation);
         let settings = HostSettings::new(&self.settings, child.slot.capacity());
-        let addr = ComponentActor::<B>::new(spec, entry, settings, generation, supervisor).start();
+        let retained = child.slot.retained.clone();
+        let addr = ComponentActor::<B>::new(spec, entry, settings, generation, supervisor, retained).start();
         child.slot.set_actor(Some(addr));
     }
 

@@ -252,3 +252,70 @@ fn a_linked_task_that_panics_stops_its_component_which_is_rebuilt_with_a_new_tas
         supervisor.stop(Duration::from_secs(5)).await;
     });
 }
+
+/// A state operation that panics: the component restarts.
+struct StatePanics;
+
+impl Operation<crate::components::State> for StatePanics {
+    type Output = ();
+
+    fn run(self, _c: Arc<dyn crate::components::state::StateStore>) -> BoxFuture<'static, Result<(), ComponentError>> {
+        panic!("state component panicked")
+    }
+}
+
+#[test]
+fn a_restarted_in_memory_store_keeps_every_key() {
+    use crate::actors::state::{Get, Set};
+    use crate::components::State;
+    use crate::components::state::{Concurrency, Consistency, SetRequest};
+
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let supervisor = SupervisorHandle::start(supervisor_config("backoff_min = \"20ms\""), escalate);
+        let status = registry.register(ComponentId {
+            kind: Kind::State,
+            name: "mem".into(),
+            type_name: "in-memory".into(),
+        });
+        let slot: Arc<Slot<State>> = Slot::new(ComponentSpec::new("mem", "in-memory"), status, 64);
+        supervisor
+            .start_components(Slots {
+                state: vec![slot.clone()],
+                ..Default::default()
+            })
+            .await;
+        while slot.status.snapshot().health != Health::Up {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let store = ComponentHandle::new(slot.clone());
+        for i in 0..100 {
+            store
+                .call(Set(SetRequest {
+                    key: format!("k{i}"),
+                    value: vec![1],
+                    etag: None,
+                    concurrency: Concurrency::LastWrite,
+                    ttl: None,
+                }))
+                .await
+                .expect("saved");
+        }
+        store.call(StatePanics).await.expect_err("panics");
+        while slot.status.snapshot().restarts == 0 || slot.status.snapshot().health != Health::Up {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for i in 0..100 {
+            let value = store
+                .call(Get {
+                    key: format!("k{i}"),
+                    consistency: Consistency::Unspecified,
+                })
+                .await
+                .expect("read");
+            assert_eq!(value.map(|v| v.data), Some(vec![1]), "k{i} lost in the restart");
+        }
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}

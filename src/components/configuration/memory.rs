@@ -18,11 +18,10 @@ impl ComponentType<dyn ConfigStore> for MemoryType {
     const NAME: &'static str = "in-memory";
     type Metadata = NoMetadata;
 
-    fn build(
-        _ctx: BuildContext,
-        _metadata: NoMetadata,
-    ) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
-        async move { Ok(Arc::new(MemoryConfig::default()) as Arc<dyn ConfigStore>) }.boxed()
+    fn build(ctx: BuildContext, _metadata: NoMetadata) -> BoxFuture<'static, Result<Arc<dyn ConfigStore>, BuildError>> {
+        // The items (and their watchers' feed) survive a restart.
+        let store = ctx.retained.get_or_init(MemoryConfig::default);
+        async move { Ok(store as Arc<dyn ConfigStore>) }.boxed()
     }
 }
 

@@ -21,10 +21,12 @@ impl ComponentType<dyn LockStore> for MemoryType {
     type Metadata = KeyPrefixSection;
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         _metadata: KeyPrefixSection,
     ) -> BoxFuture<'static, Result<Arc<dyn LockStore>, BuildError>> {
-        async move { Ok(Arc::new(MemoryLocks::default()) as Arc<dyn LockStore>) }.boxed()
+        // Held locks survive a restart of the component.
+        let locks = ctx.retained.get_or_init(MemoryLocks::default);
+        async move { Ok(locks as Arc<dyn LockStore>) }.boxed()
     }
 }
 

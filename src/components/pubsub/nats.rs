@@ -10,13 +10,14 @@
 //! Metadata: `consumerID`, and [`NatsKeys`].
 
 use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, AckKind};
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
@@ -94,7 +95,87 @@ fn stream_name_part(s: &str) -> String {
 }
 
 fn nats_error(what: &str, e: impl std::fmt::Display) -> ComponentError {
-    ComponentError::Unavailable(format!("nats {what}: {e}"))
+    let text = e.to_string();
+    // The server's answers that no retry can change (a payload over its
+    // limit, a subject or header it refuses) are the client's to fix.
+    let lower = text.to_ascii_lowercase();
+    let permanent = [
+        "maximum payload",
+        "max payload",
+        "invalid subject",
+        "invalid header",
+        "headers too large",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
+    if permanent {
+        ComponentError::InvalidArgument(format!("nats {what}: {text}"))
+    } else {
+        ComponentError::Unavailable(format!("nats {what}: {text}"))
+    }
+}
+
+/// Checks a topic before it becomes a subject and a stream: one literal
+/// subject, so no wildcard (`*`, `>`), no whitespace, no empty token, and
+/// no `$` prefix (`$JS.>`, `$SYS.>` are the server's). A topic `>` once
+/// created a stream capturing every subject, JetStream's API included,
+/// which broke JetStream for every client of the server.
+pub fn check_topic(topic: &str) -> Result<(), ComponentError> {
+    let bad = |why: &str| {
+        Err(ComponentError::InvalidArgument(format!(
+            "topic '{}' is not a NATS subject: {why}",
+            crate::components::quote(topic)
+        )))
+    };
+    if topic.is_empty() {
+        return bad("it is empty");
+    }
+    if topic.len() > MAX_SUBJECT_BYTES {
+        return bad("it is longer than 255 bytes");
+    }
+    if topic.starts_with('$') {
+        return bad("subjects starting with '$' are reserved by the server");
+    }
+    if topic.contains(['*', '>']) {
+        return bad("'*' and '>' are wildcards");
+    }
+    if topic.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("it contains whitespace or control characters");
+    }
+    if topic.split('.').any(str::is_empty) {
+        return bad("it has an empty token (a leading, trailing or doubled '.')");
+    }
+    Ok(())
+}
+
+/// Longest topic taken: a stream name is derived from it, and the server
+/// caps stream names.
+const MAX_SUBJECT_BYTES: usize = 255;
+
+/// The message headers of `metadata`, each key and value checked against
+/// NATS's header rules (a key with ':', a space, a newline or non-ASCII once
+/// panicked the component).
+fn headers(metadata: &HashMap<String, String>, content_type: &str) -> Result<HeaderMap, ComponentError> {
+    let mut headers = HeaderMap::new();
+    for (key, value) in metadata {
+        let name = HeaderName::from_str(key).map_err(|_| {
+            ComponentError::InvalidArgument(format!(
+                "metadata key '{}' cannot be a NATS header: use printable ASCII without ':' or spaces",
+                crate::components::quote(key)
+            ))
+        })?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            ComponentError::InvalidArgument(format!(
+                "metadata '{}' has a value NATS headers cannot carry (a line break)",
+                crate::components::quote(key)
+            ))
+        })?;
+        headers.insert(name, value);
+    }
+    let content_type = HeaderValue::from_str(content_type)
+        .map_err(|_| ComponentError::InvalidArgument("the content type cannot contain a line break".to_owned()))?;
+    headers.insert("Content-Type", content_type);
+    Ok(headers)
 }
 
 pub struct NatsBroker {
@@ -187,6 +268,8 @@ impl Component for NatsBroker {
 #[async_trait::async_trait]
 impl PubSub for NatsBroker {
     async fn publish(&self, req: PublishRequest) -> Result<(), ComponentError> {
+        check_topic(&req.topic)?;
+        let headers = headers(&req.metadata, &req.content_type)?;
         let known = self
             .streams
             .lock()
@@ -195,11 +278,6 @@ impl PubSub for NatsBroker {
         if !known {
             self.stream(&req.topic).await?;
         }
-        let mut headers = HeaderMap::new();
-        for (k, v) in &req.metadata {
-            headers.insert(k.as_str(), v.as_str());
-        }
-        headers.insert("Content-Type", req.content_type.as_str());
         self.jetstream
             .publish_with_headers(req.topic.clone(), headers, req.data.into())
             .await
@@ -210,6 +288,7 @@ impl PubSub for NatsBroker {
     }
 
     async fn subscribe(&self, req: SubscribeRequest) -> Result<Deliveries, ComponentError> {
+        check_topic(&req.topic)?;
         let stream = self.stream(&req.topic).await?;
         let durable = stream_name_part(&req.group);
         let config = pull::Config {

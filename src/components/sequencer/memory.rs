@@ -18,10 +18,12 @@ impl ComponentType<dyn SequencerStore> for MemoryType {
     type Metadata = Sequencing;
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         sequencing: Sequencing,
     ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
-        async move { Ok(segmented(Arc::new(MemoryCounters::default()), &sequencing)) }.boxed()
+        // The counters survive a restart: no id is handed out twice.
+        let counters = ctx.retained.get_or_init(MemoryCounters::default);
+        async move { Ok(segmented(counters, &sequencing)) }.boxed()
     }
 }
 

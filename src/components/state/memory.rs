@@ -31,10 +31,12 @@ impl ComponentType<dyn StateStore> for MemoryType {
     type Metadata = KeyPrefixSection;
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         _metadata: KeyPrefixSection,
     ) -> BoxFuture<'static, Result<Arc<dyn StateStore>, BuildError>> {
-        async move { Ok(Arc::new(MemoryStore::default()) as Arc<dyn StateStore>) }.boxed()
+        // The store is its data: a restart gets the same one back.
+        let store = ctx.retained.get_or_init(MemoryStore::default);
+        async move { Ok(store as Arc<dyn StateStore>) }.boxed()
     }
 }
 
