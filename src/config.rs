@@ -251,6 +251,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     let format =
         Format::from_path(path).ok_or_else(|| fail("unknown file type: use .toml, .yaml, .yml or .json".into()))?;
+    let size = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?.len();
+    if size > MAX_CONFIG_BYTES as u64 {
+        return Err(fail(format!(
+            "the file has {size} bytes; a config file may have at most {MAX_CONFIG_BYTES}"
+        )));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
     load_str(&text, format, &source_name, None)
 }
@@ -290,7 +296,43 @@ pub fn load_str(
     validate(tree).map_err(error)
 }
 
+/// The largest config file read: far above any real one, far below what
+/// would strain the parser.
+pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+/// Refuses YAML aliases (`*name`) before the tree is built: the parser
+/// copies the anchored node for each alias, so a few hundred bytes of
+/// nested aliases ("billion laughs") expand to gigabytes. Read event by
+/// event, in memory linear in the text.
+fn refuse_yaml_aliases(text: &str) -> Result<(), String> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => return Ok(()),
+            Ok((Event::Alias(_), mark)) => {
+                return Err(format!(
+                    "YAML aliases (*name) are not supported in config files (line {}); write the value out",
+                    mark.line()
+                ));
+            }
+            Ok(_) => {}
+            // The full parse below reports syntax errors with its own words.
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
 fn parse(text: &str, format: Format) -> Result<Map<String, Value>, String> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "the file has {} bytes; a config file may have at most {MAX_CONFIG_BYTES}",
+            text.len()
+        ));
+    }
+    if format == Format::Yaml {
+        refuse_yaml_aliases(text)?;
+    }
     let file_format = match format {
         Format::Toml => config::FileFormat::Toml,
         Format::Yaml => config::FileFormat::Yaml,

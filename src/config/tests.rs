@@ -305,3 +305,31 @@ fn unknown_and_malformed_metadata_keys_are_reported() {
         "{found:#?}"
     );
 }
+
+/// A 376-byte YAML file of nested aliases once drove `layotto validate` to
+/// 8 GB; aliases are refused before anything expands them.
+#[test]
+fn yaml_alias_bombs_are_refused_before_they_expand() {
+    let bomb = r#"
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"#;
+    let err = load_str(bomb, Format::Yaml, "bomb.yaml", Some(BTreeMap::new())).expect_err("refused");
+    assert!(err.to_string().contains("YAML aliases"), "{err}");
+    // Anchors alone, and plain YAML, are fine.
+    load_str("app: &app { app_id: x }\n", Format::Yaml, "anchor.yaml", Some(BTreeMap::new())).expect("valid");
+}
+
+#[test]
+fn an_oversized_config_is_refused_without_parsing_it() {
+    let huge = format!("# {}\n", "x".repeat(MAX_CONFIG_BYTES));
+    let err = load_str(&huge, Format::Toml, "huge.toml", Some(BTreeMap::new())).expect_err("refused");
+    assert!(err.to_string().contains("at most"), "{err}");
+}
