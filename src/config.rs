@@ -99,7 +99,14 @@ pub struct SupervisorConfig {
     pub max_restarts: u32,
     /// The window that `max_restarts` counts over. Default `60s`.
     pub restart_window: Duration,
-    /// Time between health checks of each component. Default `5s`.
+    /// While a component cannot be built (its backend is down), it is
+    /// tried again at most this far apart, however long the outage lasted,
+    /// so it is UP soon after its backend returns. A component that fails
+    /// after a successful build (a crash loop) still backs off up to
+    /// `backoff_max`. Default `1s`.
+    pub probe_interval: Duration,
+    /// Time between health checks of each component: how soon a dead
+    /// backend is noticed when no call hits it. Default `1s`.
     pub health_interval: Duration,
     /// A health check that takes longer has failed. Default `2s`.
     pub health_timeout: Duration,
@@ -153,7 +160,8 @@ impl Default for Config {
                 backoff_max: Duration::from_secs(30),
                 max_restarts: 10,
                 restart_window: Duration::from_secs(60),
-                health_interval: Duration::from_secs(5),
+                health_interval: Duration::from_secs(1),
+                probe_interval: Duration::from_secs(1),
                 health_timeout: Duration::from_secs(2),
                 health_failure_threshold: 1,
                 init_timeout: Duration::from_secs(5),
@@ -251,7 +259,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     let format =
         Format::from_path(path).ok_or_else(|| fail("unknown file type: use .toml, .yaml, .yml or .json".into()))?;
-    let size = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(format!("cannot read: {e}")))?
+        .len();
     if size > MAX_CONFIG_BYTES as u64 {
         return Err(fail(format!(
             "the file has {size} bytes; a config file may have at most {MAX_CONFIG_BYTES}"
@@ -458,6 +468,7 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             backoff_max: s.duration("backoff_max", &mut problems).unwrap_or(d.backoff_max),
             max_restarts: s.integer("max_restarts", &mut problems).unwrap_or(d.max_restarts),
             restart_window: s.duration("restart_window", &mut problems).unwrap_or(d.restart_window),
+            probe_interval: s.duration("probe_interval", &mut problems).unwrap_or(d.probe_interval),
             health_interval: s
                 .duration("health_interval", &mut problems)
                 .unwrap_or(d.health_interval),
@@ -478,6 +489,7 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
         }
         for (field, value) in [
             ("restart_window", sup.restart_window),
+            ("probe_interval", sup.probe_interval),
             ("health_interval", sup.health_interval),
             ("health_timeout", sup.health_timeout),
         ] {

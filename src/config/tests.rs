@@ -324,7 +324,13 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
     let err = load_str(bomb, Format::Yaml, "bomb.yaml", Some(BTreeMap::new())).expect_err("refused");
     assert!(err.to_string().contains("YAML aliases"), "{err}");
     // Anchors alone, and plain YAML, are fine.
-    load_str("app: &app { app_id: x }\n", Format::Yaml, "anchor.yaml", Some(BTreeMap::new())).expect("valid");
+    load_str(
+        "app: &app { app_id: x }\n",
+        Format::Yaml,
+        "anchor.yaml",
+        Some(BTreeMap::new()),
+    )
+    .expect("valid");
 }
 
 #[test]

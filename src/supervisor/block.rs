@@ -92,7 +92,14 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
             return;
         }
         child.last_stop = Some(reason.label());
-        let restart = child.history.next(&self.policy, Instant::now(), &mut rand::rng());
+        let mut restart = child.history.next(&self.policy, Instant::now(), &mut rand::rng());
+        if matches!(reason, StopReason::BuildFailed(_)) {
+            // The backend is (still) unreachable: probe it at a short fixed
+            // interval, so the component is UP soon after the backend's
+            // return however long the outage. Only a component that fails
+            // after it was built (a crash loop) keeps backing off.
+            restart.delay = restart.delay.min(self.settings.probe_interval);
+        }
         let mut status = format!("{reason}; restarting in {:?}", restart.delay);
         if restart.intensity_exceeded {
             error!(

@@ -114,7 +114,7 @@ fn restart_delays_double_within_their_jitter_bounds_up_to_the_cap() {
         let registry = StatusRegistry::new(Metrics::new());
         let (escalate, _escalations) = mpsc::unbounded_channel();
         let config = supervisor_config(
-            "backoff_min = \"1s\"\nbackoff_max = \"8s\"\nmax_restarts = 100\nrestart_window = \"1h\"",
+            "backoff_min = \"1s\"\nbackoff_max = \"8s\"\nmax_restarts = 100\nrestart_window = \"1h\"\nprobe_interval = \"1h\"",
         );
         let supervisor = SupervisorHandle::start(config, escalate);
         let token = format!("backoff-{}", std::process::id());
@@ -146,6 +146,37 @@ fn restart_delays_double_within_their_jitter_bounds_up_to_the_cap() {
             }
         }
         wait_for(&f, Health::Up).await;
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}
+
+/// A backend that stays down for long: builds keep failing, and each
+/// retry comes within `probe_interval`, not after an ever longer backoff,
+/// so the component is UP soon after the backend returns.
+#[cfg(feature = "test-components")]
+#[test]
+fn a_component_that_cannot_be_built_is_probed_at_a_fixed_interval() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let config = supervisor_config(
+            "backoff_min = \"200ms\"\nbackoff_max = \"30s\"\nmax_restarts = 1000\nrestart_window = \"1h\"\nprobe_interval = \"500ms\"",
+        );
+        let supervisor = SupervisorHandle::start(config, escalate);
+        let token = format!("probe-{}", std::process::id());
+        let f = slot(&registry, "f", "faulty", &[("token", &token), ("failBuilds", "40")]);
+        let started = tokio::time::Instant::now();
+        supervisor
+            .start_components(Slots {
+                hellos: vec![f.clone()],
+                ..Default::default()
+            })
+            .await;
+        wait_for(&f, Health::Up).await;
+        // 40 failed builds, each retried within 500 ms: at most 20 s, where
+        // an exponential backoff would have waited minutes.
+        assert!(started.elapsed() <= Duration::from_secs(20), "{:?}", started.elapsed());
+        assert_eq!(f.status.snapshot().restarts, 40);
         supervisor.stop(Duration::from_secs(5)).await;
     });
 }
