@@ -245,3 +245,45 @@ async fn nats_refuses_wildcard_topics_and_bad_header_names_without_failing() {
     );
     rt.shutdown().await;
 }
+
+/// Calls beyond `server.max_calls_in_flight` are refused at once with
+/// RESOURCE_EXHAUSTED (40,000 calls in flight once took RSS to 313 MB), and
+/// service returns to normal when the flood ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_process_limit_are_refused_at_once() {
+    let token = support::unique("flood");
+    let (rt, client) = support::start_ready(&format!(
+        r#"
+        [server]
+        max_calls_in_flight = 3
+        [hellos.slow]
+        type = "faulty"
+        metadata = {{ token = "{token}" }}
+        "#
+    ))
+    .await;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { support::say_hello(&mut client, "slow", "sleep:1500").await })
+        })
+        .collect();
+    let (mut served, mut refused) = (0, 0);
+    for call in futures::future::join_all(calls).await {
+        match call.expect("task") {
+            Ok(_) => served += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(e.message().contains("calls in flight"), "{}", e.message());
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((served, refused), (3, 7));
+    let mut client = client.clone();
+    assert_eq!(
+        support::say_hello(&mut client, "slow", "after").await.expect("served"),
+        "faulty, after"
+    );
+    rt.shutdown().await;
+}

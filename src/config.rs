@@ -58,6 +58,12 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM before
     /// the sidecar stops anyway. Default `10s`.
     pub shutdown_grace_period: Duration,
+    /// gRPC calls (streams included) the sidecar serves at once; more are
+    /// answered RESOURCE_EXHAUSTED at once. Default 4096.
+    pub max_calls_in_flight: usize,
+    /// HTTP/2 streams one client connection may open at once (the
+    /// connection's share of the above). Default 1024.
+    pub max_streams_per_connection: u32,
 }
 
 /// `[app]`: the application this sidecar serves.
@@ -148,6 +154,8 @@ impl Default for Config {
                 actuator: SocketAddr::from(([127, 0, 0, 1], 34999)),
                 dapr_http: Some(SocketAddr::from(([127, 0, 0, 1], 3500))),
                 shutdown_grace_period: Duration::from_secs(10),
+                max_calls_in_flight: 4096,
+                max_streams_per_connection: 1024,
             },
             app: AppConfig {
                 app_id: String::new(),
@@ -425,8 +433,20 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             shutdown_grace_period: s
                 .duration("shutdown_grace_period", &mut problems)
                 .unwrap_or(d.shutdown_grace_period),
+            max_calls_in_flight: s
+                .integer("max_calls_in_flight", &mut problems)
+                .unwrap_or(d.max_calls_in_flight),
+            max_streams_per_connection: s
+                .integer("max_streams_per_connection", &mut problems)
+                .unwrap_or(d.max_streams_per_connection),
         };
         s.finish(&mut problems);
+        if server.max_calls_in_flight == 0 {
+            problems.push("server.max_calls_in_flight", "must be at least 1");
+        }
+        if server.max_streams_per_connection == 0 {
+            problems.push("server.max_streams_per_connection", "must be at least 1");
+        }
         server
     };
 

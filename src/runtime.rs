@@ -371,7 +371,11 @@ impl Serving {
         }
 
         let (grpc_stop, grpc_stop_rx) = watch::channel(false);
-        let grpc_task = tokio::spawn(api::grpc::serve(ctx.clone(), grpc_listener, stopped(grpc_stop_rx)));
+        let (limits, ctx_for_grpc) = (config.server.clone(), ctx.clone());
+        let grpc_task =
+            tokio::spawn(
+                async move { api::grpc::serve(ctx_for_grpc, grpc_listener, &limits, stopped(grpc_stop_rx)).await },
+            );
         serving.grpc = Some((grpc_stop, grpc_task));
         serving.subscriptions = AppCallback::for_app(&config.app).map(|app| Subscriptions::start(ctx, app));
         status.set_runtime(Health::Up, "");

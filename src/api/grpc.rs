@@ -30,7 +30,15 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use super::ApiContext;
+use crate::config::ServerConfig;
 use crate::proto::runtime::v1::runtime_server::RuntimeServer;
+
+/// TCP keep-alive probes on client connections.
+const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+/// HTTP/2 PINGs on idle connections, and how long an answer may take
+/// before the connection is closed.
+const HTTP2_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Largest message accepted or sent: 16 MiB, above gRPC's 4 MiB default so
 /// that bulk state and file chunks fit.
@@ -59,6 +67,7 @@ pub fn served_methods() -> HashSet<String> {
 pub async fn serve(
     ctx: Arc<ApiContext>,
     listener: TcpListener,
+    limits: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -80,12 +89,19 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        // A peer that vanished without a FIN is found and its connection
+        // closed, rather than held forever.
+        .with_keepalive(Some(TCP_KEEPALIVE));
     let served = Server::builder()
-        .layer(metrics_layer::GrpcMetricsLayer::new(
-            ctx.metrics.clone(),
-            served_methods(),
-        ))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(
+            metrics_layer::GrpcMetricsLayer::new(ctx.metrics.clone(), served_methods())
+                .limit_in_flight(limits.max_calls_in_flight),
+        )
         .add_service(runtime)
         .add_service(health_service)
         .add_optional_service(reflection_v1)

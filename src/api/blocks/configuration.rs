@@ -22,6 +22,7 @@ use crate::actors::configuration::{DeleteItems, GetItems, SaveItems, Watch};
 use crate::api::ApiContext;
 use crate::components::ConfigStores;
 use crate::components::configuration::{ConfigEvent, DEFAULT_GROUP, DEFAULT_LABEL, ItemId, ItemValue, Selector};
+use crate::supervisor::backoff::Backoff;
 
 /// Metadata key marking a deleted item in a subscription.
 pub const DELETED: &str = "deleted";
@@ -235,7 +236,9 @@ type Out = mpsc::Sender<Result<Changes, BlockError>>;
 /// store's restarts and lost feeds, until the subscriber goes away.
 async fn follow(store: ComponentHandle<ConfigStores>, store_name: String, sel: Selector, out: Out) {
     let mut known: BTreeMap<ItemId, ItemValue> = BTreeMap::new();
-    let mut backoff = Duration::from_millis(100);
+    // Short: the subscriber should hear of its store soon after the store
+    // is UP again.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let send = |items: Vec<ConfigurationItem>| {
         let (out, store, app_id) = (out.clone(), store_name.clone(), sel.app_id.clone());
         async move {
@@ -256,12 +259,11 @@ async fn follow(store: ComponentHandle<ConfigStores>, store_name: String, sel: S
             Ok(opened) => opened,
             Err(error) => {
                 debug!(store = %store_name, %error, "Configuration subscription waits for its store");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         if !send(resync(&mut known, current)).await {
             return;
         }

@@ -1,5 +1,9 @@
 //! A tower layer that counts and times every gRPC call by service, method
-//! and status code.
+//! and status code, and bounds the calls in flight across the process.
+//!
+//! Admission: beyond `server.max_calls_in_flight` calls (streams included)
+//! at once, a call is answered `RESOURCE_EXHAUSTED` at once instead of
+//! queueing, so a flood of calls cannot grow memory without bound.
 //!
 //! The code comes from the response headers for a trailers-only answer (how
 //! errors usually travel) and from the trailers otherwise; a call whose
@@ -10,6 +14,7 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -26,6 +31,32 @@ use crate::metrics::Metrics;
 pub struct GrpcMetricsLayer {
     metrics: Arc<Metrics>,
     known: Arc<HashSet<String>>,
+    admission: Option<Admission>,
+}
+
+/// The process-wide bound on calls in flight.
+#[derive(Clone)]
+struct Admission {
+    in_flight: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Admission {
+    /// A place for one call, or `None` when all `max` are taken.
+    fn enter(&self) -> Option<InFlightCall> {
+        let previous = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let call = InFlightCall(self.in_flight.clone());
+        (previous < self.max).then_some(call)
+    }
+}
+
+/// One admitted call; its place is given back when its response ends.
+struct InFlightCall(Arc<AtomicUsize>);
+
+impl Drop for InFlightCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl GrpcMetricsLayer {
@@ -34,7 +65,17 @@ impl GrpcMetricsLayer {
         GrpcMetricsLayer {
             metrics,
             known: Arc::new(known),
+            admission: None,
         }
+    }
+
+    /// Answers `RESOURCE_EXHAUSTED` to calls beyond `max` in flight.
+    pub fn limit_in_flight(mut self, max: usize) -> Self {
+        self.admission = Some(Admission {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max,
+        });
+        self
     }
 }
 
@@ -46,6 +87,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
             inner,
             metrics: self.metrics.clone(),
             known: self.known.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -55,12 +97,15 @@ pub struct GrpcMetrics<S> {
     inner: S,
     metrics: Arc<Metrics>,
     known: Arc<HashSet<String>>,
+    admission: Option<Admission>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcMetrics<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = Response<MeteredBody<ResBody>>;
     type Error = S::Error;
@@ -78,13 +123,37 @@ where
             "unknown/unknown"
         };
         let mut recorder = Recorder::new(self.metrics.clone(), path);
+        let admitted = match &self.admission {
+            None => None,
+            Some(admission) => match admission.enter() {
+                Some(call) => Some(call),
+                None => {
+                    recorder.finish(Code::ResourceExhausted);
+                    let refused = tonic::Status::resource_exhausted(format!(
+                        "the sidecar is at its limit of {} calls in flight; retry later",
+                        admission.max
+                    ))
+                    .into_http::<ResBody>();
+                    let response = refused.map(|inner| MeteredBody {
+                        inner,
+                        recorder,
+                        _admitted: None,
+                    });
+                    return Box::pin(std::future::ready(Ok(response)));
+                }
+            },
+        };
         let response = self.inner.call(req);
         Box::pin(async move {
             let response = response.await?;
             if let Some(code) = grpc_code(response.headers()) {
                 recorder.finish(code);
             }
-            Ok(response.map(|inner| MeteredBody { inner, recorder }))
+            Ok(response.map(|inner| MeteredBody {
+                inner,
+                recorder,
+                _admitted: admitted,
+            }))
         })
     }
 }
@@ -95,6 +164,8 @@ pin_project! {
         #[pin]
         inner: B,
         recorder: Recorder,
+        // The call's place among those in flight, until the body is gone.
+        _admitted: Option<InFlightCall>,
     }
 }
 
