@@ -37,6 +37,9 @@ pub enum BlockError {
     /// No component of the block is configured.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request names a component that is not configured (or none).
+    #[error("{0}")]
+    UnknownComponent(String),
     /// An optimistic-concurrency check failed: an etag mismatch, or a
     /// first-write to a key that exists.
     #[error("{0}")]
@@ -76,7 +79,7 @@ impl From<RouteError> for BlockError {
     fn from(e: RouteError) -> BlockError {
         match e {
             RouteError::NoneConfigured { .. } => BlockError::FailedPrecondition(e.to_string()),
-            RouteError::EmptyName { .. } | RouteError::Unknown { .. } => BlockError::InvalidArgument(e.to_string()),
+            RouteError::EmptyName { .. } | RouteError::Unknown { .. } => BlockError::UnknownComponent(e.to_string()),
         }
     }
 }
@@ -177,7 +180,7 @@ mod tests {
             known: vec!["a".into()],
         };
         let message = unknown.to_string();
-        assert_eq!(BlockError::from(unknown), BlockError::InvalidArgument(message));
+        assert_eq!(BlockError::from(unknown), BlockError::UnknownComponent(message));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Dapr's HTTP health and metadata endpoints, which Dapr SDKs call before
-//! they use the gRPC API (the Python SDK waits on `/v1.0/healthz/outbound`
-//! in every client constructor).
+//! Dapr's HTTP API: the State API (`state`, over the same block service as
+//! every other front end; `errors` maps block errors to daprd's status
+//! codes and error JSON), and the health and metadata endpoints Dapr SDKs
+//! call before they use the gRPC API (the Python SDK waits on
+//! `/v1.0/healthz/outbound` in every client constructor).
 //!
 //! - `GET /v1.0/healthz`: 204 when ready (runtime serving, every component
 //!   UP), else 500 with Dapr's `ERR_HEALTH_NOT_READY` naming what is not.
@@ -11,22 +13,36 @@
 use std::future::Future;
 use std::sync::Arc;
 
+mod errors;
+mod state;
+
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::ApiContext;
 use crate::supervisor::Health;
 
+/// daprd's default `--max-body-size`.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 pub fn router(ctx: Arc<ApiContext>) -> Router {
     Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(outbound))
         .route("/v1.0/metadata", get(metadata))
+        .route("/v1.0/state/{store}", post(state::save).put(state::save))
+        .route("/v1.0/state/{store}/bulk", post(state::bulk).put(state::bulk))
+        .route(
+            "/v1.0/state/{store}/transaction",
+            post(state::transaction).put(state::transaction),
+        )
+        .route("/v1.0/state/{store}/{key}", get(state::get).delete(state::delete))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
 }
 

@@ -7,7 +7,7 @@ use crate::api::blocks::BlockError;
 impl From<BlockError> for Status {
     fn from(e: BlockError) -> Status {
         let code = match &e {
-            BlockError::InvalidArgument(_) => Code::InvalidArgument,
+            BlockError::InvalidArgument(_) | BlockError::UnknownComponent(_) => Code::InvalidArgument,
             BlockError::NotFound(_) => Code::NotFound,
             BlockError::FailedPrecondition(_) => Code::FailedPrecondition,
             BlockError::Conflict(_) => Code::Aborted,
@@ -52,6 +52,7 @@ mod tests {
     fn every_block_error_keeps_its_message_under_its_code() {
         let cases = [
             (BlockError::InvalidArgument("a".into()), Code::InvalidArgument),
+            (BlockError::UnknownComponent("a2".into()), Code::InvalidArgument),
             (BlockError::NotFound("b".into()), Code::NotFound),
             (BlockError::FailedPrecondition("c".into()), Code::FailedPrecondition),
             (BlockError::Conflict("d".into()), Code::Aborted),

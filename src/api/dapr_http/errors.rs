@@ -1,0 +1,122 @@
+//! The one place a [`BlockError`] becomes a Dapr HTTP answer: a status code
+//! and Dapr's error JSON, `{"errorCode": "ERR_...", "message": "..."}`
+//! (with `details` where daprd sends a rich error), as daprd answers them.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::api::blocks::BlockError;
+
+/// A Dapr error answer.
+pub struct DaprError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl DaprError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> DaprError {
+        DaprError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// A body that does not decode: 400 `ERR_MALFORMED_REQUEST`.
+    pub fn malformed(message: impl Into<String>) -> DaprError {
+        DaprError::new(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", message)
+    }
+
+    fn with_reason(mut self, reason: &str, app_id: &str) -> DaprError {
+        self.details = Some(json!([{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": "dapr.io",
+            "metadata": { "appID": app_id },
+        }]));
+        self
+    }
+}
+
+impl IntoResponse for DaprError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "errorCode": self.code, "message": self.message });
+        if let Some(details) = self.details {
+            body["details"] = details;
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// A state operation, for the error code daprd answers its failures with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateOp {
+    Get,
+    Save,
+    Delete,
+    BulkGet,
+    Transaction,
+}
+
+impl StateOp {
+    fn code(self) -> &'static str {
+        match self {
+            StateOp::Get => "ERR_STATE_GET",
+            StateOp::Save => "ERR_STATE_SAVE",
+            StateOp::Delete => "ERR_STATE_DELETE",
+            StateOp::BulkGet => "ERR_STATE_BULK_GET",
+            StateOp::Transaction => "ERR_STATE_TRANSACTION",
+        }
+    }
+}
+
+/// How daprd answers a failed state call on store `store`.
+pub fn state(op: StateOp, store: &str, app_id: &str, error: BlockError) -> DaprError {
+    let code = op.code();
+    match error {
+        BlockError::FailedPrecondition(message) => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_STATE_STORE_NOT_CONFIGURED",
+            message,
+        )
+        .with_reason("DAPR_STATE_NOT_CONFIGURED", app_id),
+        BlockError::UnknownComponent(_) => DaprError::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_STATE_STORE_NOT_FOUND",
+            format!("state store {} is not found", crate::api::blocks::quote(store)),
+        )
+        .with_reason("DAPR_STATE_NOT_FOUND", app_id),
+        BlockError::InvalidArgument(message) if message.contains("'||'") => {
+            DaprError::malformed(message).with_reason("DAPR_STATE_ILLEGAL_KEY", app_id)
+        }
+        // A transaction's failures are all one error in daprd, etag
+        // mismatches included.
+        BlockError::Conflict(message) if op == StateOp::Transaction => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            format!("error while executing state transaction: {message}"),
+        ),
+        BlockError::Conflict(message) => DaprError::new(StatusCode::CONFLICT, code, message),
+        BlockError::InvalidArgument(message) => DaprError::new(StatusCode::BAD_REQUEST, code, message),
+        BlockError::ResourceExhausted(message) => DaprError::new(StatusCode::TOO_MANY_REQUESTS, code, message),
+        BlockError::Unimplemented(message) => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_STATE_STORE_NOT_SUPPORTED",
+            message,
+        ),
+        other => {
+            let message = match op {
+                StateOp::Save => format!("failed saving state in state store {store}: {other}"),
+                StateOp::Delete => format!("failed deleting state: {other}"),
+                StateOp::Transaction => format!("error while executing state transaction: {other}"),
+                StateOp::Get | StateOp::BulkGet => format!("fail to get state from state store {store}: {other}"),
+            };
+            DaprError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
+        }
+    }
+}
