@@ -168,3 +168,143 @@ async fn state_over_http_matches_daprd() {
     assert_eq!(message, "\"key\" is a required field");
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_secrets_and_locks_over_http_match_daprd() {
+    let (rt, mut grpc) = support::start_ready(
+        r#"
+        [app]
+        app_id = "dapr-http-blocks"
+        [pub_subs.ps]
+        type = "in-memory"
+        [lock.locks]
+        type = "in-memory"
+        [secret_store.files]
+        type = "local.file"
+        metadata = { secretsFile = "config/secrets/example.json" }
+        "#,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = base(&rt);
+
+    // Publish: a stream subscriber gets the event wrapped as a CloudEvent.
+    let (requests, requests_rx) = tokio::sync::mpsc::channel(4);
+    requests
+        .send(pb::SubscribeTopicEventsRequest {
+            subscribe_topic_events_request_type: Some(
+                pb::subscribe_topic_events_request::SubscribeTopicEventsRequestType::InitialRequest(
+                    pb::SubscribeTopicEventsRequestInitial {
+                        pubsub_name: "ps".into(),
+                        topic: "orders/eu".into(),
+                        ..Default::default()
+                    },
+                ),
+            ),
+        })
+        .await
+        .expect("send");
+    let mut events = grpc
+        .subscribe_topic_events(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    events.message().await.expect("stream").expect("initial response");
+    let published = http
+        .post(format!("{url}/publish/ps/orders/eu"))
+        .header("content-type", "application/json")
+        .body(r#"{"id":7}"#)
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(published.status(), StatusCode::NO_CONTENT);
+    let event = events.message().await.expect("stream").expect("an event");
+    let Some(pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType::EventMessage(event)) =
+        event.subscribe_topic_events_response_type
+    else {
+        panic!("expected an event");
+    };
+    assert_eq!(event.topic, "orders/eu");
+    assert_eq!(event.data, br#"{"id":7}"#);
+    assert_eq!(event.data_content_type, "application/json");
+    drop(requests);
+
+    let unknown = http
+        .post(format!("{url}/publish/nope/t"))
+        .body("x")
+        .send()
+        .await
+        .expect("publish");
+    let (status, code, _) = error_code(unknown).await;
+    assert_eq!((status, code.as_str()), (StatusCode::NOT_FOUND, "ERR_PUBSUB_NOT_FOUND"));
+    let bad_raw = http
+        .post(format!("{url}/publish/ps/t?metadata.rawPayload=maybe"))
+        .body("x")
+        .send()
+        .await
+        .expect("publish");
+    let (status, code, _) = error_code(bad_raw).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "ERR_PUBSUB_REQUEST_METADATA")
+    );
+
+    // Locks: a held lock is 200 {"success": false}; unlock statuses are numbers.
+    let lock = |owner: &str| {
+        http.post(format!("{url}-alpha1/lock/locks"))
+            .json(&json!({ "resourceId": "r", "lockOwner": owner, "expiryInSeconds": 30 }))
+            .send()
+    };
+    let first: Value = lock("a").await.expect("lock").json().await.expect("json");
+    assert_eq!(first, json!({ "success": true }));
+    let second: Value = lock("b").await.expect("lock").json().await.expect("json");
+    assert_eq!(second, json!({ "success": false }));
+    let unlock = |owner: &str| {
+        http.post(format!("{url}-alpha1/unlock/locks"))
+            .json(&json!({ "resourceId": "r", "lockOwner": owner }))
+            .send()
+    };
+    let others: Value = unlock("b").await.expect("unlock").json().await.expect("json");
+    assert_eq!(others, json!({ "status": 2 }));
+    let mine: Value = unlock("a").await.expect("unlock").json().await.expect("json");
+    assert_eq!(mine, json!({ "status": 0 }));
+    let gone: Value = unlock("a").await.expect("unlock").json().await.expect("json");
+    assert_eq!(gone, json!({ "status": 1 }));
+    let no_expiry = http
+        .post(format!("{url}-alpha1/lock/locks"))
+        .json(&json!({ "resourceId": "r", "lockOwner": "a", "expiryInSeconds": 0 }))
+        .send()
+        .await
+        .expect("lock");
+    let (status, code, _) = error_code(no_expiry).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST")
+    );
+
+    // Secrets: unknown store is daprd's 401.
+    let unknown = http.get(format!("{url}/secrets/nope/x")).send().await.expect("secret");
+    let (status, code, _) = error_code(unknown).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "ERR_SECRET_STORE_NOT_FOUND")
+    );
+    let one: Value = http
+        .get(format!("{url}/secrets/files/redis-password"))
+        .send()
+        .await
+        .expect("secret")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(one, json!({ "redis-password": "change-me" }));
+    let bulk = http
+        .get(format!("{url}/secrets/files/bulk"))
+        .send()
+        .await
+        .expect("bulk");
+    assert_eq!(bulk.status(), StatusCode::OK);
+    let bulk: Value = bulk.json().await.expect("json");
+    assert!(bulk.is_object(), "{bulk}");
+    rt.shutdown().await;
+}

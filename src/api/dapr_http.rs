@@ -9,10 +9,14 @@
 //! - `GET /v1.0/healthz/outbound`: 204 once the runtime serves, whatever
 //!   its components' health, as Dapr's outbound check does.
 //! - `GET /v1.0/metadata`: the app id, version and components.
+//! - State (`state`), publish, secrets and lock/unlock (`blocks`), each a
+//!   thin adapter over its block service; errors become daprd's status
+//!   codes and JSON in `errors`.
 
 use std::future::Future;
 use std::sync::Arc;
 
+mod blocks;
 mod errors;
 mod state;
 
@@ -42,6 +46,13 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             post(state::transaction).put(state::transaction),
         )
         .route("/v1.0/state/{store}/{key}", get(state::get).delete(state::delete))
+        .route(
+            "/v1.0/publish/{pubsub}/{*topic}",
+            post(blocks::publish).put(blocks::publish),
+        )
+        .route("/v1.0/secrets/{store}/{key}", get(blocks::secret))
+        .route("/v1.0-alpha1/lock/{store}", post(blocks::try_lock))
+        .route("/v1.0-alpha1/unlock/{store}", post(blocks::unlock))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
 }

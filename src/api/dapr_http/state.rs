@@ -17,20 +17,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::blocks::query_metadata;
 use super::errors::{self, DaprError, StateOp};
 use crate::api::ApiContext;
 use crate::api::blocks::state::{self, Concurrency, Consistency};
 
 type Ctx = State<Arc<ApiContext>>;
 type Params = Query<HashMap<String, String>>;
-
-/// `metadata.<k>=<v>` query parameters: component metadata `<k>=<v>`.
-fn query_metadata(params: &HashMap<String, String>) -> HashMap<String, String> {
-    params
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_owned(), v.clone())))
-        .collect()
-}
 
 fn consistency(value: Option<&str>) -> Consistency {
     match value {

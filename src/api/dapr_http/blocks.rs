@@ -1,0 +1,213 @@
+//! Dapr's HTTP routes for publish, secrets and locks, over their block
+//! services, with daprd's bodies, status codes and error JSON.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::errors::DaprError;
+use crate::api::ApiContext;
+use crate::api::blocks::{BlockError, lock, pubsub, quote, secrets};
+
+type Ctx = State<Arc<ApiContext>>;
+type Params = Query<HashMap<String, String>>;
+
+/// `metadata.<k>=<v>` query parameters: component metadata `<k>=<v>`.
+pub fn query_metadata(params: &HashMap<String, String>) -> HashMap<String, String> {
+    params
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_owned(), v.clone())))
+        .collect()
+}
+
+/// `POST|PUT /v1.0/publish/{pubsub}/{topic...}`: the body is the event.
+pub async fn publish(
+    State(ctx): Ctx,
+    Path((name, topic)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    let metadata = query_metadata(&params);
+    if let Some(raw) = metadata.get(pubsub::RAW_PAYLOAD)
+        && raw.parse::<bool>().is_err()
+    {
+        return DaprError::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_PUBSUB_REQUEST_METADATA",
+            format!(
+                "failed deserializing metadata: rawPayload '{}' is not a boolean",
+                quote(raw)
+            ),
+        )
+        .into_response();
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("text/plain")
+        .to_owned();
+    let event = pubsub::PublishEvent {
+        pubsub: name.clone(),
+        topic,
+        data: body.to_vec(),
+        content_type,
+        metadata,
+    };
+    match pubsub::publish(&ctx, event).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => publish_error(&name, e).into_response(),
+    }
+}
+
+fn publish_error(name: &str, error: BlockError) -> DaprError {
+    match error {
+        BlockError::FailedPrecondition(message) => {
+            DaprError::new(StatusCode::BAD_REQUEST, "ERR_PUBSUB_NOT_CONFIGURED", message)
+        }
+        BlockError::UnknownComponent(_) => DaprError::new(
+            StatusCode::NOT_FOUND,
+            "ERR_PUBSUB_NOT_FOUND",
+            format!("pubsub {} is not found", quote(name)),
+        ),
+        BlockError::InvalidArgument(message) => {
+            DaprError::new(StatusCode::BAD_REQUEST, "ERR_PUBSUB_REQUEST_METADATA", message)
+        }
+        other => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_PUBSUB_PUBLISH_MESSAGE",
+            format!("error when publishing to topic in pubsub {name}: {other}"),
+        ),
+    }
+}
+
+fn secret_error(store: &str, error: BlockError) -> DaprError {
+    match error {
+        BlockError::FailedPrecondition(message) => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_SECRET_STORES_NOT_CONFIGURED",
+            message,
+        ),
+        // 401, as daprd answers it.
+        BlockError::UnknownComponent(_) => DaprError::new(
+            StatusCode::UNAUTHORIZED,
+            "ERR_SECRET_STORE_NOT_FOUND",
+            format!("failed finding secret store with key {}", quote(store)),
+        ),
+        other => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_SECRET_GET",
+            format!("failed getting secret from secret store {store}: {other}"),
+        ),
+    }
+}
+
+/// `GET /v1.0/secrets/{store}/{key}`: `{"<k>": "<v>", ...}`.
+pub async fn secret(State(ctx): Ctx, Path((store, key)): Path<(String, String)>) -> Response {
+    if key == "bulk" {
+        return bulk_secrets(&ctx, &store).await;
+    }
+    let request = secrets::GetSecretRequest {
+        store: store.clone(),
+        key,
+    };
+    match secrets::get(&ctx, request).await {
+        Ok(secret) if secret.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        Ok(secret) => Json(secret).into_response(),
+        Err(e) => secret_error(&store, e).into_response(),
+    }
+}
+
+/// `GET /v1.0/secrets/{store}/bulk`: `{"<name>": {"<k>": "<v>"}}`.
+async fn bulk_secrets(ctx: &ApiContext, store: &str) -> Response {
+    match secrets::get_bulk(ctx, store).await {
+        Ok(all) => Json(all).into_response(),
+        Err(e) => secret_error(store, e).into_response(),
+    }
+}
+
+/// A lock request as daprd decodes it (protojson: both spellings).
+#[derive(Deserialize, Default)]
+struct LockBody {
+    #[serde(default, alias = "resource_id", rename = "resourceId")]
+    resource_id: String,
+    #[serde(default, alias = "lock_owner", rename = "lockOwner")]
+    lock_owner: String,
+    #[serde(default, alias = "expiry_in_seconds", rename = "expiryInSeconds")]
+    expiry_in_seconds: i32,
+}
+
+fn lock_error(store: &str, code: &'static str, error: BlockError) -> DaprError {
+    match error {
+        BlockError::FailedPrecondition(message) => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_LOCK_STORE_NOT_CONFIGURED",
+            message,
+        ),
+        BlockError::UnknownComponent(_) => DaprError::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_LOCK_STORE_NOT_FOUND",
+            format!("lock store {} is not found", quote(store)),
+        ),
+        BlockError::InvalidArgument(message) => DaprError::malformed(message),
+        other => DaprError::new(StatusCode::INTERNAL_SERVER_ERROR, code, other.to_string()),
+    }
+}
+
+fn decode_lock(body: &Bytes) -> Result<LockBody, DaprError> {
+    serde_json::from_slice(body).map_err(|e| DaprError::malformed(e.to_string()))
+}
+
+/// `POST /v1.0-alpha1/lock/{store}`: `{"success": bool}`, a held lock
+/// included.
+pub async fn try_lock(State(ctx): Ctx, Path(store): Path<String>, body: Bytes) -> Response {
+    let body = match decode_lock(&body) {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    if body.expiry_in_seconds <= 0 {
+        return DaprError::malformed("ExpiryInSeconds is not positive number").into_response();
+    }
+    let request = lock::LeaseRequest {
+        store: store.clone(),
+        resource_id: body.resource_id,
+        owner: body.lock_owner,
+        expire: body.expiry_in_seconds,
+    };
+    match lock::try_lock(&ctx, request).await {
+        Ok(success) => Json(json!({ "success": success })).into_response(),
+        Err(e) => lock_error(&store, "ERR_TRY_LOCK", e).into_response(),
+    }
+}
+
+/// `POST /v1.0-alpha1/unlock/{store}`: `{"status": 0|1|2|3}`.
+pub async fn unlock(State(ctx): Ctx, Path(store): Path<String>, body: Bytes) -> Response {
+    let body = match decode_lock(&body) {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let request = lock::UnlockRequest {
+        store: store.clone(),
+        resource_id: body.resource_id,
+        owner: body.lock_owner,
+    };
+    match lock::unlock(&ctx, request).await {
+        Ok(status) => {
+            let status = match status {
+                lock::LockStatus::Success => 0,
+                lock::LockStatus::Unexist => 1,
+                lock::LockStatus::BelongsToOthers => 2,
+            };
+            Json(json!({ "status": status })).into_response()
+        }
+        Err(e) => lock_error(&store, "ERR_UNLOCK", e).into_response(),
+    }
+}
