@@ -9,8 +9,12 @@ const API_PROTOS: &[&str] = &[
     "proto/spec/proto/runtime/v1/appcallback.proto",
 ];
 
-/// Dapr's AppCallback, which the sidecar calls on apps built with Dapr SDKs.
-const DAPR_PROTOS: &[&str] = &["proto/dapr/proto/runtime/v1/appcallback.proto"];
+/// Dapr's AppCallback, which the sidecar calls on apps built with Dapr SDKs,
+/// and Dapr's runtime API, which it serves to them.
+const DAPR_PROTOS: &[&str] = &[
+    "proto/dapr/proto/runtime/v1/appcallback.proto",
+    "proto/dapr/proto/runtime/v1/dapr.proto",
+];
 
 /// Baseline services for the benchmarks; kept out of reflection.
 const BENCH_PROTOS: &[&str] = &["proto/layotto/bench/v1/echo.proto"];

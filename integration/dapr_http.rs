@@ -308,3 +308,127 @@ async fn publish_secrets_and_locks_over_http_match_daprd() {
     assert!(bulk.is_object(), "{bulk}");
     rt.shutdown().await;
 }
+
+/// One store through three front ends: Layotto's gRPC API, Dapr's gRPC API
+/// and Dapr's HTTP API see the same keys and etags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_component_three_front_ends_see_the_same_keys_and_etags() {
+    use layotto::proto::dapr::common::v1 as common;
+    use layotto::proto::dapr::runtime::v1 as dapr;
+    use layotto::proto::dapr::runtime::v1::dapr_client::DaprClient;
+
+    let (rt, mut layotto) = support::start_ready(STORE).await;
+    let mut daprc = DaprClient::connect(format!("http://{}", rt.grpc_addr()))
+        .await
+        .expect("dapr client");
+    let http = reqwest::Client::new();
+    let url = base(&rt);
+
+    // Written through Dapr's gRPC API...
+    daprc
+        .save_state(dapr::SaveStateRequest {
+            store_name: "s".into(),
+            states: vec![common::StateItem {
+                key: "k".into(),
+                value: b"{\"v\":1}".to_vec(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("dapr save");
+    let via_dapr = daprc
+        .get_state(dapr::GetStateRequest {
+            store_name: "s".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("dapr get")
+        .into_inner();
+    // ...read through Layotto's gRPC API and Dapr's HTTP API.
+    let via_layotto = layotto
+        .get_state(pb::GetStateRequest {
+            store_name: "s".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("layotto get")
+        .into_inner();
+    let via_http = http.get(format!("{url}/state/s/k")).send().await.expect("http get");
+    let http_etag = via_http.headers()["etag"].to_str().expect("etag").to_owned();
+    let http_data = via_http.bytes().await.expect("body");
+    assert_eq!(via_dapr.data, b"{\"v\":1}");
+    assert_eq!((&via_layotto.data, &via_layotto.etag), (&via_dapr.data, &via_dapr.etag));
+    assert_eq!(
+        (http_data.as_ref(), http_etag.as_str()),
+        (via_dapr.data.as_slice(), via_dapr.etag.as_str())
+    );
+
+    // An etag from one front end guards a write through another.
+    let stale = daprc
+        .save_state(dapr::SaveStateRequest {
+            store_name: "s".into(),
+            states: vec![common::StateItem {
+                key: "k".into(),
+                value: b"2".to_vec(),
+                etag: Some(common::Etag { value: "999".into() }),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect_err("stale etag");
+    assert_eq!(stale.code(), tonic::Code::Aborted);
+    let deleted = http
+        .delete(format!("{url}/state/s/k"))
+        .header("If-Match", &via_layotto.etag)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = daprc
+        .get_state(dapr::GetStateRequest {
+            store_name: "s".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("dapr get")
+        .into_inner();
+    assert!(gone.data.is_empty() && gone.etag.is_empty());
+
+    // Unknown store: INVALID_ARGUMENT, as daprd.
+    let unknown = daprc
+        .get_state(dapr::GetStateRequest {
+            store_name: "nope".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown store");
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+
+    // Metadata names components as Dapr does; SetMetadata shows up in it.
+    daprc
+        .set_metadata(dapr::SetMetadataRequest {
+            key: "appCommand".into(),
+            value: "python app.py".into(),
+        })
+        .await
+        .expect("set metadata");
+    let metadata = daprc
+        .get_metadata(dapr::GetMetadataRequest {})
+        .await
+        .expect("metadata")
+        .into_inner();
+    assert_eq!(metadata.id, "dapr-http");
+    assert!(
+        metadata
+            .registered_components
+            .iter()
+            .any(|c| c.name == "s" && c.r#type == "state.in-memory"),
+        "{metadata:?}"
+    );
+    assert_eq!(metadata.extended_metadata["appCommand"], "python app.py");
+    rt.shutdown().await;
+}

@@ -40,4 +40,6 @@ pub struct ApiContext {
     /// Turns true when the sidecar shuts down: streams end then, so that
     /// draining does not wait on subscriptions that never finish.
     pub stopping: watch::Receiver<bool>,
+    /// Attributes set with Dapr's SetMetadata, shown by GetMetadata.
+    pub extended_metadata: Mutex<std::collections::BTreeMap<String, String>>,
 }

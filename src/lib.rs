@@ -44,6 +44,8 @@ pub mod telemetry;
 pub mod proto {
     /// Descriptors of the served API, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("layotto_descriptor");
+    /// Descriptors of Dapr's runtime API and AppCallback.
+    pub const DAPR_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dapr_descriptor");
 
     /// Layotto's `spec.proto.runtime.v1`.
     pub mod runtime {

@@ -323,6 +323,7 @@ impl Serving {
             supervisor: supervisor.probe(),
             topic_streams: Default::default(),
             stopping: stopping_rx,
+            extended_metadata: Default::default(),
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);

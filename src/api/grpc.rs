@@ -8,6 +8,7 @@
 //! gRPC status.
 
 mod configuration;
+mod dapr;
 mod health;
 mod hello;
 mod lock;
@@ -31,6 +32,7 @@ use tonic::transport::server::TcpIncoming;
 
 use super::ApiContext;
 use crate::config::ServerConfig;
+use crate::proto::dapr::runtime::v1::dapr_server::DaprServer;
 use crate::proto::runtime::v1::runtime_server::RuntimeServer;
 
 /// TCP keep-alive probes on client connections.
@@ -47,7 +49,11 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Every `"package.Service/Method"` this server answers.
 pub fn served_methods() -> HashSet<String> {
     let mut methods: HashSet<String> = ["grpc.reflection.v1.ServerReflection/ServerReflectionInfo".to_owned()].into();
-    for encoded in [crate::proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+    for encoded in [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        crate::proto::DAPR_FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
         let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
             continue;
         };
@@ -77,6 +83,7 @@ pub async fn serve(
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::proto::DAPR_FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_off = |e: tonic_reflection::server::Error| {
@@ -86,6 +93,10 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_off).ok();
 
     let runtime = RuntimeServer::new(runtime::RuntimeService::new(ctx.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let dapr_api = DaprServer::new(dapr::DaprService::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -103,6 +114,7 @@ pub async fn serve(
                 .limit_in_flight(limits.max_calls_in_flight),
         )
         .add_service(runtime)
+        .add_service(dapr_api)
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

@@ -1,0 +1,352 @@
+//! `dapr.proto.runtime.v1.Dapr` on the same listener as Layotto's API:
+//! thin adapters from Dapr's messages to the block services, so a
+//! component answers the same through either API. RPCs not declared in our
+//! `dapr.proto` answer UNIMPLEMENTED.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::api::ApiContext;
+use crate::api::blocks::{configuration, lock, pubsub, secrets, state};
+use crate::components::Kind;
+use crate::proto::dapr::common::v1 as common;
+use crate::proto::dapr::runtime::v1 as pb;
+use crate::proto::dapr::runtime::v1::dapr_server::Dapr;
+
+pub struct DaprService {
+    ctx: Arc<ApiContext>,
+}
+
+impl DaprService {
+    pub fn new(ctx: Arc<ApiContext>) -> Self {
+        DaprService { ctx }
+    }
+}
+
+fn consistency(c: i32) -> state::Consistency {
+    match common::state_options::StateConsistency::try_from(c) {
+        Ok(common::state_options::StateConsistency::ConsistencyEventual) => state::Consistency::Eventual,
+        Ok(common::state_options::StateConsistency::ConsistencyStrong) => state::Consistency::Strong,
+        _ => state::Consistency::Unspecified,
+    }
+}
+
+fn concurrency(options: Option<&common::StateOptions>) -> state::Concurrency {
+    match options.map(|o| o.concurrency()) {
+        Some(common::state_options::StateConcurrency::ConcurrencyFirstWrite) => state::Concurrency::FirstWrite,
+        _ => state::Concurrency::LastWrite,
+    }
+}
+
+fn item(item: common::StateItem) -> state::StateItem {
+    state::StateItem {
+        concurrency: concurrency(item.options.as_ref()),
+        etag: item.etag.map(|e| e.value),
+        key: item.key,
+        value: item.value,
+        metadata: item.metadata,
+    }
+}
+
+/// Dapr's name for a component type: `state.redis`, `pubsub.rabbitmq`,
+/// `secretstores.local.file`, ...
+fn dapr_type(kind: Kind, type_name: &str) -> String {
+    let prefix = match kind {
+        Kind::State => "state",
+        Kind::PubSubs => "pubsub",
+        Kind::Lock => "lock",
+        Kind::SecretStore => "secretstores",
+        Kind::ConfigStore => "configuration",
+        Kind::Bindings => "bindings",
+        other => other.as_str(),
+    };
+    let type_name = match (kind, type_name) {
+        (Kind::PubSubs, "nats") => "jetstream",
+        (Kind::PubSubs, "mqtt") => "mqtt3",
+        (_, other) => other,
+    };
+    format!("{prefix}.{type_name}")
+}
+
+fn capabilities(kind: Kind) -> Vec<String> {
+    match kind {
+        Kind::State => vec!["ETAG".into(), "TRANSACTIONAL".into(), "TTL".into()],
+        _ => Vec::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl Dapr for DaprService {
+    async fn get_state(&self, req: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
+        let req = req.into_inner();
+        let get = state::GetState {
+            consistency: consistency(req.consistency),
+            store: req.store_name,
+            key: req.key,
+        };
+        Ok(Response::new(match state::get(&self.ctx, get).await? {
+            None => pb::GetStateResponse::default(),
+            Some(value) => pb::GetStateResponse {
+                metadata: state::value_metadata(&value),
+                etag: value.etag.to_string(),
+                data: value.data,
+            },
+        }))
+    }
+
+    async fn get_bulk_state(
+        &self,
+        req: Request<pb::GetBulkStateRequest>,
+    ) -> Result<Response<pb::GetBulkStateResponse>, Status> {
+        let req = req.into_inner();
+        let bulk = state::GetBulkState {
+            store: req.store_name,
+            keys: req.keys,
+            parallelism: usize::try_from(req.parallelism).unwrap_or(0),
+        };
+        let items = state::get_bulk(&self.ctx, bulk)
+            .await?
+            .into_iter()
+            .map(|bulk| match bulk.value {
+                Ok(None) => pb::BulkStateItem {
+                    key: bulk.key,
+                    ..Default::default()
+                },
+                Ok(Some(value)) => pb::BulkStateItem {
+                    key: bulk.key,
+                    metadata: state::value_metadata(&value),
+                    etag: value.etag.to_string(),
+                    data: value.data,
+                    error: String::new(),
+                },
+                Err(error) => pb::BulkStateItem {
+                    key: bulk.key,
+                    error,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::GetBulkStateResponse { items }))
+    }
+
+    async fn save_state(&self, req: Request<pb::SaveStateRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        let save = state::SaveState {
+            store: req.store_name,
+            items: req.states.into_iter().map(item).collect(),
+        };
+        state::save(&self.ctx, save).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn delete_state(&self, req: Request<pb::DeleteStateRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        let delete = state::DeleteState {
+            store: req.store_name,
+            item: state::DeleteItem {
+                key: req.key,
+                etag: req.etag.map(|e| e.value),
+            },
+        };
+        state::delete(&self.ctx, delete).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn delete_bulk_state(&self, req: Request<pb::DeleteBulkStateRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        let delete = state::DeleteBulkState {
+            store: req.store_name,
+            items: req
+                .states
+                .into_iter()
+                .map(|s| state::DeleteItem {
+                    key: s.key,
+                    etag: s.etag.map(|e| e.value),
+                })
+                .collect(),
+        };
+        state::delete_bulk(&self.ctx, delete).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn execute_state_transaction(
+        &self,
+        req: Request<pb::ExecuteStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        let transaction = state::Transaction {
+            store: req.store_name,
+            operations: req
+                .operations
+                .into_iter()
+                .map(|op| state::TransactionOperation {
+                    operation: op.operation_type,
+                    item: op.request.map(item),
+                })
+                .collect(),
+            metadata: req.metadata,
+        };
+        state::transact(&self.ctx, transaction).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn publish_event(&self, req: Request<pb::PublishEventRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        let event = pubsub::PublishEvent {
+            pubsub: req.pubsub_name,
+            topic: req.topic,
+            data: req.data,
+            content_type: req.data_content_type,
+            metadata: req.metadata,
+        };
+        pubsub::publish(&self.ctx, event).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_secret(&self, req: Request<pb::GetSecretRequest>) -> Result<Response<pb::GetSecretResponse>, Status> {
+        let req = req.into_inner();
+        let get = secrets::GetSecretRequest {
+            store: req.store_name,
+            key: req.key,
+        };
+        let secret = secrets::get(&self.ctx, get).await?;
+        Ok(Response::new(pb::GetSecretResponse {
+            data: secret.into_iter().collect(),
+        }))
+    }
+
+    async fn get_bulk_secret(
+        &self,
+        req: Request<pb::GetBulkSecretRequest>,
+    ) -> Result<Response<pb::GetBulkSecretResponse>, Status> {
+        let req = req.into_inner();
+        let all = secrets::get_bulk(&self.ctx, &req.store_name).await?;
+        Ok(Response::new(pb::GetBulkSecretResponse {
+            data: all
+                .into_iter()
+                .map(|(name, values)| {
+                    let secrets = values.into_iter().collect();
+                    (name, pb::SecretResponse { secrets })
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_configuration_alpha1(
+        &self,
+        req: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
+        self.get_configuration(req).await
+    }
+
+    async fn get_configuration(
+        &self,
+        req: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
+        let req = req.into_inner();
+        let query = configuration::ConfigurationQuery {
+            store: req.store_name,
+            keys: req.keys,
+            ..Default::default()
+        };
+        let items = configuration::get(&self.ctx, query).await?;
+        let items: HashMap<String, common::ConfigurationItem> = items
+            .into_iter()
+            .map(|item| {
+                let value = common::ConfigurationItem {
+                    value: item.content,
+                    version: String::new(),
+                    metadata: item.metadata,
+                };
+                (item.key, value)
+            })
+            .collect();
+        Ok(Response::new(pb::GetConfigurationResponse { items }))
+    }
+
+    async fn try_lock_alpha1(&self, req: Request<pb::TryLockRequest>) -> Result<Response<pb::TryLockResponse>, Status> {
+        let req = req.into_inner();
+        let lease = lock::LeaseRequest {
+            store: req.store_name,
+            resource_id: req.resource_id,
+            owner: req.lock_owner,
+            expire: req.expiry_in_seconds,
+        };
+        let success = lock::try_lock(&self.ctx, lease).await?;
+        Ok(Response::new(pb::TryLockResponse { success }))
+    }
+
+    async fn unlock_alpha1(&self, req: Request<pb::UnlockRequest>) -> Result<Response<pb::UnlockResponse>, Status> {
+        let req = req.into_inner();
+        let unlock = lock::UnlockRequest {
+            store: req.store_name,
+            resource_id: req.resource_id,
+            owner: req.lock_owner,
+        };
+        let status = match lock::unlock(&self.ctx, unlock).await? {
+            lock::LockStatus::Success => pb::unlock_response::Status::Success,
+            lock::LockStatus::Unexist => pb::unlock_response::Status::LockDoesNotExist,
+            lock::LockStatus::BelongsToOthers => pb::unlock_response::Status::LockBelongsToOthers,
+        };
+        Ok(Response::new(pb::UnlockResponse { status: status as i32 }))
+    }
+
+    async fn get_metadata(
+        &self,
+        _req: Request<pb::GetMetadataRequest>,
+    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let registered_components = self
+            .ctx
+            .status
+            .components()
+            .into_iter()
+            .map(|(id, _)| pb::RegisteredComponents {
+                name: id.name.clone(),
+                r#type: dapr_type(id.kind, &id.type_name),
+                version: "v1".into(),
+                capabilities: capabilities(id.kind),
+            })
+            .collect();
+        let extended_metadata = self
+            .ctx
+            .extended_metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .into_iter()
+            .collect();
+        Ok(Response::new(pb::GetMetadataResponse {
+            id: self.ctx.app.app_id.clone(),
+            registered_components,
+            extended_metadata,
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            enabled_features: Vec::new(),
+        }))
+    }
+
+    async fn set_metadata(&self, req: Request<pb::SetMetadataRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        self.ctx
+            .extended_metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.key, req.value);
+        Ok(Response::new(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_types_are_named_as_dapr_names_them() {
+        assert_eq!(dapr_type(Kind::State, "redis"), "state.redis");
+        assert_eq!(dapr_type(Kind::PubSubs, "rabbitmq"), "pubsub.rabbitmq");
+        assert_eq!(dapr_type(Kind::PubSubs, "nats"), "pubsub.jetstream");
+        assert_eq!(dapr_type(Kind::SecretStore, "local.file"), "secretstores.local.file");
+        assert_eq!(dapr_type(Kind::Lock, "redis"), "lock.redis");
+    }
+}
