@@ -1,0 +1,71 @@
+//! The official Dapr SDKs against this sidecar, as apps run them: the
+//! Python SDK (installed by `integration/sdk/setup.sh` into a virtualenv
+//! outside the checkout; `.ci/run` runs it first) drives Dapr's gRPC API.
+
+use std::process::Command;
+
+use crate::support;
+
+/// The virtualenv's python, when the SDK is installed. Under `CI=true` a
+/// missing SDK fails the test; elsewhere it skips with a reason.
+fn sdk_python() -> Option<String> {
+    let venv = std::env::var("LAYOTTO_SDK_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/layotto-sdk-venv", std::env::var("HOME").unwrap_or_default()));
+    let python = format!("{venv}/bin/python");
+    let installed = Command::new(&python)
+        .args(["-c", "import dapr.clients"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        return Some(python);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("the Dapr Python SDK is not installed in {venv}; run integration/sdk/setup.sh");
+    }
+    eprintln!("skipping: the Dapr Python SDK is not installed (run integration/sdk/setup.sh)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_uses_state_publish_secrets_locks_configuration_and_metadata() {
+    let Some(python) = sdk_python() else {
+        return;
+    };
+    let (rt, _client) = support::start_ready(
+        r#"
+        [app]
+        app_id = "sdk-app"
+        [state.s]
+        type = "in-memory"
+        [pub_subs.ps]
+        type = "in-memory"
+        [lock.locks]
+        type = "in-memory"
+        [config_store.config]
+        type = "in-memory"
+        [secret_store.files]
+        type = "local.file"
+        metadata = { secretsFile = "config/secrets/example.json" }
+        "#,
+    )
+    .await;
+    let grpc_port = rt.grpc_addr().port().to_string();
+    let http_port = rt.dapr_http_addr().expect("dapr http").port().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg("integration/sdk/python_state.py")
+            .env("DAPR_RUNTIME_HOST", "127.0.0.1")
+            .env("DAPR_GRPC_PORT", grpc_port)
+            .env("DAPR_HTTP_PORT", http_port)
+            .env("DAPR_HEALTH_TIMEOUT", "10")
+            .output()
+    })
+    .await
+    .expect("joined")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "python sdk failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
+    rt.shutdown().await;
+}
