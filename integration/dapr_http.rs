@@ -432,3 +432,36 @@ async fn one_component_three_front_ends_see_the_same_keys_and_etags() {
     assert_eq!(metadata.extended_metadata["appCommand"], "python app.py");
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_can_be_set_and_shutdown_is_requested_over_http() {
+    let (mut rt, _grpc) = support::start_ready(STORE).await;
+    let http = reqwest::Client::new();
+    let url = base(&rt);
+    let set = http
+        .put(format!("{url}/metadata/appCommand"))
+        .body("node app.js")
+        .send()
+        .await
+        .expect("put metadata");
+    assert_eq!(set.status(), StatusCode::NO_CONTENT);
+    let metadata: Value = http
+        .get(format!("{url}/metadata"))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(metadata["extended"]["appCommand"], "node app.js");
+    assert_eq!(metadata["extended"]["daprRuntimeVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(metadata["components"][0]["type"], "state.in-memory");
+
+    let shutdown = http.post(format!("{url}/shutdown")).send().await.expect("shutdown");
+    assert_eq!(shutdown.status(), StatusCode::NO_CONTENT);
+    let asked = tokio::time::timeout(std::time::Duration::from_secs(5), rt.failed())
+        .await
+        .expect("the runtime hears the request");
+    assert!(matches!(asked, layotto::RuntimeError::ShutdownRequested), "{asked}");
+    rt.shutdown().await;
+}

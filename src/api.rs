@@ -42,4 +42,7 @@ pub struct ApiContext {
     pub stopping: watch::Receiver<bool>,
     /// Attributes set with Dapr's SetMetadata, shown by GetMetadata.
     pub extended_metadata: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Notified when a client asks the sidecar to shut down (Dapr's
+    /// Shutdown): the runtime then stops as on SIGTERM.
+    pub shutdown_requested: Arc<tokio::sync::Notify>,
 }

@@ -132,7 +132,13 @@ fn run(config: Config) -> anyhow::Result<()> {
                 info!(signal = signal?, "Shutdown requested");
                 Ok(())
             }
-            failure = runtime.failed() => Err(failure.into()),
+            failure = runtime.failed() => match failure {
+                layotto::RuntimeError::ShutdownRequested => {
+                    info!("Shutdown requested through the API");
+                    Ok(())
+                }
+                failure => Err(failure.into()),
+            },
         };
         // A second SIGTERM or SIGINT during the drain means "now".
         tokio::select! {

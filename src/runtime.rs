@@ -54,6 +54,10 @@ pub enum RuntimeError {
     Grpc(String),
     #[error("the runtime's event loop failed: {0}")]
     EventLoop(String),
+    /// Not a failure: a client asked the sidecar to shut down (Dapr's
+    /// Shutdown); the owner stops it gracefully, as on SIGTERM.
+    #[error("a client asked the sidecar to shut down")]
+    ShutdownRequested,
     #[error("secret references cannot be resolved:\n  - {}", .0.join("\n  - "))]
     SecretRefs(Vec<String>),
 }
@@ -262,6 +266,8 @@ struct Serving {
     /// Ends the API's streams at shutdown.
     stopping: watch::Sender<bool>,
     grace: Duration,
+    /// Notified by the API's shutdown request.
+    shutdown_requested: Arc<tokio::sync::Notify>,
     init_timeout: Duration,
 }
 
@@ -324,6 +330,7 @@ impl Serving {
             topic_streams: Default::default(),
             stopping: stopping_rx,
             extended_metadata: Default::default(),
+            shutdown_requested: Default::default(),
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);
@@ -354,6 +361,7 @@ impl Serving {
             http_tasks,
             stopping,
             grace: config.server.shutdown_grace_period,
+            shutdown_requested: ctx.shutdown_requested.clone(),
             init_timeout: config.supervisor.init_timeout,
         };
 
@@ -398,6 +406,7 @@ impl Serving {
         };
         tokio::select! {
             Some(e) = self.escalations.recv() => RuntimeError::Escalated { component: e.component, reason: e.reason },
+            () = self.shutdown_requested.notified() => RuntimeError::ShutdownRequested,
             error = grpc_ended => {
                 // Reported once; what is left of the task is nothing.
                 self.grpc = None;

@@ -15,6 +15,7 @@
 pub mod configuration;
 pub mod hello;
 pub mod lock;
+pub mod metadata;
 pub mod pubsub;
 pub mod secrets;
 pub mod sequencer;

@@ -8,7 +8,9 @@
 //!   UP), else 500 with Dapr's `ERR_HEALTH_NOT_READY` naming what is not.
 //! - `GET /v1.0/healthz/outbound`: 204 once the runtime serves, whatever
 //!   its components' health, as Dapr's outbound check does.
-//! - `GET /v1.0/metadata`: the app id, version and components.
+//! - `GET /v1.0/metadata`: the app id, version, components and extended
+//!   attributes (`PUT /v1.0/metadata/{key}` sets one); `POST
+//!   /v1.0/shutdown` stops the sidecar gracefully.
 //! - State (`state`), publish, secrets and lock/unlock (`blocks`), each a
 //!   thin adapter over its block service; errors become daprd's status
 //!   codes and JSON in `errors`.
@@ -21,14 +23,16 @@ mod errors;
 mod state;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::ApiContext;
+use super::blocks::metadata;
 use crate::supervisor::Health;
 
 /// daprd's default `--max-body-size`.
@@ -39,6 +43,8 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(outbound))
         .route("/v1.0/metadata", get(metadata))
+        .route("/v1.0/metadata/{key}", put(set_metadata))
+        .route("/v1.0/shutdown", post(shutdown))
         .route("/v1.0/state/{store}", post(state::save).put(state::save))
         .route("/v1.0/state/{store}/bulk", post(state::bulk).put(state::bulk))
         .route(
@@ -100,25 +106,42 @@ async fn outbound(State(ctx): State<Arc<ApiContext>>) -> Response {
 }
 
 async fn metadata(State(ctx): State<Arc<ApiContext>>) -> Response {
-    let components: Vec<_> = ctx
-        .status
-        .components()
+    let metadata = metadata::get(&ctx);
+    let components: Vec<_> = metadata
+        .components
         .into_iter()
-        .map(|(id, _)| {
-            json!({
-                "name": id.name,
-                "type": format!("{}.{}", id.kind, id.type_name),
-                "version": "v1",
-                "capabilities": [],
-            })
+        .map(|c| {
+            let mut component = json!({ "name": c.name, "type": c.dapr_type, "version": c.version });
+            if !c.capabilities.is_empty() {
+                component["capabilities"] = json!(c.capabilities);
+            }
+            component
         })
         .collect();
+    let mut extended = metadata.extended;
+    extended.insert("daprRuntimeVersion".into(), metadata.runtime_version.clone());
     axum::Json(json!({
-        "id": ctx.app.app_id,
-        "runtimeVersion": env!("CARGO_PKG_VERSION"),
-        "enabledFeatures": [],
+        "id": metadata.app_id,
+        "runtimeVersion": metadata.runtime_version,
         "components": components,
-        "extended": {},
+        "extended": extended,
+        "actorRuntime": {
+            "runtimeStatus": "DISABLED",
+            "hostReady": false,
+            "placement": "placement: disconnected",
+        },
     }))
     .into_response()
+}
+
+/// `PUT /v1.0/metadata/{key}`: the raw body becomes an extended attribute.
+async fn set_metadata(State(ctx): State<Arc<ApiContext>>, Path(key): Path<String>, body: Bytes) -> Response {
+    metadata::set(&ctx, key, String::from_utf8_lossy(&body).into_owned());
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /v1.0/shutdown`: 204 at once, then a graceful shutdown.
+async fn shutdown(State(ctx): State<Arc<ApiContext>>) -> Response {
+    metadata::shutdown(&ctx);
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::ApiContext;
-use crate::api::blocks::{configuration, lock, pubsub, secrets, state};
-use crate::components::Kind;
+use crate::api::blocks::{configuration, lock, metadata, pubsub, secrets, state};
 use crate::proto::dapr::common::v1 as common;
 use crate::proto::dapr::runtime::v1 as pb;
 use crate::proto::dapr::runtime::v1::dapr_server::Dapr;
@@ -47,33 +46,6 @@ fn item(item: common::StateItem) -> state::StateItem {
         key: item.key,
         value: item.value,
         metadata: item.metadata,
-    }
-}
-
-/// Dapr's name for a component type: `state.redis`, `pubsub.rabbitmq`,
-/// `secretstores.local.file`, ...
-fn dapr_type(kind: Kind, type_name: &str) -> String {
-    let prefix = match kind {
-        Kind::State => "state",
-        Kind::PubSubs => "pubsub",
-        Kind::Lock => "lock",
-        Kind::SecretStore => "secretstores",
-        Kind::ConfigStore => "configuration",
-        Kind::Bindings => "bindings",
-        other => other.as_str(),
-    };
-    let type_name = match (kind, type_name) {
-        (Kind::PubSubs, "nats") => "jetstream",
-        (Kind::PubSubs, "mqtt") => "mqtt3",
-        (_, other) => other,
-    };
-    format!("{prefix}.{type_name}")
-}
-
-fn capabilities(kind: Kind) -> Vec<String> {
-    match kind {
-        Kind::State => vec!["ETAG".into(), "TRANSACTIONAL".into(), "TTL".into()],
-        _ => Vec::new(),
     }
 }
 
@@ -297,56 +269,33 @@ impl Dapr for DaprService {
         &self,
         _req: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
-        let registered_components = self
-            .ctx
-            .status
-            .components()
-            .into_iter()
-            .map(|(id, _)| pb::RegisteredComponents {
-                name: id.name.clone(),
-                r#type: dapr_type(id.kind, &id.type_name),
-                version: "v1".into(),
-                capabilities: capabilities(id.kind),
-            })
-            .collect();
-        let extended_metadata = self
-            .ctx
-            .extended_metadata
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .into_iter()
-            .collect();
+        let metadata = metadata::get(&self.ctx);
         Ok(Response::new(pb::GetMetadataResponse {
-            id: self.ctx.app.app_id.clone(),
-            registered_components,
-            extended_metadata,
-            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            id: metadata.app_id,
+            registered_components: metadata
+                .components
+                .into_iter()
+                .map(|c| pb::RegisteredComponents {
+                    name: c.name,
+                    r#type: c.dapr_type,
+                    version: c.version,
+                    capabilities: c.capabilities,
+                })
+                .collect(),
+            extended_metadata: metadata.extended.into_iter().collect(),
+            runtime_version: metadata.runtime_version,
             enabled_features: Vec::new(),
         }))
     }
 
     async fn set_metadata(&self, req: Request<pb::SetMetadataRequest>) -> Result<Response<()>, Status> {
         let req = req.into_inner();
-        self.ctx
-            .extended_metadata
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(req.key, req.value);
+        metadata::set(&self.ctx, req.key, req.value);
         Ok(Response::new(()))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn component_types_are_named_as_dapr_names_them() {
-        assert_eq!(dapr_type(Kind::State, "redis"), "state.redis");
-        assert_eq!(dapr_type(Kind::PubSubs, "rabbitmq"), "pubsub.rabbitmq");
-        assert_eq!(dapr_type(Kind::PubSubs, "nats"), "pubsub.jetstream");
-        assert_eq!(dapr_type(Kind::SecretStore, "local.file"), "secretstores.local.file");
-        assert_eq!(dapr_type(Kind::Lock, "redis"), "lock.redis");
+    async fn shutdown(&self, _req: Request<pb::ShutdownRequest>) -> Result<Response<()>, Status> {
+        metadata::shutdown(&self.ctx);
+        Ok(Response::new(()))
     }
 }
