@@ -69,3 +69,62 @@ async fn the_python_sdk_uses_state_publish_secrets_locks_configuration_and_metad
     assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
     rt.shutdown().await;
 }
+
+/// The folder with the JavaScript SDK's node_modules, when installed.
+fn sdk_node() -> Option<std::path::PathBuf> {
+    let dir = std::env::var("LAYOTTO_SDK_NODE")
+        .unwrap_or_else(|_| format!("{}/.cache/layotto-sdk-node", std::env::var("HOME").unwrap_or_default()));
+    let dir = std::path::PathBuf::from(dir);
+    if dir.join("node_modules/@dapr/dapr/package.json").exists() {
+        return Some(dir);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!(
+            "the Dapr JavaScript SDK is not installed in {}; run integration/sdk/setup.sh",
+            dir.display()
+        );
+    }
+    eprintln!("skipping: the Dapr JavaScript SDK is not installed (run integration/sdk/setup.sh)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_sdk_uses_state_publish_secrets_locks_and_metadata_over_http() {
+    let Some(dir) = sdk_node() else {
+        return;
+    };
+    // ES modules resolve packages from their own folder: run a copy there.
+    let script = dir.join("js_state.mjs");
+    std::fs::copy("integration/sdk/js_state.mjs", &script).expect("copy the script");
+    let (rt, _client) = support::start_ready(
+        r#"
+        [app]
+        app_id = "sdk-app"
+        [state.s]
+        type = "in-memory"
+        [pub_subs.ps]
+        type = "in-memory"
+        [lock.locks]
+        type = "in-memory"
+        [secret_store.files]
+        type = "local.file"
+        metadata = { secretsFile = "config/secrets/example.json" }
+        "#,
+    )
+    .await;
+    let http_port = rt.dapr_http_addr().expect("dapr http").port().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("DAPR_HTTP_PORT", http_port)
+            .output()
+    })
+    .await
+    .expect("joined")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "js sdk failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
+    rt.shutdown().await;
+}

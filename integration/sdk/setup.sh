@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Dapr SDKs the SDK tests drive into a virtualenv outside the
-# checkout (cached between runs): `dapr` from PyPI. Prints the venv's
-# python. Called by .ci/run; safe to run again.
+# Installs the Dapr SDKs the SDK tests drive, outside the checkout (cached
+# between runs): `dapr` from PyPI into a virtualenv, and `@dapr/dapr` from
+# npm into a node_modules folder. Called by .ci/run; safe to run again.
 set -euo pipefail
 venv="${LAYOTTO_SDK_VENV:-$HOME/.cache/layotto-sdk-venv}"
 # Pinned to the SDK line the tests were written against.
@@ -13,4 +13,11 @@ if ! "$venv/bin/python" -c "import dapr.clients" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$want" >&2 || \
     "$venv/bin/pip" install --quiet --disable-pip-version-check dapr >&2
 fi
-echo "$venv/bin/python"
+# The JavaScript SDK, in a folder the tests find through LAYOTTO_SDK_NODE.
+node_dir="${LAYOTTO_SDK_NODE:-$HOME/.cache/layotto-sdk-node}"
+here="$(cd "$(dirname "$0")" && pwd)"
+mkdir -p "$node_dir"
+cp "$here/package.json" "$node_dir/package.json"
+if [ ! -f "$node_dir/node_modules/@dapr/dapr/package.json" ]; then
+  (cd "$node_dir" && npm install --silent --no-audit --no-fund >&2)
+fi

@@ -40,6 +40,16 @@ fn concurrency(value: Option<&str>) -> Concurrency {
     }
 }
 
+/// A field that may be `null` in the body, read as its default, as Go's
+/// decoder reads it (the JavaScript SDK sends `"metadata": null`).
+fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// Decodes a JSON body, or answers 400 `ERR_MALFORMED_REQUEST`.
 fn decode<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, DaprError> {
     serde_json::from_slice(body).map_err(|e| DaprError::malformed(e.to_string()))
@@ -87,7 +97,7 @@ struct SaveItem {
     value: Option<Value>,
     #[serde(default, alias = "Etag", alias = "ETag")]
     etag: Option<String>,
-    #[serde(default, alias = "Metadata")]
+    #[serde(default, alias = "Metadata", deserialize_with = "nullable")]
     metadata: HashMap<String, String>,
     #[serde(default, alias = "Options")]
     options: Option<Options>,
@@ -152,9 +162,9 @@ pub async fn delete(
 
 #[derive(Deserialize)]
 struct BulkRequest {
-    #[serde(default, alias = "Keys")]
+    #[serde(default, alias = "Keys", deserialize_with = "nullable")]
     keys: Vec<String>,
-    #[serde(default, alias = "Parallelism")]
+    #[serde(default, alias = "Parallelism", deserialize_with = "nullable")]
     parallelism: i64,
 }
 
@@ -203,9 +213,9 @@ pub async fn bulk(State(ctx): Ctx, Path(store): Path<String>, body: Bytes) -> Re
 
 #[derive(Deserialize)]
 struct TransactionRequest {
-    #[serde(default, alias = "Operations")]
+    #[serde(default, alias = "Operations", deserialize_with = "nullable")]
     operations: Vec<TransactionOperation>,
-    #[serde(default, alias = "Metadata")]
+    #[serde(default, alias = "Metadata", deserialize_with = "nullable")]
     metadata: HashMap<String, String>,
 }
 
