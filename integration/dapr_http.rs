@@ -465,3 +465,79 @@ async fn metadata_can_be_set_and_shutdown_is_requested_over_http() {
     assert!(matches!(asked, layotto::RuntimeError::ShutdownRequested), "{asked}");
     rt.shutdown().await;
 }
+
+/// With an API token configured, a call without it is refused on every
+/// surface; health endpoints stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_api_token_every_surface_refuses_but_health() {
+    use layotto::proto::dapr::runtime::v1 as dapr;
+    use layotto::proto::dapr::runtime::v1::dapr_client::DaprClient;
+
+    let rt = support::start(&format!("[server]\napi_token = \"t0ken\"\n{STORE}")).await;
+    let addr = rt.grpc_addr();
+    let http = reqwest::Client::new();
+    let url = base(&rt);
+
+    // gRPC health and the HTTP health endpoints need no token.
+    let health = http
+        .get(format!("{url}/healthz/outbound"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), StatusCode::NO_CONTENT);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("grpc health needs no token");
+
+    // Layotto gRPC, Dapr gRPC, Dapr HTTP: refused without it.
+    let mut layotto = layotto::proto::runtime::v1::runtime_client::RuntimeClient::new(channel.clone());
+    let get = || pb::GetStateRequest {
+        store_name: "s".into(),
+        key: "k".into(),
+        ..Default::default()
+    };
+    let err = layotto.get_state(get()).await.expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut daprc = DaprClient::new(channel.clone());
+    let err = daprc
+        .get_state(dapr::GetStateRequest {
+            store_name: "s".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let refused = http.get(format!("{url}/state/s/k")).send().await.expect("get");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.text().await.expect("body"), "invalid api token\n");
+    let wrong = http
+        .get(format!("{url}/state/s/k"))
+        .header("dapr-api-token", "t0ken!")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    // With it, served.
+    let mut request = tonic::Request::new(get());
+    request
+        .metadata_mut()
+        .insert("dapr-api-token", "t0ken".parse().expect("ascii"));
+    layotto.get_state(request).await.expect("with the token");
+    let ok = http
+        .get(format!("{url}/state/s/k"))
+        .header("dapr-api-token", "t0ken")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    rt.shutdown().await;
+}

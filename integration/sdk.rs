@@ -28,11 +28,25 @@ fn sdk_python() -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_uses_state_publish_secrets_locks_configuration_and_metadata() {
+    run_python_sdk(None).await;
+}
+
+/// The same, with an API token: the SDK sends `DAPR_API_TOKEN` on every
+/// call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_works_with_an_api_token() {
+    run_python_sdk(Some("sdk-t0ken")).await;
+}
+
+async fn run_python_sdk(token: Option<&'static str>) {
     let Some(python) = sdk_python() else {
         return;
     };
-    let (rt, _client) = support::start_ready(
-        r#"
+    let server = token
+        .map(|t| format!("[server]\napi_token = \"{t}\"\n"))
+        .unwrap_or_default();
+    let rt = support::start(&format!(
+        r#"{server}
         [app]
         app_id = "sdk-app"
         [state.s]
@@ -45,20 +59,26 @@ async fn the_python_sdk_uses_state_publish_secrets_locks_configuration_and_metad
         type = "in-memory"
         [secret_store.files]
         type = "local.file"
-        metadata = { secretsFile = "config/secrets/example.json" }
-        "#,
-    )
+        metadata = {{ secretsFile = "config/secrets/example.json" }}
+        "#
+    ))
     .await;
+    support::wait_ready(&rt).await;
     let grpc_port = rt.grpc_addr().port().to_string();
     let http_port = rt.dapr_http_addr().expect("dapr http").port().to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
+        let mut python = Command::new(python);
+        python
             .arg("integration/sdk/python_state.py")
             .env("DAPR_RUNTIME_HOST", "127.0.0.1")
             .env("DAPR_GRPC_PORT", grpc_port)
             .env("DAPR_HTTP_PORT", http_port)
             .env("DAPR_HEALTH_TIMEOUT", "10")
-            .output()
+            .env_remove("DAPR_API_TOKEN");
+        if let Some(token) = token {
+            python.env("DAPR_API_TOKEN", token);
+        }
+        python.output()
     })
     .await
     .expect("joined")

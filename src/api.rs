@@ -11,6 +11,7 @@
 //! error). Nothing here talks to a backend.
 
 pub mod actuator;
+pub mod auth;
 pub mod blocks;
 pub mod callback;
 pub mod cloudevents;
@@ -45,4 +46,6 @@ pub struct ApiContext {
     /// Notified when a client asks the sidecar to shut down (Dapr's
     /// Shutdown): the runtime then stops as on SIGTERM.
     pub shutdown_requested: Arc<tokio::sync::Notify>,
+    /// The API token every call must carry, when one is configured.
+    pub api_token: Option<auth::ApiToken>,
 }

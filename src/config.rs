@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// HTTP/2 streams one client connection may open at once (the
     /// connection's share of the above). Default 1024.
     pub max_streams_per_connection: u32,
+    /// When set, every call on every API (Layotto gRPC, Dapr gRPC and
+    /// HTTP) must carry it in `dapr-api-token`, except health endpoints.
+    /// `DAPR_API_TOKEN` sets it too. Default: none.
+    pub api_token: Option<String>,
 }
 
 /// `[app]`: the application this sidecar serves.
@@ -156,6 +160,7 @@ impl Default for Config {
                 shutdown_grace_period: Duration::from_secs(10),
                 max_calls_in_flight: 4096,
                 max_streams_per_connection: 1024,
+                api_token: None,
             },
             app: AppConfig {
                 app_id: String::new(),
@@ -439,6 +444,7 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             max_streams_per_connection: s
                 .integer("max_streams_per_connection", &mut problems)
                 .unwrap_or(d.max_streams_per_connection),
+            api_token: s.string("api_token", &mut problems).filter(|t| !t.is_empty()),
         };
         s.finish(&mut problems);
         if server.max_calls_in_flight == 0 {

@@ -84,6 +84,10 @@ fn main() -> ExitCode {
                 }
             };
             config.supervisor.fail_fast |= fail_fast;
+            // Dapr's variable, for apps launched as they launch daprd.
+            if config.server.api_token.is_none() {
+                config.server.api_token = std::env::var("DAPR_API_TOKEN").ok().filter(|t| !t.is_empty());
+            }
             telemetry::init(&config.log);
             info!(config = %source, version = env!("CARGO_PKG_VERSION"), "Starting Layotto");
             match run(config) {

@@ -331,6 +331,7 @@ impl Serving {
             stopping: stopping_rx,
             extended_metadata: Default::default(),
             shutdown_requested: Default::default(),
+            api_token: config.server.api_token.as_deref().map(api::auth::ApiToken::new),
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);

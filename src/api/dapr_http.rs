@@ -60,7 +60,35 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/v1.0-alpha1/lock/{store}", post(blocks::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(blocks::unlock))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), require_token))
         .with_state(ctx)
+}
+
+/// With an API token configured, a call without it is refused as daprd
+/// refuses it: 401, `text/plain`, `invalid api token`. The health
+/// endpoints are exempt.
+async fn require_token(
+    State(ctx): State<Arc<ApiContext>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &ctx.api_token {
+        let path = request.uri().path();
+        let health = path == "/v1.0/healthz" || path == "/v1.0/healthz/outbound";
+        let given = request
+            .headers()
+            .get(crate::api::auth::TOKEN_HEADER)
+            .map(|v| v.as_bytes());
+        if !health && !token.accepts(given) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                "invalid api token\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 pub async fn serve(

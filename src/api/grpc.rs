@@ -7,6 +7,7 @@
 //! call the block, encode its answer; [`status`] maps a block's error to a
 //! gRPC status.
 
+mod auth;
 mod configuration;
 mod dapr;
 mod health;
@@ -109,6 +110,9 @@ pub async fn serve(
             metrics_layer::GrpcMetricsLayer::new(ctx.metrics.clone(), served_methods())
                 .limit_in_flight(limits.max_calls_in_flight),
         )
+        .layer(auth::ApiTokenLayer(
+            limits.api_token.as_deref().map(crate::api::auth::ApiToken::new),
+        ))
         .add_service(runtime)
         .add_service(dapr_api)
         .add_service(health_service)

@@ -54,6 +54,7 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
             stopping: stopping_rx,
             extended_metadata: Default::default(),
             shutdown_requested: Default::default(),
+            api_token: None,
         });
 
         let (events_tx, mut events) = mpsc::channel(8);
