@@ -541,3 +541,90 @@ async fn without_the_api_token_every_surface_refuses_but_health() {
     assert_eq!(ok.status(), StatusCode::NO_CONTENT);
     rt.shutdown().await;
 }
+
+/// Dapr rpcs not built yet answer UNIMPLEMENTED naming themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dapr_rpcs_not_built_are_unimplemented_naming_the_rpc() {
+    let rt = support::start(STORE).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", rt.grpc_addr()))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    for rpc in ["InvokeActor", "StartWorkflowBeta1", "ScheduleJob", "ConverseAlpha1"] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("ready");
+        let path = format!("/dapr.proto.runtime.v1.Dapr/{rpc}");
+        let err = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                path.parse().expect("path"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("unimplemented");
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{rpc}");
+        assert!(
+            err.message().contains(&format!("dapr.proto.runtime.v1.Dapr/{rpc}")),
+            "{rpc}: {}",
+            err.message()
+        );
+    }
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_get_over_http_matches_daprd() {
+    let (rt, mut grpc) = support::start_ready(
+        r#"
+        [app]
+        app_id = "cfg-app"
+        [config_store.cfg]
+        type = "in-memory"
+        "#,
+    )
+    .await;
+    grpc.save_configuration(pb::SaveConfigurationRequest {
+        store_name: "cfg".into(),
+        app_id: "cfg-app".into(),
+        items: vec![
+            pb::ConfigurationItem {
+                key: "a".into(),
+                content: "1".into(),
+                ..Default::default()
+            },
+            pb::ConfigurationItem {
+                key: "b c".into(),
+                content: "2".into(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    })
+    .await
+    .expect("saved");
+    let http = reqwest::Client::new();
+    let url = base(&rt);
+    let got: Value = http
+        .get(format!("{url}/configuration/cfg?key=a&key=b%20c"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got, json!({ "a": { "value": "1" }, "b c": { "value": "2" } }));
+    let none = http
+        .get(format!("{url}/configuration/cfg?key=zz"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(none.status(), StatusCode::NO_CONTENT);
+    let unknown = http.get(format!("{url}/configuration/nope")).send().await.expect("get");
+    let (status, code, _) = error_code(unknown).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "ERR_CONFIGURATION_STORE_NOT_FOUND")
+    );
+    rt.shutdown().await;
+}

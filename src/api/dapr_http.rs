@@ -57,6 +57,8 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             post(blocks::publish).put(blocks::publish),
         )
         .route("/v1.0/secrets/{store}/{key}", get(blocks::secret))
+        .route("/v1.0/configuration/{store}", get(blocks::get_configuration))
+        .route("/v1.0-alpha1/configuration/{store}", get(blocks::get_configuration))
         .route("/v1.0-alpha1/lock/{store}", post(blocks::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(blocks::unlock))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

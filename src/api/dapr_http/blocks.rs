@@ -1,5 +1,5 @@
-//! Dapr's HTTP routes for publish, secrets and locks, over their block
-//! services, with daprd's bodies, status codes and error JSON.
+//! Dapr's HTTP routes for publish, secrets, configuration and locks, over
+//! their block services, with daprd's bodies, status codes and error JSON.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::errors::DaprError;
 use crate::api::ApiContext;
-use crate::api::blocks::{BlockError, lock, pubsub, quote, secrets};
+use crate::api::blocks::{BlockError, configuration, lock, pubsub, quote, secrets};
 
 type Ctx = State<Arc<ApiContext>>;
 type Params = Query<HashMap<String, String>>;
@@ -210,4 +210,83 @@ pub async fn unlock(State(ctx): Ctx, Path(store): Path<String>, body: Bytes) -> 
         }
         Err(e) => lock_error(&store, "ERR_UNLOCK", e).into_response(),
     }
+}
+
+/// `GET /v1.0/configuration/{store}?key=a&key=b`: 200
+/// `{"<key>": {"value", "version", "metadata"}}`, or 204 when none.
+pub async fn get_configuration(
+    State(ctx): Ctx,
+    Path(store): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    // Repeated `key` parameters, which a map extractor would fold into one.
+    let keys: Vec<String> = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').filter(|(k, _)| *k == "key").map(|(_, v)| v))
+        .map(|v| percent_decode(v))
+        .filter(|k| !k.is_empty())
+        .collect();
+    let request = configuration::ConfigurationQuery {
+        store: store.clone(),
+        keys,
+        ..Default::default()
+    };
+    match configuration::get(&ctx, request).await {
+        Ok(items) if items.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        Ok(items) => {
+            let mut out = serde_json::Map::new();
+            for item in items {
+                let mut value = json!({ "value": item.content });
+                if !item.metadata.is_empty() {
+                    value["metadata"] = json!(item.metadata);
+                }
+                out.insert(item.key, value);
+            }
+            Json(out).into_response()
+        }
+        Err(BlockError::FailedPrecondition(message)) => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_CONFIGURATION_STORE_NOT_CONFIGURED",
+            message,
+        )
+        .into_response(),
+        Err(BlockError::UnknownComponent(_)) => DaprError::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_CONFIGURATION_STORE_NOT_FOUND",
+            format!("configuration store {} not found", quote(&store)),
+        )
+        .into_response(),
+        Err(other) => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_CONFIGURATION_GET",
+            format!("failed to get {store} from Configuration store {store}: {other}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Decodes `%XX` escapes and `+` in a query value.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

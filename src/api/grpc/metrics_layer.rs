@@ -143,11 +143,16 @@ where
                 }
             },
         };
+        // The rpc's full name, to name it in an UNIMPLEMENTED answer.
+        let rpc = req.uri().path().trim_start_matches('/').to_owned();
         let response = self.inner.call(req);
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
             if let Some(code) = grpc_code(response.headers()) {
                 recorder.finish(code);
+                if code == Code::Unimplemented && !response.headers().contains_key("grpc-message") {
+                    name_unimplemented(response.headers_mut(), &rpc);
+                }
             }
             Ok(response.map(|inner| MeteredBody {
                 inner,
@@ -238,6 +243,28 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.finish(Code::Cancelled);
+    }
+}
+
+/// tonic answers an rpc no service declares with a bare UNIMPLEMENTED; say
+/// which rpc, as for the ones declared but not built.
+fn name_unimplemented(headers: &mut HeaderMap, rpc: &str) {
+    let rpc = crate::api::blocks::quote(rpc);
+    let message = format!("{rpc} is not implemented by this version of layotto-rs");
+    // grpc-message is percent-encoded; spaces and ASCII punctuation pass.
+    let encoded: String = message
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '%' || c == ' ' {
+                c.to_string()
+            } else {
+                let mut buf = [0u8; 4];
+                c.encode_utf8(&mut buf).bytes().map(|b| format!("%{b:02X}")).collect()
+            }
+        })
+        .collect();
+    if let Ok(value) = http::HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", value);
     }
 }
 
