@@ -225,7 +225,7 @@ pub async fn get_configuration(
         .unwrap_or_default()
         .split('&')
         .filter_map(|pair| pair.split_once('=').filter(|(k, _)| *k == "key").map(|(_, v)| v))
-        .map(|v| percent_decode(v))
+        .map(percent_decode)
         .filter(|k| !k.is_empty())
         .collect();
     let request = configuration::ConfigurationQuery {
