@@ -6,6 +6,23 @@ use std::process::Command;
 
 use crate::support;
 
+/// The components the SDK scripts use.
+const SDK_APP: &str = r#"
+[app]
+app_id = "sdk-app"
+[state.s]
+type = "in-memory"
+[pub_subs.ps]
+type = "in-memory"
+[lock.locks]
+type = "in-memory"
+[config_store.config]
+type = "in-memory"
+[secret_store.files]
+type = "local.file"
+metadata = { secretsFile = "config/secrets/example.json" }
+"#;
+
 /// The virtualenv's python, when the SDK is installed. Under `CI=true` a
 /// missing SDK fails the test; elsewhere it skips with a reason.
 fn sdk_python() -> Option<String> {
@@ -45,24 +62,7 @@ async fn run_python_sdk(token: Option<&'static str>) {
     let server = token
         .map(|t| format!("[server]\napi_token = \"{t}\"\n"))
         .unwrap_or_default();
-    let rt = support::start(&format!(
-        r#"{server}
-        [app]
-        app_id = "sdk-app"
-        [state.s]
-        type = "in-memory"
-        [pub_subs.ps]
-        type = "in-memory"
-        [lock.locks]
-        type = "in-memory"
-        [config_store.config]
-        type = "in-memory"
-        [secret_store.files]
-        type = "local.file"
-        metadata = {{ secretsFile = "config/secrets/example.json" }}
-        "#
-    ))
-    .await;
+    let rt = support::start(&format!("{server}{SDK_APP}")).await;
     support::wait_ready(&rt).await;
     let grpc_port = rt.grpc_addr().port().to_string();
     let http_port = rt.dapr_http_addr().expect("dapr http").port().to_string();
@@ -116,22 +116,7 @@ async fn the_javascript_sdk_uses_state_publish_secrets_locks_and_metadata_over_h
     // ES modules resolve packages from their own folder: run a copy there.
     let script = dir.join("js_state.mjs");
     std::fs::copy("integration/sdk/js_state.mjs", &script).expect("copy the script");
-    let (rt, _client) = support::start_ready(
-        r#"
-        [app]
-        app_id = "sdk-app"
-        [state.s]
-        type = "in-memory"
-        [pub_subs.ps]
-        type = "in-memory"
-        [lock.locks]
-        type = "in-memory"
-        [secret_store.files]
-        type = "local.file"
-        metadata = { secretsFile = "config/secrets/example.json" }
-        "#,
-    )
-    .await;
+    let (rt, _client) = support::start_ready(SDK_APP).await;
     let http_port = rt.dapr_http_addr().expect("dapr http").port().to_string();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
