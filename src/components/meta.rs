@@ -128,7 +128,7 @@ impl<'a> Parser<'a> {
                     out.insert(name.to_owned(), parsed);
                 }
                 Ok(_) => self.error(key, format!("name a key after '{prefix}'")),
-                Err(_) => self.error(key, format!("'{}' is not {what}", bounded(value))),
+                Err(_) => self.error(key, format!("'{}' is not {what}", super::quote(value))),
             }
         }
         out
@@ -420,15 +420,7 @@ impl Text<'_> {
         self.0
             .trim()
             .parse()
-            .map_err(|_| Error(format!("'{}' is not {what}", bounded(self.0))))
-    }
-}
-
-/// At most 64 characters of a value, for error messages.
-fn bounded(text: &str) -> String {
-    match text.char_indices().nth(64) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_owned(),
+            .map_err(|_| Error(format!("'{}' is not {what}", super::quote(self.0))))
     }
 }
 
@@ -453,7 +445,7 @@ impl<'de> de::Deserializer<'de> for Text<'_> {
         match self.0.trim().to_ascii_lowercase().as_str() {
             "true" => visitor.visit_bool(true),
             "false" => visitor.visit_bool(false),
-            _ => Err(Error(format!("'{}' is not true or false", bounded(self.0)))),
+            _ => Err(Error(format!("'{}' is not true or false", super::quote(self.0)))),
         }
     }
 

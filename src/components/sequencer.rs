@@ -20,9 +20,10 @@ pub mod sqlite;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use super::meta::{Metadata, Parser, Section};
+use super::tasks::Tasks;
 use super::{Component, ComponentError, ComponentSpec, KeyPrefixSection, MetadataError};
 
 /// The metadata keys that carry Layotto's `biggerThan` table:
@@ -113,13 +114,15 @@ pub trait SequencerStore: Component {
 }
 
 /// Wraps a store so that `WEAK` ids come from segments of its configured
-/// size.
-pub fn segmented(store: Arc<dyn SequencerStore>, sequencing: &Sequencing) -> Arc<dyn SequencerStore> {
+/// size. The next segment is reserved in the background, as a task linked
+/// to the component through `tasks` (a panic there is a component failure).
+pub fn segmented(store: Arc<dyn SequencerStore>, sequencing: &Sequencing, tasks: Tasks) -> Arc<dyn SequencerStore> {
     let size = sequencing.segment.segment_size.max(1);
     Arc::new(Segmented {
         store,
         size,
         keys: Mutex::new(HashMap::new()),
+        tasks,
     })
 }
 
@@ -130,14 +133,15 @@ struct Segment {
     next: i64,
     /// Last id of the segment (`next > last`: empty).
     last: i64,
-    /// The next segment, being reserved.
-    prefetch: Option<JoinHandle<Result<i64, ComponentError>>>,
+    /// The next segment, being reserved: its last id, or why not.
+    prefetch: Option<oneshot::Receiver<Result<i64, ComponentError>>>,
 }
 
 struct Segmented {
     store: Arc<dyn SequencerStore>,
     size: u64,
     keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Segment>>>>,
+    tasks: Tasks,
 }
 
 impl Segmented {
@@ -177,7 +181,8 @@ impl SequencerStore for Segmented {
         let mut s = segment.lock().await;
         if s.next > s.last || s.next <= floor {
             let prefetched = match s.prefetch.take() {
-                Some(handle) => handle.await.ok().and_then(Result::ok),
+                // A failed (or aborted) prefetch: reserve now instead.
+                Some(prefetch) => prefetch.await.ok().and_then(Result::ok),
                 None => None,
             };
             let last = match prefetched {
@@ -193,7 +198,12 @@ impl SequencerStore for Segmented {
         let left = u64::try_from(s.last - s.next + 1).unwrap_or(0);
         if left <= self.size / 10 && s.prefetch.is_none() {
             let (store, key, size) = (self.store.clone(), key.to_owned(), self.size);
-            s.prefetch = Some(tokio::spawn(async move { store.reserve(&key, size, floor).await }));
+            let (reserved, prefetch) = oneshot::channel();
+            self.tasks.spawn_scoped("segment prefetch", async move {
+                let _ = reserved.send(store.reserve(&key, size, floor).await);
+                Ok(())
+            });
+            s.prefetch = Some(prefetch);
         }
         Ok(id)
     }

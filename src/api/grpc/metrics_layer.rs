@@ -117,10 +117,13 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let path = req.uri().path().trim_start_matches('/');
-        let path = if self.known.contains(path) {
-            path
+        // An rpc no service declares: tonic answers it with a bare
+        // UNIMPLEMENTED, which is given its name below. Only such calls
+        // pay for the copy.
+        let (path, undeclared) = if self.known.contains(path) {
+            (path, None)
         } else {
-            "unknown/unknown"
+            ("unknown/unknown", Some(path.to_owned()))
         };
         let mut recorder = Recorder::new(self.metrics.clone(), path);
         let admitted = match &self.admission {
@@ -143,14 +146,14 @@ where
                 }
             },
         };
-        // The rpc's full name, to name it in an UNIMPLEMENTED answer.
-        let rpc = req.uri().path().trim_start_matches('/').to_owned();
         let response = self.inner.call(req);
         Box::pin(async move {
             let mut response = response.await?;
             if let Some(code) = grpc_code(response.headers()) {
                 recorder.finish(code);
-                if code == Code::Unimplemented && !response.headers().contains_key("grpc-message") {
+                if let Some(rpc) = undeclared.filter(|_| code == Code::Unimplemented)
+                    && !response.headers().contains_key("grpc-message")
+                {
                     name_unimplemented(response.headers_mut(), &rpc);
                 }
             }

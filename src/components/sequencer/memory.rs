@@ -23,7 +23,7 @@ impl ComponentType<dyn SequencerStore> for MemoryType {
     ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
         // The counters survive a restart: no id is handed out twice.
         let counters = ctx.retained.get_or_init(MemoryCounters::default);
-        async move { Ok(segmented(counters, &sequencing)) }.boxed()
+        async move { Ok(segmented(counters, &sequencing, ctx.tasks)) }.boxed()
     }
 }
 

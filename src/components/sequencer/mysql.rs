@@ -22,10 +22,10 @@ impl ComponentType<dyn SequencerStore> for MysqlType {
     type Metadata = SqlSequencerMetadata;
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         metadata: SqlSequencerMetadata,
     ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
-        async move { SqlCounters::connect(&DIALECT, metadata).await }.boxed()
+        async move { SqlCounters::connect(&DIALECT, metadata, ctx.tasks).await }.boxed()
     }
 }
 

@@ -25,12 +25,12 @@ impl ComponentType<dyn SequencerStore> for RedisType {
     type Metadata = (RedisConnection, Sequencing);
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         (connection, sequencing): Self::Metadata,
     ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
         async move {
             let conn = connection.connect().await?;
-            Ok(segmented(Arc::new(RedisCounters { conn }), &sequencing))
+            Ok(segmented(Arc::new(RedisCounters { conn }), &sequencing, ctx.tasks))
         }
         .boxed()
     }

@@ -9,6 +9,7 @@ use sqlx::{AnyPool, Row, SqlStr};
 
 use super::{SequencerStore, Sequencing, segmented};
 use crate::components::sql::{Backend, SqlConnection};
+use crate::components::tasks::Tasks;
 use crate::components::{BuildError, Component, ComponentError};
 
 const DEFAULT_TABLE: &str = "layotto_sequencer";
@@ -38,6 +39,7 @@ impl SqlCounters {
     pub async fn connect(
         dialect: &'static Dialect,
         (connection, sequencing): SqlSequencerMetadata,
+        tasks: Tasks,
     ) -> Result<Arc<dyn SequencerStore>, BuildError> {
         let table = connection.table(DEFAULT_TABLE);
         let pool = dialect.backend.connect(&connection).await?;
@@ -49,7 +51,7 @@ impl SqlCounters {
             reserve: dialect.backend.statement(fill(dialect.reserve)),
             read_back: dialect.read_back.map(|s| dialect.backend.statement(s.to_owned())),
         };
-        Ok(segmented(Arc::new(counters), &sequencing))
+        Ok(segmented(Arc::new(counters), &sequencing, tasks))
     }
 
     fn error(&self, e: sqlx::Error) -> ComponentError {

@@ -23,10 +23,10 @@ impl ComponentType<dyn SequencerStore> for SqliteType {
     type Metadata = SqlSequencerMetadata;
 
     fn build(
-        _ctx: BuildContext,
+        ctx: BuildContext,
         metadata: SqlSequencerMetadata,
     ) -> BoxFuture<'static, Result<Arc<dyn SequencerStore>, BuildError>> {
-        async move { SqlCounters::connect(&DIALECT, metadata).await }.boxed()
+        async move { SqlCounters::connect(&DIALECT, metadata, ctx.tasks).await }.boxed()
     }
 }
 
