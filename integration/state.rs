@@ -378,6 +378,12 @@ pub async fn bad_input_is_invalid_and_changes_nothing(f: &Fixture) {
         ("malformed etag", with_etag(item(&key, b"x"), "not-an-etag")),
         ("ttl not a number", with_ttl(item(&key, b"x"), "soon")),
         ("ttl zero", with_ttl(item(&key, b"x"), "0")),
+        // Once panicked the in-memory store (losing every key), wrote the
+        // whole batch on Redis while answering INTERNAL, and made the key
+        // unreadable on SQLite.
+        ("ttl i64::MAX", with_ttl(item(&key, b"x"), "9223372036854775807")),
+        ("ttl 2^31", with_ttl(item(&key, b"x"), "2147483648")),
+        ("ttl below -1", with_ttl(item(&key, b"x"), "-2")),
         ("empty key", item("", b"x")),
     ];
     for (what, bad_item) in bad {
@@ -403,6 +409,16 @@ pub async fn bad_input_is_invalid_and_changes_nothing(f: &Fixture) {
         "{}",
         status.message()
     );
+    for ttl in ["9223372036854775807", "2147483648", "-2"] {
+        let good = upsert(item(&f.key("tx-mate"), b"x"));
+        assert_code(
+            f.transact(vec![good, upsert(with_ttl(item(&key, b"x"), ttl))]).await,
+            Code::InvalidArgument,
+            &format!("transaction item ttl {ttl}"),
+        );
+    }
+    assert_eq!(f.get(&key).await.0, b"kept");
+    assert!(f.get(&f.key("tx-mate")).await.0.is_empty());
     let op = pb::TransactionalStateOperation {
         operation_type: "merge".into(),
         request: Some(item(&key, b"x")),

@@ -29,6 +29,17 @@ use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::supervisor::{StatusRegistry, SupervisorProbe};
 
+/// What a call cut off by shutdown is told, whatever its protocol.
+pub const STOPPING: &str = "the sidecar is stopping; retry on another instance";
+
+/// Resolves when the cut-off switch ([`ApiContext::cut_off`]) turns;
+/// never, if its sender is gone without turning it.
+pub async fn cut(cut_off: &mut watch::Receiver<bool>) {
+    if cut_off.wait_for(|cut| *cut).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// What every handler may use.
 pub struct ApiContext {
     pub router: Router,
@@ -41,6 +52,10 @@ pub struct ApiContext {
     /// Turns true when the sidecar shuts down: streams end then, so that
     /// draining does not wait on subscriptions that never finish.
     pub stopping: watch::Receiver<bool>,
+    /// Turns true when the shutdown's grace period is over: calls still
+    /// running are answered "the sidecar is stopping" (gRPC UNAVAILABLE,
+    /// HTTP 503) before any component stops.
+    pub cut_off: watch::Receiver<bool>,
     /// Attributes set with Dapr's SetMetadata, shown by GetMetadata.
     pub extended_metadata: Mutex<std::collections::BTreeMap<String, String>>,
     /// Notified when a client asks the sidecar to shut down (Dapr's

@@ -55,8 +55,9 @@ pub struct ServerConfig {
     /// Dapr's HTTP endpoints (`/v1.0/healthz`, ...) that Dapr SDKs wait on;
     /// `"disabled"` turns it off. Default `127.0.0.1:3500`.
     pub dapr_http: Option<SocketAddr>,
-    /// How long in-flight requests may take to finish after SIGTERM before
-    /// the sidecar stops anyway. Default `10s`.
+    /// How long in-flight requests may take to finish after SIGTERM; those
+    /// still running then are answered UNAVAILABLE (HTTP 503) "the sidecar
+    /// is stopping". Default `10s`.
     pub shutdown_grace_period: Duration,
     /// gRPC calls (streams included) the sidecar serves at once; more are
     /// answered RESOURCE_EXHAUSTED at once. Default 4096.

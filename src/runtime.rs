@@ -14,9 +14,10 @@
 //! mark `runtime_startup` UP.
 //!
 //! Shutdown: mark `runtime_startup` DOWN (readiness fails, load balancers
-//! stop sending), stop accepting gRPC connections, let calls in flight
-//! finish within the grace period, stop the supervision tree children
-//! first, then stop the HTTP listeners.
+//! stop sending), stop accepting gRPC and Dapr HTTP connections, let calls
+//! in flight finish within the grace period, answer those still running
+//! UNAVAILABLE (the cut-off switch), stop the supervision tree children
+//! first, then stop the actuator.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,38 @@ use crate::components::{Kind, secrets};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::supervisor::{Escalation, Health, Slots, StatusRegistry, SupervisorHandle};
+
+/// Stops an API server's intake and waits until `deadline` for its calls
+/// in flight; then turns the cut-off switch, which answers those still
+/// running "the sidecar is stopping", and gives the answers a moment to
+/// leave before the server is stopped outright.
+async fn drain<E>(
+    api: &str,
+    server: Option<(watch::Sender<bool>, JoinHandle<E>)>,
+    deadline: Instant,
+    cut_off: &watch::Sender<bool>,
+) {
+    let Some((stop, mut task)) = server else {
+        return;
+    };
+    let _ = stop.send(true);
+    if tokio::time::timeout_at(deadline, &mut task).await.is_ok() {
+        return;
+    }
+    warn!(
+        api,
+        "Calls still in flight after the grace period; answering them UNAVAILABLE"
+    );
+    let _ = cut_off.send(true);
+    if tokio::time::timeout(CUT_OFF_FLUSH, &mut task).await.is_err() {
+        warn!(api, "Connections still open after the cut-off; closing them");
+        task.abort();
+    }
+}
+
+/// How long the answers to cut-off calls get to reach their clients
+/// before the gRPC server is stopped outright.
+const CUT_OFF_FLUSH: Duration = Duration::from_secs(1);
 
 /// Why the runtime could not start, or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -259,12 +292,16 @@ struct Serving {
     escalations: mpsc::UnboundedReceiver<Escalation>,
     /// The gRPC server's stop switch and task, once it serves.
     grpc: Option<(watch::Sender<bool>, GrpcTask)>,
+    /// The Dapr HTTP API's stop switch and task, when it is configured.
+    dapr_http: Option<(watch::Sender<bool>, JoinHandle<std::io::Result<()>>)>,
     /// Delivery of the app's subscriptions, when it has a callback server.
     subscriptions: Option<Subscriptions>,
     http_stop: watch::Sender<bool>,
     http_tasks: Vec<JoinHandle<std::io::Result<()>>>,
     /// Ends the API's streams at shutdown.
     stopping: watch::Sender<bool>,
+    /// Answers the calls still running when the grace period is over.
+    cut_off: watch::Sender<bool>,
     grace: Duration,
     /// Notified by the API's shutdown request.
     shutdown_requested: Arc<tokio::sync::Notify>,
@@ -321,6 +358,7 @@ impl Serving {
         let router = all.router();
 
         let (stopping, stopping_rx) = watch::channel(false);
+        let (cut_off, cut_off_rx) = watch::channel(false);
         let ctx = Arc::new(ApiContext {
             router,
             app: config.app.clone(),
@@ -329,24 +367,23 @@ impl Serving {
             supervisor: supervisor.probe(),
             topic_streams: Default::default(),
             stopping: stopping_rx,
+            cut_off: cut_off_rx,
             extended_metadata: Default::default(),
             shutdown_requested: Default::default(),
             api_token: config.server.api_token.as_deref().map(api::auth::ApiToken::new),
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);
-        let mut http_tasks = vec![tokio::spawn(api::actuator::serve(
+        let http_tasks = vec![tokio::spawn(api::actuator::serve(
             ctx.clone(),
             actuator_listener,
-            stopped(http_stop_rx.clone()),
+            stopped(http_stop_rx),
         ))];
-        if let Some((listener, _)) = dapr_listener {
-            http_tasks.push(tokio::spawn(api::dapr_http::serve(
-                ctx.clone(),
-                listener,
-                stopped(http_stop_rx),
-            )));
-        }
+        let dapr_http = dapr_listener.map(|(listener, _)| {
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(api::dapr_http::serve(ctx.clone(), listener, stopped(stop_rx)));
+            (stop, task)
+        });
 
         let mut serving = Serving {
             grpc_addr,
@@ -357,10 +394,12 @@ impl Serving {
             supervisor: Some(supervisor),
             escalations,
             grpc: None,
+            dapr_http,
             subscriptions: None,
             http_stop,
             http_tasks,
             stopping,
+            cut_off,
             grace: config.server.shutdown_grace_period,
             shutdown_requested: ctx.shutdown_requested.clone(),
             init_timeout: config.supervisor.init_timeout,
@@ -424,14 +463,11 @@ impl Serving {
 
         // Stop intake on both sides at once: no new calls, no new messages;
         // what is in flight has until the deadline.
+        let cut_off = &self.cut_off;
+        let drain_grpc = drain("gRPC", self.grpc.take(), deadline, cut_off);
+        let drain_http = drain("Dapr HTTP", self.dapr_http.take(), deadline, cut_off);
         let drain_calls = async {
-            if let Some((stop, mut task)) = self.grpc.take() {
-                let _ = stop.send(true);
-                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                    warn!("Calls still in flight after the grace period; cutting them off");
-                    task.abort();
-                }
-            }
+            tokio::join!(drain_grpc, drain_http);
         };
         let drain_deliveries = async {
             if let Some(subscriptions) = self.subscriptions.take() {

@@ -63,6 +63,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/v1.0-alpha1/unlock/{store}", post(blocks::unlock))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), require_token))
+        .layer(axum::middleware::from_fn_with_state(ctx.cut_off.clone(), guard))
         .with_state(ctx)
 }
 
@@ -91,6 +92,38 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// Around every call: a call still running when the shutdown's grace
+/// period ends is answered 503 "the sidecar is stopping" (its handler
+/// dropped before any component stops), never a partial answer; a handler
+/// that panics is answered 500 instead of dropping its connection.
+async fn guard(
+    State(mut cut_off): State<tokio::sync::watch::Receiver<bool>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::FutureExt;
+    let path = request.uri().path().to_owned();
+    let handled = std::panic::AssertUnwindSafe(next.run(request)).catch_unwind();
+    tokio::select! {
+        biased;
+        handled = handled => handled.unwrap_or_else(|_panic| {
+            tracing::error!(path = %crate::api::blocks::quote(&path), "A Dapr HTTP handler panicked");
+            errors::DaprError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_INTERNAL",
+                "the sidecar failed while handling this call",
+            )
+            .into_response()
+        }),
+        () = super::cut(&mut cut_off) => errors::DaprError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ERR_SIDECAR_STOPPING",
+            super::STOPPING,
+        )
+        .into_response(),
+    }
 }
 
 pub async fn serve(
@@ -174,4 +207,71 @@ async fn set_metadata(State(ctx): State<Arc<ApiContext>>, Path(key): Path<String
 async fn shutdown(State(ctx): State<Arc<ApiContext>>) -> Response {
     metadata::shutdown(&ctx);
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use tokio::sync::watch;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn guarded(cut_off: watch::Receiver<bool>) -> Router {
+        Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "done"
+                }),
+            )
+            .route(
+                "/bug",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("a handler bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(cut_off, guard))
+    }
+
+    fn request(path: &str) -> axum::http::Request<Body> {
+        axum::http::Request::get(path).body(Body::empty()).expect("request")
+    }
+
+    async fn error_code(response: Response) -> (StatusCode, String) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("error json");
+        (status, json["errorCode"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_call_running_at_the_cut_off_is_answered_503() {
+        let (cut, cut_off) = watch::channel(false);
+        let call = tokio::spawn(guarded(cut_off).oneshot(request("/slow")));
+        tokio::task::yield_now().await;
+        cut.send(true).expect("the guard listens");
+        let response = call.await.expect("the call ends").expect("infallible");
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "ERR_SIDECAR_STOPPING".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_500() {
+        let (_cut, cut_off) = watch::channel(false);
+        let response = guarded(cut_off).oneshot(request("/bug")).await.expect("infallible");
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::INTERNAL_SERVER_ERROR, "ERR_INTERNAL".to_owned())
+        );
+    }
 }

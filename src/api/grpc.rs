@@ -108,7 +108,8 @@ pub async fn serve(
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(
             metrics_layer::GrpcMetricsLayer::new(ctx.metrics.clone(), served_methods())
-                .limit_in_flight(limits.max_calls_in_flight),
+                .limit_in_flight(limits.max_calls_in_flight)
+                .cut_off_on(ctx.cut_off.clone()),
         )
         .layer(auth::ApiTokenLayer(
             limits.api_token.as_deref().map(crate::api::auth::ApiToken::new),

@@ -1,9 +1,19 @@
 //! A tower layer that counts and times every gRPC call by service, method
-//! and status code, and bounds the calls in flight across the process.
+//! and status code, bounds the calls in flight across the process, and
+//! cuts off calls still running when the shutdown's grace period ends.
 //!
 //! Admission: beyond `server.max_calls_in_flight` calls (streams included)
 //! at once, a call is answered `RESOURCE_EXHAUSTED` at once instead of
 //! queueing, so a flood of calls cannot grow memory without bound.
+//!
+//! A handler that panics is answered `INTERNAL`; its connection and the
+//! other calls on it go on.
+//!
+//! Cut-off: when the runtime's cut-off switch turns (the grace period is
+//! over), a call whose handler has not answered yet is answered
+//! `UNAVAILABLE` ("the sidecar is stopping"), a code clients retry
+//! elsewhere; it never ends CANCELLED, INTERNAL, or OK with part of its
+//! work done. Its handler is dropped before any component stops.
 //!
 //! The code comes from the response headers for a trailers-only answer (how
 //! errors usually travel) and from the trailers otherwise; a call whose
@@ -12,19 +22,23 @@
 //! label set.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use futures::FutureExt;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
+use tokio::sync::watch;
 use tonic::Code;
 use tower::{Layer, Service};
 
 use super::status::code_name;
+use crate::api::{STOPPING, cut};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -32,6 +46,7 @@ pub struct GrpcMetricsLayer {
     metrics: Arc<Metrics>,
     known: Arc<HashSet<String>>,
     admission: Option<Admission>,
+    cut_off: Option<watch::Receiver<bool>>,
 }
 
 /// The process-wide bound on calls in flight.
@@ -66,7 +81,15 @@ impl GrpcMetricsLayer {
             metrics,
             known: Arc::new(known),
             admission: None,
+            cut_off: None,
         }
+    }
+
+    /// Answers `UNAVAILABLE` to calls still running once `cut_off` turns
+    /// true.
+    pub fn cut_off_on(mut self, cut_off: watch::Receiver<bool>) -> Self {
+        self.cut_off = Some(cut_off);
+        self
     }
 
     /// Answers `RESOURCE_EXHAUSTED` to calls beyond `max` in flight.
@@ -88,6 +111,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
             metrics: self.metrics.clone(),
             known: self.known.clone(),
             admission: self.admission.clone(),
+            cut_off: self.cut_off.clone(),
         }
     }
 }
@@ -98,6 +122,7 @@ pub struct GrpcMetrics<S> {
     metrics: Arc<Metrics>,
     known: Arc<HashSet<String>>,
     admission: Option<Admission>,
+    cut_off: Option<watch::Receiver<bool>>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcMetrics<S>
@@ -146,9 +171,28 @@ where
                 }
             },
         };
-        let response = self.inner.call(req);
+        // A handler that panics is answered INTERNAL instead of taking its
+        // connection, and every other call on it, down as CANCELLED.
+        let response = AssertUnwindSafe(self.inner.call(req)).catch_unwind();
+        let cut_off = self.cut_off.clone();
         Box::pin(async move {
-            let mut response = response.await?;
+            let answered = match cut_off {
+                None => response.await,
+                Some(mut cut_off) => {
+                    tokio::select! {
+                        biased;
+                        response = response => response,
+                        () = cut(&mut cut_off) => Ok(Ok(tonic::Status::unavailable(STOPPING).into_http::<ResBody>())),
+                    }
+                }
+            };
+            let mut response = match answered {
+                Ok(response) => response?,
+                Err(_panic) => {
+                    tracing::error!(rpc = %recorder.path(), "A gRPC handler panicked");
+                    tonic::Status::internal("the sidecar failed while handling this call").into_http::<ResBody>()
+                }
+            };
             if let Some(code) = grpc_code(response.headers()) {
                 recorder.finish(code);
                 if let Some(rpc) = undeclared.filter(|_| code == Code::Unimplemented)
@@ -229,6 +273,10 @@ impl Recorder {
         }
     }
 
+    fn path(&self) -> String {
+        format!("{}/{}", self.service, self.method)
+    }
+
     fn finish(&mut self, code: Code) {
         if self.done {
             return;
@@ -275,4 +323,58 @@ fn grpc_code(headers: &HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?;
     let n: i32 = value.to_str().ok()?.parse().ok()?;
     Some(Code::from(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn layered<F>(
+        cut_off: watch::Receiver<bool>,
+        handler: impl Fn() -> F + Clone + Send + 'static,
+    ) -> GrpcMetrics<impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future: Send + 'static>>
+    where
+        F: Future<Output = Result<Response<String>, Infallible>> + Send + 'static,
+    {
+        let layer = GrpcMetricsLayer::new(Metrics::new(), HashSet::from(["a.B/C".to_owned()])).cut_off_on(cut_off);
+        layer.layer(tower::service_fn(move |_: Request<()>| handler()))
+    }
+
+    fn request() -> Request<()> {
+        let mut request = Request::new(());
+        *request.uri_mut() = http::Uri::from_static("/a.B/C");
+        request
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_internal() {
+        let (_cut, cut_off) = watch::channel(false);
+        let mut service = layered(cut_off, || async {
+            if request().uri().path().len() > 1 {
+                panic!("a handler bug");
+            }
+            Ok(Response::new(String::new()))
+        });
+        let Ok(response) = service.call(request()).await;
+        assert_eq!(grpc_code(response.headers()), Some(Code::Internal));
+    }
+
+    #[tokio::test]
+    async fn a_call_running_at_the_cut_off_is_answered_unavailable() {
+        let (cut, cut_off) = watch::channel(false);
+        let mut service = layered(cut_off, || async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Response::new(String::new()))
+        });
+        let call = tokio::spawn(service.call(request()));
+        tokio::task::yield_now().await;
+        cut.send(true).expect("the layer listens");
+        let Ok(response) = call.await.expect("the call ends");
+        assert_eq!(grpc_code(response.headers()), Some(Code::Unavailable));
+        let message = response.headers().get("grpc-message").and_then(|m| m.to_str().ok());
+        assert!(message.is_some_and(|m| m.contains("stopping")), "{message:?}");
+    }
 }
