@@ -232,6 +232,20 @@ async fn nats_refuses_wildcard_topics_and_bad_header_names_without_failing() {
         .await
         .expect_err("value");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // Over the broker's max_payload (1 MiB by default), in the body or in
+    // the headers: permanent, so INVALID_ARGUMENT, not a retryable
+    // UNAVAILABLE.
+    let mut big = publish(&topic, &[]);
+    big.data = vec![b'x'; 2 << 20];
+    let err = client.publish_event(big).await.expect_err("payload over the limit");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let huge_value = "v".repeat(2 << 20);
+    let err = client
+        .publish_event(publish(&topic, &[("k", &huge_value)]))
+        .await
+        .expect_err("headers over the limit");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().len() < 1024, "a bounded message: {} bytes", err.message().len());
     client
         .publish_event(publish(&topic, &[("k", "v")]))
         .await
