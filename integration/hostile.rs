@@ -245,7 +245,11 @@ async fn nats_refuses_wildcard_topics_and_bad_header_names_without_failing() {
         .await
         .expect_err("headers over the limit");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().len() < 1024, "a bounded message: {} bytes", err.message().len());
+    assert!(
+        err.message().len() < 1024,
+        "a bounded message: {} bytes",
+        err.message().len()
+    );
     client
         .publish_event(publish(&topic, &[("k", "v")]))
         .await

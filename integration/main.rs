@@ -6,6 +6,7 @@
 mod api;
 mod apps;
 mod configuration;
+mod dapr_grpc;
 mod dapr_http;
 mod hostile;
 mod linked_tasks;

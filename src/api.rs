@@ -56,6 +56,8 @@ pub struct ApiContext {
     /// running are answered "the sidecar is stopping" (gRPC UNAVAILABLE,
     /// HTTP 503) before any component stops.
     pub cut_off: watch::Receiver<bool>,
+    /// Configuration subscriptions opened by id (Dapr's API).
+    pub config_subscriptions: blocks::configuration::SubscriptionIds,
     /// Attributes set with Dapr's SetMetadata, shown by GetMetadata.
     pub extended_metadata: Mutex<std::collections::BTreeMap<String, String>>,
     /// Notified when a client asks the sidecar to shut down (Dapr's

@@ -368,6 +368,7 @@ impl Serving {
             topic_streams: Default::default(),
             stopping: stopping_rx,
             cut_off: cut_off_rx,
+            config_subscriptions: Default::default(),
             extended_metadata: Default::default(),
             shutdown_requested: Default::default(),
             api_token: config.server.api_token.as_deref().map(api::auth::ApiToken::new),

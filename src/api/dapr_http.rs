@@ -56,6 +56,14 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             "/v1.0/publish/{pubsub}/{*topic}",
             post(blocks::publish).put(blocks::publish),
         )
+        .route(
+            "/v1.0/publish/bulk/{pubsub}/{*topic}",
+            post(blocks::bulk_publish).put(blocks::bulk_publish),
+        )
+        .route(
+            "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
+            post(blocks::bulk_publish).put(blocks::bulk_publish),
+        )
         .route("/v1.0/secrets/{store}/{key}", get(blocks::secret))
         .route("/v1.0/configuration/{store}", get(blocks::get_configuration))
         .route("/v1.0-alpha1/configuration/{store}", get(blocks::get_configuration))

@@ -185,6 +185,56 @@ pub async fn delete(ctx: &ApiContext, query: ConfigurationQuery) -> Result<(), B
     Ok(store.call(DeleteItems(ids)).await?)
 }
 
+/// Whether `query` could be subscribed to: its store exists and its
+/// selector is well formed. (A stream subscription checks this before it
+/// opens, so that a bad request is an error status, not a broken stream.)
+pub fn check(ctx: &ApiContext, query: &ConfigurationQuery) -> Result<(), BlockError> {
+    ctx.router.config_stores.get(STORE_NAME, &query.store)?;
+    selector(&ctx.app.app_id, query.clone()).map(|_| ())
+}
+
+/// Subscriptions opened by id (Dapr's SubscribeConfiguration), so that
+/// UnsubscribeConfiguration can end one.
+#[derive(Default)]
+pub struct SubscriptionIds(std::sync::Mutex<HashMap<String, (String, tokio::sync::oneshot::Sender<()>)>>);
+
+impl SubscriptionIds {
+    /// Registers a new subscription on `store`: its id, and what resolves
+    /// when it is unsubscribed.
+    pub fn open(&self, store: &str) -> (String, tokio::sync::oneshot::Receiver<()>) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (end, ended) = tokio::sync::oneshot::channel();
+        self.lock().insert(id.clone(), (store.to_owned(), end));
+        (id, ended)
+    }
+
+    /// Forgets `id` once its stream is over.
+    pub fn close(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, tokio::sync::oneshot::Sender<()>)>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Ends the subscription `id` on `store`: false when there is none.
+pub fn unsubscribe(ctx: &ApiContext, store: &str, id: &str) -> Result<bool, BlockError> {
+    ctx.router.config_stores.get(STORE_NAME, store)?;
+    if id.is_empty() {
+        return Err(BlockError::invalid("id is empty; name the subscription to end"));
+    }
+    let mut open = ctx.config_subscriptions.lock();
+    match open.get(id) {
+        Some((on, _)) if on == store => {}
+        _ => return Ok(false),
+    }
+    if let Some((_, end)) = open.remove(id) {
+        let _ = end.send(());
+    }
+    Ok(true)
+}
+
 /// Each query from `queries` adds a subscription; all of them answer on
 /// the one receiver returned, until it is dropped, `queries` ends, or the
 /// sidecar stops. A query that cannot be served is answered with its error,

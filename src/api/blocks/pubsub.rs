@@ -134,6 +134,92 @@ pub async fn publish(ctx: &ApiContext, event: PublishEvent) -> Result<(), BlockE
     Ok(published?)
 }
 
+/// Events to publish to one topic at once (Dapr's BulkPublishEvent).
+#[derive(Clone, Debug, Default)]
+pub struct BulkPublish {
+    pub pubsub: String,
+    pub topic: String,
+    pub entries: Vec<BulkEntry>,
+    /// Applies to every entry; an entry's own metadata overrides it.
+    pub metadata: HashMap<String, String>,
+}
+
+/// One event of a [`BulkPublish`].
+#[derive(Clone, Debug, Default)]
+pub struct BulkEntry {
+    /// Names the entry in the answer; unique and non-empty.
+    pub entry_id: String,
+    pub event: Vec<u8>,
+    pub content_type: String,
+    pub metadata: HashMap<String, String>,
+}
+
+/// An entry the broker did not take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedEntry {
+    pub entry_id: String,
+    pub error: String,
+}
+
+/// Entries published to the broker at once by one bulk publish.
+const BULK_PARALLELISM: usize = 32;
+
+/// Publishes every entry; answers the ones the broker refused. The whole
+/// request is checked first (pubsub, topic, entry ids, each entry's TTL),
+/// so a malformed entry publishes nothing.
+pub async fn bulk_publish(ctx: &ApiContext, bulk: BulkPublish) -> Result<Vec<FailedEntry>, BlockError> {
+    use futures::StreamExt;
+
+    let broker = ctx.router.pubsubs.get(PUBSUB_NAME, &bulk.pubsub)?;
+    if bulk.topic.is_empty() {
+        return Err(BlockError::invalid(format!(
+            "topic is empty; name the topic to publish to on pubsub '{}'",
+            quote(&bulk.pubsub)
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(bulk.entries.len());
+    let mut requests = Vec::with_capacity(bulk.entries.len());
+    for (i, entry) in bulk.entries.into_iter().enumerate() {
+        if entry.entry_id.is_empty() {
+            return Err(BlockError::invalid(format!("entries[{i}].entry_id is empty")));
+        }
+        if !seen.insert(entry.entry_id.clone()) {
+            return Err(BlockError::invalid(format!(
+                "entries[{i}].entry_id '{}' is duplicated",
+                quote(&entry.entry_id)
+            )));
+        }
+        let mut metadata = bulk.metadata.clone();
+        metadata.extend(entry.metadata);
+        let event = PublishEvent {
+            pubsub: bulk.pubsub.clone(),
+            topic: bulk.topic.clone(),
+            data: entry.event,
+            content_type: entry.content_type,
+            metadata,
+        };
+        requests.push((entry.entry_id, publish_request(event, &ctx.app.app_id)?));
+    }
+    let (pubsub, topic) = (&bulk.pubsub, &bulk.topic);
+    let failed = futures::stream::iter(requests)
+        .map(|(entry_id, request)| {
+            let broker = broker.clone();
+            async move {
+                let published = broker.call(Publish(request)).await;
+                ctx.metrics.count_publish(pubsub, topic, published.is_ok());
+                published.err().map(|error| FailedEntry {
+                    entry_id,
+                    error: BlockError::from(error).to_string(),
+                })
+            }
+        })
+        .buffer_unordered(BULK_PARALLELISM)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    Ok(failed)
+}
+
 /// What to ask the broker for `spec` on `component`: its consumer group
 /// (`consumerID`, else the component's), and its concurrency
 /// (`maxConcurrentHandlers` of the subscription, else of the component,

@@ -68,6 +68,129 @@ pub async fn publish(
     }
 }
 
+/// `POST|PUT /v1.0[-alpha1]/publish/bulk/{pubsub}/{topic...}`: a JSON
+/// array of `{entryId, event, contentType, metadata}` (field names matched
+/// without regard to case, as Go decodes them); `metadata.*` query
+/// parameters apply to every entry, an entry's own metadata overrides
+/// them. 204 when every entry is published; else 500 with the failed
+/// entries.
+pub async fn bulk_publish(
+    State(ctx): Ctx,
+    Path((name, topic)): Path<(String, String)>,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    let events_error = |message: String| DaprError::new(StatusCode::BAD_REQUEST, "ERR_PUBSUB_EVENTS_SER", message);
+    let entries: Vec<serde_json::Map<String, serde_json::Value>> = match serde_json::from_slice(&body) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return events_error(format!(
+                "error when unmarshaling the request for topic {}: {e}",
+                quote(&topic)
+            ))
+            .into_response();
+        }
+    };
+    let mut bulk = pubsub::BulkPublish {
+        pubsub: name.clone(),
+        topic: topic.clone(),
+        entries: Vec::with_capacity(entries.len()),
+        metadata: query_metadata(&params),
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        match bulk_entry(entry) {
+            Ok(entry) => bulk.entries.push(entry),
+            Err(problem) => return events_error(format!("entries[{i}]: {problem}")).into_response(),
+        }
+    }
+    match pubsub::bulk_publish(&ctx, bulk).await {
+        Ok(failed) if failed.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        Ok(failed) => {
+            let failed: Vec<_> = failed
+                .into_iter()
+                .map(|f| json!({ "entryId": f.entry_id, "error": f.error }))
+                .collect();
+            let body = json!({ "failedEntries": failed, "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE" });
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+        }
+        Err(BlockError::InvalidArgument(message)) if message.starts_with("entries[") => {
+            events_error(message).into_response()
+        }
+        Err(e) => publish_error(&name, e).into_response(),
+    }
+}
+
+/// A field of a JSON object, its name matched without regard to case.
+fn field<'a>(object: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> Option<&'a serde_json::Value> {
+    object
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_null())
+}
+
+/// One entry of a bulk publish body; its event's bytes as daprd makes
+/// them from its content type.
+fn bulk_entry(entry: &serde_json::Map<String, serde_json::Value>) -> Result<pubsub::BulkEntry, String> {
+    use base64::Engine;
+    use serde_json::Value;
+
+    let text = |name: &str| match field(entry, name) {
+        None => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("{name} is not a string")),
+    };
+    let entry_id = text("entryId")?;
+    let content_type = text("contentType")?;
+    let metadata = match field(entry, "metadata") {
+        None => HashMap::new(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(format!("metadata.{} is not a string", quote(k))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("metadata is not an object".to_owned()),
+    };
+    let event = field(entry, "event").cloned().unwrap_or(Value::Null);
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let bytes = match (essence.as_str(), &event) {
+        ("application/octet-stream", Value::String(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("event is not base64: {e}"))?,
+        ("application/octet-stream", _) => return Err("event must be a base64 string".to_owned()),
+        (t, Value::String(s)) if t.starts_with("text/") || t == "application/xml" => s.clone().into_bytes(),
+        (t, _) if t.starts_with("text/") || t == "application/xml" => {
+            return Err(format!(
+                "event must be a string for content type {}",
+                quote(&content_type)
+            ));
+        }
+        ("application/json" | "application/cloudevents+json", event) => {
+            serde_json::to_vec(event).map_err(|e| e.to_string())?
+        }
+        _ => {
+            return Err(format!(
+                "content type {} is not supported; use application/json, application/cloudevents+json, \
+                 application/octet-stream, application/xml or text/*",
+                quote(&content_type)
+            ));
+        }
+    };
+    Ok(pubsub::BulkEntry {
+        entry_id,
+        event: bytes,
+        content_type,
+        metadata,
+    })
+}
+
 fn publish_error(name: &str, error: BlockError) -> DaprError {
     match error {
         BlockError::FailedPrecondition(message) => {

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::ApiContext;
@@ -48,6 +50,19 @@ fn item(item: common::StateItem) -> state::StateItem {
         metadata: item.metadata,
     }
 }
+
+/// An item as Dapr shows it: key -> value, version, metadata.
+fn dapr_item(item: configuration::ConfigurationItem) -> (String, common::ConfigurationItem) {
+    let value = common::ConfigurationItem {
+        value: item.content,
+        version: String::new(),
+        metadata: item.metadata,
+    };
+    (item.key, value)
+}
+
+type ConfigurationStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SubscribeConfigurationResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Dapr for DaprService {
@@ -177,6 +192,47 @@ impl Dapr for DaprService {
         Ok(Response::new(()))
     }
 
+    async fn bulk_publish_event_alpha1(
+        &self,
+        req: Request<pb::BulkPublishRequest>,
+    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
+        self.bulk_publish_event(req).await
+    }
+
+    /// Entries the broker refused are answered in `failedEntries` with an
+    /// OK status, as daprd answers them.
+    async fn bulk_publish_event(
+        &self,
+        req: Request<pb::BulkPublishRequest>,
+    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
+        let req = req.into_inner();
+        let bulk = pubsub::BulkPublish {
+            pubsub: req.pubsub_name,
+            topic: req.topic,
+            entries: req
+                .entries
+                .into_iter()
+                .map(|e| pubsub::BulkEntry {
+                    entry_id: e.entry_id,
+                    event: e.event,
+                    content_type: e.content_type,
+                    metadata: e.metadata,
+                })
+                .collect(),
+            metadata: req.metadata,
+        };
+        let failed = pubsub::bulk_publish(&self.ctx, bulk).await?;
+        Ok(Response::new(pb::BulkPublishResponse {
+            failed_entries: failed
+                .into_iter()
+                .map(|f| pb::BulkPublishResponseFailedEntry {
+                    entry_id: f.entry_id,
+                    error: f.error,
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_secret(&self, req: Request<pb::GetSecretRequest>) -> Result<Response<pb::GetSecretResponse>, Status> {
         let req = req.into_inner();
         let get = secrets::GetSecretRequest {
@@ -224,18 +280,93 @@ impl Dapr for DaprService {
             ..Default::default()
         };
         let items = configuration::get(&self.ctx, query).await?;
-        let items: HashMap<String, common::ConfigurationItem> = items
-            .into_iter()
-            .map(|item| {
-                let value = common::ConfigurationItem {
-                    value: item.content,
-                    version: String::new(),
-                    metadata: item.metadata,
-                };
-                (item.key, value)
-            })
-            .collect();
+        let items: HashMap<String, common::ConfigurationItem> = items.into_iter().map(dapr_item).collect();
         Ok(Response::new(pb::GetConfigurationResponse { items }))
+    }
+
+    type SubscribeConfigurationAlpha1Stream = ConfigurationStream;
+
+    async fn subscribe_configuration_alpha1(
+        &self,
+        req: Request<pb::SubscribeConfigurationRequest>,
+    ) -> Result<Response<ConfigurationStream>, Status> {
+        self.subscribe_configuration(req).await
+    }
+
+    type SubscribeConfigurationStream = ConfigurationStream;
+
+    /// The first message carries only the subscription's id (the SDKs
+    /// wait for it); then the current values of the keys, then each change.
+    async fn subscribe_configuration(
+        &self,
+        req: Request<pb::SubscribeConfigurationRequest>,
+    ) -> Result<Response<ConfigurationStream>, Status> {
+        let req = req.into_inner();
+        let query = configuration::ConfigurationQuery {
+            store: req.store_name,
+            keys: req.keys,
+            ..Default::default()
+        };
+        configuration::check(&self.ctx, &query)?;
+        let (id, unsubscribed) = self.ctx.config_subscriptions.open(&query.store);
+        // One query, and the subscription lasts until it is ended.
+        let queries = futures::stream::iter([query]).chain(futures::stream::pending());
+        let mut changes = configuration::subscribe(self.ctx.clone(), queries);
+        let (out, responses) = tokio::sync::mpsc::channel(4);
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let first = pb::SubscribeConfigurationResponse {
+                id: id.clone(),
+                items: HashMap::new(),
+            };
+            if out.send(Ok(first)).await.is_ok() {
+                let mut unsubscribed = std::pin::pin!(unsubscribed);
+                loop {
+                    let next = tokio::select! {
+                        next = changes.recv() => next,
+                        _ = &mut unsubscribed => break,
+                        () = out.closed() => break,
+                    };
+                    let Some(next) = next else { break };
+                    let message = next
+                        .map_err(Status::from)
+                        .map(|changes| pb::SubscribeConfigurationResponse {
+                            id: id.clone(),
+                            items: changes.items.into_iter().map(dapr_item).collect(),
+                        });
+                    let failed = message.is_err();
+                    if out.send(message).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }
+            ctx.config_subscriptions.close(&id);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+    }
+
+    async fn unsubscribe_configuration_alpha1(
+        &self,
+        req: Request<pb::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<pb::UnsubscribeConfigurationResponse>, Status> {
+        self.unsubscribe_configuration(req).await
+    }
+
+    async fn unsubscribe_configuration(
+        &self,
+        req: Request<pb::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<pb::UnsubscribeConfigurationResponse>, Status> {
+        let req = req.into_inner();
+        let ok = configuration::unsubscribe(&self.ctx, &req.store_name, &req.id)?;
+        let message = if ok {
+            String::new()
+        } else {
+            format!(
+                "failed to unsubscribe to configuration request {}: subscription does not exist",
+                crate::api::blocks::quote(&req.id)
+            )
+        };
+        Ok(Response::new(pb::UnsubscribeConfigurationResponse { ok, message }))
     }
 
     async fn try_lock_alpha1(&self, req: Request<pb::TryLockRequest>) -> Result<Response<pb::TryLockResponse>, Status> {
