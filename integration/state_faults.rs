@@ -85,3 +85,38 @@ async fn a_redis_store_goes_down_with_its_backend_and_recovers_without_a_restart
     assert_eq!(got.data, b"v");
     rt.shutdown().await;
 }
+
+/// A write that holds SQLite's one connection for seconds (50,000 items in
+/// one transaction) once starved the health check queued behind it: the
+/// check timed out and the supervisor restarted a healthy store. The check
+/// has a connection of its own now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_write_does_not_starve_the_sqlite_health_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (rt, mut client) = support::start_ready(&format!(
+        r#"
+        [supervisor]
+        health_interval = "50ms"
+        health_timeout = "200ms"
+        [state.s]
+        type = "sqlite"
+        metadata = {{ connectionString = "{}" }}
+        "#,
+        dir.path().join("state.db").display()
+    ))
+    .await;
+    let states = (0..50_000).map(|i| item(&format!("bulk-{i}"), b"v")).collect();
+    client
+        .save_state(pb::SaveStateRequest {
+            store_name: "s".into(),
+            states,
+        })
+        .await
+        .expect("the bulk write succeeds");
+    let (code, body) = support::readiness(&rt).await;
+    assert_eq!(code, 200, "{body}");
+    let store = &body["components"]["state/s"];
+    assert_eq!(store["status"], "UP", "{body}");
+    assert_eq!(store["details"]["restarts"], 0, "{body}");
+    rt.shutdown().await;
+}
