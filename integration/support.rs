@@ -340,6 +340,26 @@ impl PrivateRedis {
         }
     }
 
+    /// Stops it without closing its connections (SIGSTOP): a hung server.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill {signal}");
+        }
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
@@ -354,7 +374,8 @@ fn redis_answers_ping(addr: SocketAddr) -> bool {
     };
     let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
     let mut answer = [0u8; 5];
-    conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut answer).is_ok() && &answer == b"+PONG"
+    // `+PONG`, or `-NOAUTH` from one started with a password; not `-LOADING`.
+    conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut answer).is_ok() && &answer != b"-LOAD"
 }
 
 impl Drop for PrivateRedis {
