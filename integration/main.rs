@@ -5,6 +5,7 @@
 
 mod api;
 mod apps;
+mod chaos;
 mod configuration;
 mod dapr_grpc;
 mod dapr_http;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -318,9 +319,11 @@ impl PrivateRedis {
         self.child = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        // Serving: it answers PING (while it loads its data it accepts
+        // connections but answers LOADING).
+        while !redis_answers_ping(addr) {
             assert!(std::time::Instant::now() < deadline, "private redis did not start");
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
         true
     }
@@ -337,6 +340,26 @@ impl PrivateRedis {
         }
     }
 
+    /// Stops it without closing its connections (SIGSTOP): a hung server.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "kill {signal}");
+        }
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
@@ -344,10 +367,265 @@ impl PrivateRedis {
     }
 }
 
+fn redis_answers_ping(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut answer = [0u8; 5];
+    // `+PONG`, or `-NOAUTH` from one started with a password; not `-LOADING`.
+    conn.write_all(b"PING\r\n").is_ok() && conn.read_exact(&mut answer).is_ok() && &answer != b"-LOAD"
+}
+
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A server of the test's own (PostgreSQL, NATS) on a free port with its
+/// data in a temporary directory, for fault tests: killed with SIGKILL and
+/// started again on the same port and data without touching the shared one.
+pub struct PrivateServer {
+    pub port: u16,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    /// The user to run as (PostgreSQL refuses to run as root).
+    user: Option<(u32, u32)>,
+    /// A command that succeeds once the server serves (PostgreSQL accepts
+    /// connections on its port before it has finished crash recovery).
+    ready: Option<Vec<String>>,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    /// A NATS server with JetStream, or `None` (skip, outside CI) when
+    /// `nats-server` is not installed.
+    pub fn nats() -> Option<PrivateServer> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let store = dir.path().join("jetstream").display().to_string();
+        let args = ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", &store];
+        let mut server = PrivateServer::new("nats-server".into(), &args, None, port, dir);
+        server.spawn().then_some(server).or_else(|| missing("nats-server"))
+    }
+
+    /// A PostgreSQL cluster of its own (`initdb`, then `postgres`, as the
+    /// `postgres` user, trust authentication), or `None` (skip, outside
+    /// CI) when PostgreSQL's binaries are not installed.
+    pub fn postgres() -> Option<PrivateServer> {
+        let Some(bin) = postgres_bin() else {
+            return missing("PostgreSQL (/usr/lib/postgresql/*/bin)");
+        };
+        let Some(user) = system_user("postgres") else {
+            return missing("the postgres user");
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::os::unix::fs::chown(dir.path(), Some(user.0), Some(user.1)).expect("chown the data directory");
+        let data = dir.path().join("data");
+        let initdb = std::process::Command::new(bin.join("initdb"))
+            .args([
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ])
+            .current_dir(dir.path())
+            .uid(user.0)
+            .gid(user.1)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("initdb runs");
+        assert!(initdb.success(), "initdb failed: {initdb}");
+        let port = free_port();
+        let args = [
+            "-D",
+            &data.display().to_string(),
+            "-p",
+            &port.to_string(),
+            "-k",
+            &dir.path().display().to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ];
+        let mut server = PrivateServer::new(bin.join("postgres"), &args, Some(user), port, dir);
+        let port = port.to_string();
+        let ready = [
+            bin.join("pg_isready").display().to_string().as_str(),
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+        ]
+        .map(str::to_owned);
+        server.ready = Some(ready.to_vec());
+        assert!(server.spawn(), "postgres starts");
+        Some(server)
+    }
+
+    fn new(
+        program: std::path::PathBuf,
+        args: &[&str],
+        user: Option<(u32, u32)>,
+        port: u16,
+        dir: tempfile::TempDir,
+    ) -> PrivateServer {
+        PrivateServer {
+            port,
+            program,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            user,
+            ready: None,
+            child: None,
+            dir,
+        }
+    }
+
+    fn spawn(&mut self) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
+        let mut command = std::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        if let Some((uid, gid)) = self.user {
+            command.uid(uid).gid(gid);
+        }
+        let Ok(child) = command.spawn() else { return false };
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not start; see {}",
+                self.program.display(),
+                self.dir.path().join("server.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(ready) = &self.ready {
+            let serves = || {
+                std::process::Command::new(&ready[0])
+                    .args(&ready[1..])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            while !serves() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} did not get ready",
+                    self.program.display()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        true
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it and every process it started (PostgreSQL's backends) with
+    /// SIGKILL, as a crash of the server would, and waits for them to go.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let children = children_of(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        for pid in &children {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while children
+            .iter()
+            .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server's processes did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts it again on the same port and data; returns once it serves
+    /// (its port accepts connections, and PostgreSQL has recovered).
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(self.spawn(), "{} restarts", self.program.display());
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Skips (outside CI) or fails (under CI) a test whose server is missing.
+fn missing<T>(what: &str) -> Option<T> {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{what} is not installed, and CI=true requires it");
+    }
+    eprintln!("skipping: {what} is not installed");
+    None
+}
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn postgres_bin() -> Option<std::path::PathBuf> {
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// A system user's uid and gid, from `/etc/passwd`.
+fn system_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.first() == Some(&name) && fields.len() > 3)
+            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))?
+    })
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The fields after the command name, which may hold spaces.
+                    let rest = stat.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// A port nobody listens on right now.
@@ -358,6 +636,14 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The `layotto` binary to run: `LAYOTTO_BIN` when set (a copy taken right
+/// after the build, when the target directory is shared with other
+/// checkouts that may rebuild it under a running test), else the one cargo
+/// built for these tests.
+pub fn layotto_bin() -> std::path::PathBuf {
+    std::env::var_os("LAYOTTO_BIN").map_or_else(|| env!("CARGO_BIN_EXE_layotto").into(), Into::into)
+}
+
 /// The `layotto` binary on fixed ports, so a restart is the same sidecar.
 pub struct Sidecar {
     config: std::path::PathBuf,
@@ -365,6 +651,8 @@ pub struct Sidecar {
     envs: Vec<(String, String)>,
     grpc: u16,
     actuator: u16,
+    /// Where its log goes; nowhere by default.
+    log: Option<std::path::PathBuf>,
     child: Option<tokio::process::Child>,
 }
 
@@ -375,14 +663,35 @@ impl Sidecar {
             envs: Vec::new(),
             grpc,
             actuator,
+            log: None,
             child: None,
         };
         sidecar.spawn().await;
         sidecar
     }
 
+    /// One on free ports for the config at `path`, logging at `info` to
+    /// `log`.
+    pub async fn start_logged(path: std::path::PathBuf, log: std::path::PathBuf) -> Sidecar {
+        let mut sidecar = Sidecar {
+            config: path,
+            envs: vec![("RUST_LOG".into(), "info".into())],
+            grpc: free_port(),
+            actuator: free_port(),
+            log: Some(log),
+            child: None,
+        };
+        sidecar.spawn().await;
+        sidecar
+    }
+
+    /// Its actuator's address.
+    pub fn actuator_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.actuator))
+    }
+
     pub async fn spawn(&mut self) {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_layotto"))
+        let child = tokio::process::Command::new(layotto_bin())
             .arg("start")
             .arg("-c")
             .arg(&self.config)
@@ -392,7 +701,10 @@ impl Sidecar {
             .env("RUST_LOG", "warn")
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(match &self.log {
+                Some(path) => std::fs::File::create(path).expect("sidecar log").into(),
+                None => std::process::Stdio::null(),
+            })
             .kill_on_drop(true)
             .spawn()
             .expect("layotto starts");
@@ -402,6 +714,11 @@ impl Sidecar {
             matches!(reqwest::get(&url).await, Ok(r) if r.status() == 200).then_some(())
         })
         .await;
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL: no drain, no acks, nothing.
@@ -427,6 +744,7 @@ impl Sidecar {
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             grpc: free_port(),
             actuator: free_port(),
+            log: None,
             child: None,
         };
         sidecar.spawn().await;

@@ -113,13 +113,17 @@ pub struct SupervisorConfig {
     /// While a component cannot be built (its backend is down), it is
     /// tried again at most this far apart, however long the outage lasted,
     /// so it is UP soon after its backend returns. A component that fails
-    /// after a successful build (a crash loop) still backs off up to
+    /// because its backend is unreachable (a failed health check, a broken
+    /// connection) is probed the same way; one that misbehaves by itself (a
+    /// panic, an ended background task: a crash loop) still backs off up to
     /// `backoff_max`. Default `1s`.
     pub probe_interval: Duration,
     /// Time between health checks of each component: how soon a dead
     /// backend is noticed when no call hits it. Default `1s`.
     pub health_interval: Duration,
-    /// A health check that takes longer has failed. Default `2s`.
+    /// A health check that takes longer has failed. With `health_interval`
+    /// it bounds how long a hung backend (one that stops answering without
+    /// closing its connections) goes unnoticed: `1s` + `1s`. Default `1s`.
     pub health_timeout: Duration,
     /// Consecutive failed health checks that restart a component. Default 1.
     pub health_failure_threshold: u32,
@@ -176,7 +180,7 @@ impl Default for Config {
                 restart_window: Duration::from_secs(60),
                 health_interval: Duration::from_secs(1),
                 probe_interval: Duration::from_secs(1),
-                health_timeout: Duration::from_secs(2),
+                health_timeout: Duration::from_secs(1),
                 health_failure_threshold: 1,
                 init_timeout: Duration::from_secs(5),
                 queue_capacity: 1024,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures::FutureExt;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::Operation;
@@ -79,6 +79,11 @@ pub struct ComponentActor<B: BuildingBlock> {
     health_failures: u32,
     health_in_flight: bool,
     stop_reason: Option<StopReason>,
+    /// Turns true when the actor stops because its backend is unreachable:
+    /// the operations still running answer UNAVAILABLE at once rather than
+    /// wait for the client's own timeouts (a connection pool's acquire
+    /// timeout, a broker's ack timeout) against a backend that is gone.
+    abandon: watch::Sender<Option<String>>,
     span: Span,
 }
 
@@ -111,12 +116,16 @@ impl<B: BuildingBlock> ComponentActor<B> {
             health_failures: 0,
             health_in_flight: false,
             stop_reason: None,
+            abandon: watch::channel(None).0,
             span,
         }
     }
 
     /// Stops the actor, keeping the first reason given.
     fn stop_because(&mut self, ctx: &mut Context<Self>, reason: StopReason) {
+        if reason.backend_unreachable() && self.abandon.borrow().is_none() {
+            self.abandon.send_replace(Some(reason.to_string()));
+        }
         if self.stop_reason.is_none() {
             self.stop_reason = Some(reason);
         }
@@ -260,7 +269,10 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
 
     fn handle(&mut self, call: Call<B, O>, ctx: &mut Context<Self>) {
         let Call { op, reply, permit, .. } = call;
-        let Some(component) = self.component.clone() else {
+        // A call that reaches an actor already stopping is not started on a
+        // component about to be closed.
+        let component = self.component.clone().filter(|_| self.stop_reason.is_none());
+        let Some(component) = component else {
             let reason = match &self.stop_reason {
                 Some(reason) => reason.to_string(),
                 None => "starting".to_owned(),
@@ -298,13 +310,30 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
         }
         let actor = ctx.address();
         let key = self.key.clone();
+        let mut abandon = self.abandon.subscribe();
+        let abandoned = async move {
+            match abandon.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone().unwrap_or_default(),
+                // The actor is gone without abandoning its calls (a restart
+                // after a panic): they finish on the client they started with.
+                Err(_) => std::future::pending().await,
+            }
+        };
         // A task of its own: operations run concurrently, and one that
         // outlives a restart finishes on the client it started with. Not
         // instrumented with the actor's span: entering a span on every poll
         // of every request costs more than the hop itself; the few events
         // logged here name the component instead.
         actix_rt::spawn(async move {
-            let stop = answer(operation.await, reply, &key);
+            let outcome = tokio::select! {
+                biased;
+                outcome = &mut operation => outcome,
+                reason = abandoned => {
+                    let _ = reply.send(Err(CallError::Unavailable { component: key, reason }));
+                    return;
+                }
+            };
+            let stop = answer(outcome, reply, &key);
             drop(permit);
             if let Some(reason) = stop {
                 actor.do_send(StopWith(reason));

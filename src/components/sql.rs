@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, AssertSqlSafe, SqlSafeStr, SqlStr};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, SqlSafeStr, SqlStr};
 
 use super::meta;
 use super::{BuildError, ComponentError, url_encode};
@@ -100,16 +100,36 @@ impl Backend {
         AssertSqlSafe(sql).into_sql_str()
     }
 
-    /// Connects with the component's `connectionString`.
-    pub async fn connect(&self, connection: &SqlConnection) -> Result<AnyPool, BuildError> {
+    /// Connects with the component's `connectionString`: the health
+    /// check's own connection first, then the pool.
+    pub async fn connect(&'static self, connection: &SqlConnection) -> Result<Connections, BuildError> {
         let url = url(self, connection).map_err(BuildError)?;
+        let cannot = |e: sqlx::Error| BuildError(format!("{} cannot connect: {e}", self.name));
         sqlx::any::install_default_drivers();
-        AnyPoolOptions::new()
+        // One attempt, which fails at once while the database is down (the
+        // pool would retry a refused connection until its acquire timeout):
+        // the supervisor probes again at its own short interval.
+        let health = AnyConnection::connect(&url).await.map_err(cannot)?;
+        let pool = AnyPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // An idle connection is not pinged before use: when the database
+            // dies, the next call on it fails at once with a connection
+            // error, which restarts the component and answers the calls
+            // still waiting, instead of each call re-dialling a dead server
+            // until the acquire timeout. A connection the server closed
+            // while idle costs one failed call and a rebuild.
+            .test_before_acquire(false)
             .connect(&url)
             .await
-            .map_err(|e| BuildError(format!("{} cannot connect: {e}", self.name)))
+            .map_err(cannot)?;
+        Ok(Connections {
+            pool,
+            health: HealthCheck {
+                backend: self,
+                connection: tokio::sync::Mutex::new(health),
+            },
+        })
     }
 
     /// Runs `CREATE ... IF NOT EXISTS` statements.
@@ -127,15 +147,6 @@ impl Backend {
         Ok(())
     }
 
-    /// `SELECT 1`: the health check of every component on an [`AnyPool`].
-    pub async fn ping(&self, pool: &AnyPool) -> Result<(), ComponentError> {
-        sqlx::query("SELECT 1")
-            .execute(pool)
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
-    }
-
     /// Maps a database error: lost connections restart the component, lost
     /// races are conflicts the caller may retry.
     pub fn error(&self, e: sqlx::Error) -> ComponentError {
@@ -151,6 +162,15 @@ impl Backend {
                 // Serialization failure, deadlock (PostgreSQL); deadlock,
                 // lock wait timeout (MySQL): another transaction won.
                 let code = db.code().unwrap_or_default();
+                // The server closing the session: a connection exception
+                // (class 08), PostgreSQL terminating it (57P01 shutdown or
+                // postmaster exit, 57P02 crash of another backend, 57P03
+                // not accepting connections), MySQL shutting down (1053).
+                // The first call to see it restarts the component, rather
+                // than every call failing one by one until the health check.
+                if code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "1053") {
+                    return ComponentError::Fatal(format!("{store} connection failed: {e}"));
+                }
                 if matches!(code.as_ref(), "40001" | "40P01" | "1213" | "1205") || db.is_unique_violation() {
                     ComponentError::Conflict(format!("{store}: a concurrent write won, retry: {e}"))
                 } else {
@@ -159,6 +179,34 @@ impl Backend {
             }
             _ => ComponentError::Internal(format!("{store}: {e}")),
         }
+    }
+}
+
+/// What a SQL component connects: the pool its calls share, and its health
+/// check.
+pub struct Connections {
+    pub pool: AnyPool,
+    pub health: HealthCheck,
+}
+
+/// `SELECT 1`, the health check of every SQL component, on a connection of
+/// its own: queued behind the calls in the pool, it would time out when
+/// the component is busiest (a 50,000-item write holding SQLite's one
+/// connection for 4 s got a healthy store restarted), and it does not wait
+/// out the pool's timeouts when the database is gone.
+pub struct HealthCheck {
+    backend: &'static Backend,
+    connection: tokio::sync::Mutex<AnyConnection>,
+}
+
+impl HealthCheck {
+    pub async fn ping(&self) -> Result<(), ComponentError> {
+        let mut connection = self.connection.lock().await;
+        sqlx::query("SELECT 1")
+            .execute(&mut *connection)
+            .await
+            .map(drop)
+            .map_err(|e| self.backend.error(e))
     }
 }
 

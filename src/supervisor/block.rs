@@ -93,11 +93,13 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
         }
         child.last_stop = Some(reason.label());
         let mut restart = child.history.next(&self.policy, Instant::now(), &mut rand::rng());
-        if matches!(reason, StopReason::BuildFailed(_)) {
-            // The backend is (still) unreachable: probe it at a short fixed
+        if reason.backend_unreachable() {
+            // The backend is unreachable (the build failed, or a component
+            // built lazily found it gone): probe it at a short fixed
             // interval, so the component is UP soon after the backend's
-            // return however long the outage. Only a component that fails
-            // after it was built (a crash loop) keeps backing off.
+            // return however long the outage. A component that misbehaves
+            // by itself (a panic, an ended background task: a crash loop)
+            // keeps backing off.
             restart.delay = restart.delay.min(self.settings.probe_interval);
         }
         let mut status = format!("{reason}; restarting in {:?}", restart.delay);

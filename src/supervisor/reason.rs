@@ -34,6 +34,20 @@ impl StopReason {
         "shutdown",
     ];
 
+    /// Whether the stop says the backend is unreachable (its client could
+    /// not be built, its health check failed, a call found the connection
+    /// broken) rather than that the component itself misbehaved (a panic, an
+    /// ended background task). Such a component is probed again at
+    /// `probe_interval` however long the outage, and the calls it still
+    /// holds are answered UNAVAILABLE at once instead of waiting out the
+    /// client's timeouts.
+    pub fn backend_unreachable(&self) -> bool {
+        matches!(
+            self,
+            StopReason::BuildFailed(_) | StopReason::HealthCheckFailed(_) | StopReason::Fatal(_)
+        )
+    }
+
     /// The bounded `reason` label of the restart counter.
     pub fn label(&self) -> &'static str {
         match self {

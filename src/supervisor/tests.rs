@@ -350,3 +350,98 @@ fn a_restarted_in_memory_store_keeps_every_key() {
         supervisor.stop(Duration::from_secs(5)).await;
     });
 }
+
+/// A call in flight when its component stops because the backend is
+/// unreachable (here another call's fatal error) is answered UNAVAILABLE
+/// at once rather than left to the client's own timeouts; one in flight
+/// when the component panics finishes on the client it started with.
+#[cfg(feature = "test-components")]
+#[test]
+fn calls_in_flight_are_answered_at_once_only_when_the_backend_is_lost() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let supervisor = SupervisorHandle::start(supervisor_config("backoff_min = \"50ms\""), escalate);
+        let token = format!("abandon-{}", std::process::id());
+        let f = slot(&registry, "f", "faulty", &[("token", &token)]);
+        supervisor
+            .start_components(Slots {
+                hellos: vec![f.clone()],
+                ..Default::default()
+            })
+            .await;
+        wait_for(&f, Health::Up).await;
+        let handle = ComponentHandle::new(f.clone());
+        let slow = |handle: ComponentHandle<Hellos>| {
+            actix_rt::spawn(async move {
+                handle
+                    .call(SayHello {
+                        name: "sleep:600000".into(),
+                    })
+                    .await
+            })
+        };
+
+        let in_flight = slow(handle.clone());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let err = handle.call(SayHello { name: "fatal".into() }).await.expect_err("fatal");
+        assert!(matches!(err, CallError::Component { .. }), "{err:?}");
+        // Had it waited for its 10-minute sleep it would have answered OK.
+        let err = in_flight.await.expect("task").expect_err("abandoned");
+        assert!(matches!(err, CallError::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("fatal error"), "{err}");
+
+        wait_for(&f, Health::Up).await;
+        let in_flight = slow(handle.clone());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let err = handle
+            .call(SayHello { name: "panic".into() })
+            .await
+            .expect_err("panics");
+        assert!(matches!(err, CallError::Panicked { .. }), "{err:?}");
+        let hello = in_flight.await.expect("task").expect("finishes on its client");
+        assert_eq!(hello, "faulty, sleep:600000");
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}
+
+/// A component built lazily, whose backend turns out to be gone, fails its
+/// health check right after each start: it is probed at `probe_interval`
+/// like one whose build fails, not after an ever longer backoff.
+#[cfg(feature = "test-components")]
+#[test]
+fn a_component_whose_health_check_keeps_failing_is_probed_at_a_fixed_interval() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let config = supervisor_config(
+            "backoff_min = \"200ms\"\nbackoff_max = \"30s\"\nmax_restarts = 1000\nrestart_window = \"1h\"\nprobe_interval = \"500ms\"\nhealth_interval = \"100ms\"",
+        );
+        let supervisor = SupervisorHandle::start(config, escalate);
+        let token = format!("health-probe-{}", std::process::id());
+        let f = slot(&registry, "f", "faulty", &[("token", &token)]);
+        supervisor
+            .start_components(Slots {
+                hellos: vec![f.clone()],
+                ..Default::default()
+            })
+            .await;
+        wait_for(&f, Health::Up).await;
+        let handle = ComponentHandle::new(f.clone());
+        handle
+            .call(SayHello {
+                name: "unhealthy:20".into(),
+            })
+            .await
+            .expect("served");
+        let started = tokio::time::Instant::now();
+        while f.status.snapshot().restarts < 20 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        wait_for(&f, Health::Up).await;
+        // 20 restarts, each within 500 ms plus a 100 ms check: at most 12 s,
+        // where the exponential backoff would have waited minutes.
+        assert!(started.elapsed() <= Duration::from_secs(12), "{:?}", started.elapsed());
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}

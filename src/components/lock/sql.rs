@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::{AnyPool, SqlStr};
 
 use super::{LockStatus, LockStore};
-use crate::components::sql::{Backend, SqlConnection};
+use crate::components::sql::{Backend, Connections, HealthCheck, SqlConnection};
 use crate::components::{BuildError, Component, ComponentError, KeyPrefixSection};
 
 const DEFAULT_TABLE: &str = "layotto_lock";
@@ -39,6 +39,7 @@ struct Queries {
 pub(super) struct SqlLocks {
     backend: &'static Backend,
     pool: AnyPool,
+    health: HealthCheck,
     queries: Queries,
 }
 
@@ -48,7 +49,7 @@ impl SqlLocks {
         (connection, _): SqlLockMetadata,
     ) -> Result<Arc<dyn LockStore>, BuildError> {
         let table = connection.table(DEFAULT_TABLE);
-        let pool = dialect.backend.connect(&connection).await?;
+        let Connections { pool, health } = dialect.backend.connect(&connection).await?;
         let fill = |s: &str| s.replace("{table}", table).replace("{now}", dialect.backend.now_ms);
         dialect.backend.create(&pool, vec![fill(dialect.create)], table).await?;
         let alive = format!("expires_at > {}", dialect.backend.now_ms);
@@ -67,6 +68,7 @@ impl SqlLocks {
         Ok(Arc::new(SqlLocks {
             backend: dialect.backend,
             pool,
+            health,
             queries,
         }))
     }
@@ -96,7 +98,7 @@ fn millis(ttl: Duration) -> i64 {
 #[async_trait::async_trait]
 impl Component for SqlLocks {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        self.backend.ping(&self.pool).await
+        self.health.ping().await
     }
 
     async fn close(&self) {

@@ -194,11 +194,17 @@ pub struct NatsBroker {
 impl NatsBroker {
     async fn connect(keys: NatsKeys) -> Result<NatsBroker, BuildError> {
         let url = keys.nats_url.as_str();
+        // Reconnecting is the supervisor's job: the build fails at once
+        // while the server is down (it is probed again at a short interval),
+        // and a lost connection is tried once more, then given up, so a
+        // replaced client does not keep dialling in the background. (The
+        // client reads `max_reconnects(0)` as "without limit", and with
+        // `retry_on_initial_connect` a build waited for a server that was
+        // down, its reconnect delay growing to 4 s.)
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .ping_interval(Duration::from_secs(5))
-            .retry_on_initial_connect()
-            .max_reconnects(Some(0))
+            .max_reconnects(1)
             .connect(url)
             .await
             .map_err(|e| BuildError(format!("nats {url}: {e}")))?;
@@ -224,6 +230,20 @@ impl NatsBroker {
         })
     }
 
+    /// A broken connection, as the component's error: it restarts the
+    /// component with a new client.
+    fn disconnected(&self) -> Option<ComponentError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => None,
+            other => Some(ComponentError::Fatal(format!("nats connection is {other:?}"))),
+        }
+    }
+
+    /// A failed call's error: fatal when the connection is what broke.
+    fn failure(&self, what: &str, e: impl std::fmt::Display) -> ComponentError {
+        self.disconnected().unwrap_or_else(|| nats_error(what, e))
+    }
+
     fn stream_name(&self, topic: &str) -> String {
         format!("{}{}", self.prefix, stream_name_part(topic))
     }
@@ -241,7 +261,7 @@ impl NatsBroker {
             .jetstream
             .get_or_create_stream(config)
             .await
-            .map_err(|e| nats_error(&format!("cannot create stream {name}"), e))?;
+            .map_err(|e| self.failure(&format!("cannot create stream {name}"), e))?;
         self.streams.lock().unwrap_or_else(|p| p.into_inner()).insert(name);
         Ok(stream)
     }
@@ -253,10 +273,7 @@ impl Component for NatsBroker {
         // The client pings the server on its own and tracks the result; a
         // round trip here would queue behind the data of a busy connection
         // and fail the check exactly when the component is working hardest.
-        match self.client.connection_state() {
-            async_nats::connection::State::Connected => Ok(()),
-            other => Err(ComponentError::Fatal(format!("nats connection is {other:?}"))),
-        }
+        self.disconnected().map_or(Ok(()), Err)
     }
 
     async fn close(&self) {
@@ -270,6 +287,11 @@ impl PubSub for NatsBroker {
     async fn publish(&self, req: PublishRequest) -> Result<(), ComponentError> {
         check_topic(&req.topic)?;
         let headers = headers(&req.metadata, &req.content_type)?;
+        // Without a connection the client would buffer the message and wait
+        // for an acknowledgement that cannot come.
+        if let Some(error) = self.disconnected() {
+            return Err(error);
+        }
         let known = self
             .streams
             .lock()
@@ -281,10 +303,10 @@ impl PubSub for NatsBroker {
         self.jetstream
             .publish_with_headers(req.topic.clone(), headers, req.data.into())
             .await
-            .map_err(|e| nats_error("publish failed", e))?
+            .map_err(|e| self.failure("publish failed", e))?
             .await
             .map(drop)
-            .map_err(|e| nats_error("publish was not acknowledged", e))
+            .map_err(|e| self.failure("publish was not acknowledged", e))
     }
 
     async fn subscribe(&self, req: SubscribeRequest) -> Result<Deliveries, ComponentError> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sqlx::{AnyPool, Row, SqlStr};
 
 use super::{SequencerStore, Sequencing, segmented};
-use crate::components::sql::{Backend, SqlConnection};
+use crate::components::sql::{Backend, Connections, HealthCheck, SqlConnection};
 use crate::components::tasks::Tasks;
 use crate::components::{BuildError, Component, ComponentError};
 
@@ -31,6 +31,7 @@ pub(super) type SqlSequencerMetadata = (SqlConnection, Sequencing);
 pub(super) struct SqlCounters {
     backend: &'static Backend,
     pool: AnyPool,
+    health: HealthCheck,
     reserve: SqlStr,
     read_back: Option<SqlStr>,
 }
@@ -42,12 +43,13 @@ impl SqlCounters {
         tasks: Tasks,
     ) -> Result<Arc<dyn SequencerStore>, BuildError> {
         let table = connection.table(DEFAULT_TABLE);
-        let pool = dialect.backend.connect(&connection).await?;
+        let Connections { pool, health } = dialect.backend.connect(&connection).await?;
         let fill = |s: &str| s.replace("{table}", table);
         dialect.backend.create(&pool, vec![fill(dialect.create)], table).await?;
         let counters = SqlCounters {
             backend: dialect.backend,
             pool,
+            health,
             reserve: dialect.backend.statement(fill(dialect.reserve)),
             read_back: dialect.read_back.map(|s| dialect.backend.statement(s.to_owned())),
         };
@@ -62,7 +64,7 @@ impl SqlCounters {
 #[async_trait::async_trait]
 impl Component for SqlCounters {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        self.backend.ping(&self.pool).await
+        self.health.ping().await
     }
 
     async fn close(&self) {

@@ -27,7 +27,7 @@ use super::{
     check_write, new_etag,
 };
 use crate::components::meta::Section;
-use crate::components::sql::{Backend, SqlConnection};
+use crate::components::sql::{Backend, Connections, HealthCheck, SqlConnection};
 use crate::components::tasks::Tasks;
 use crate::components::{BuildError, Component, ComponentError, KeyPrefixSection};
 
@@ -107,6 +107,7 @@ impl Queries {
 pub(super) struct SqlStore {
     dialect: &'static Dialect,
     pool: AnyPool,
+    health: HealthCheck,
     queries: Queries,
     cleanup: AbortHandle,
 }
@@ -120,7 +121,7 @@ impl SqlStore {
     ) -> Result<Arc<dyn StateStore>, BuildError> {
         let table = connection.table(DEFAULT_TABLE);
         let cleanup_every = Duration::from_secs(cleanup.cleanup_interval_in_seconds.max(1));
-        let pool = dialect.backend.connect(&connection).await?;
+        let Connections { pool, health } = dialect.backend.connect(&connection).await?;
         dialect.backend.create(&pool, (dialect.create)(table), table).await?;
         let queries = Queries::new(dialect, table);
         let cleanup = tasks.spawn(
@@ -130,6 +131,7 @@ impl SqlStore {
         Ok(Arc::new(SqlStore {
             dialect,
             pool,
+            health,
             queries,
             cleanup,
         }))
@@ -246,7 +248,7 @@ async fn cleanup_loop(pool: AnyPool, sql: SqlStr, every: Duration) -> Result<(),
 #[async_trait::async_trait]
 impl Component for SqlStore {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        self.dialect.backend.ping(&self.pool).await
+        self.health.ping().await
     }
 
     async fn close(&self) {
