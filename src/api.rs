@@ -18,6 +18,7 @@ pub mod cloudevents;
 pub mod dapr_http;
 pub mod delivery;
 pub mod grpc;
+pub mod linger;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,9 @@ pub struct ApiContext {
     /// running are answered "the sidecar is stopping" (gRPC UNAVAILABLE,
     /// HTTP 503) before any component stops.
     pub cut_off: watch::Receiver<bool>,
+    /// Connections closing after their last answer (see [`linger`]);
+    /// shutdown waits for them.
+    pub lingering: tokio_util::task::TaskTracker,
     /// Configuration subscriptions opened by id (Dapr's API).
     pub config_subscriptions: blocks::configuration::SubscriptionIds,
     /// Attributes set with Dapr's SetMetadata, shown by GetMetadata.

@@ -302,6 +302,8 @@ struct Serving {
     stopping: watch::Sender<bool>,
     /// Answers the calls still running when the grace period is over.
     cut_off: watch::Sender<bool>,
+    /// Connections still closing (see `api::linger`).
+    lingering: tokio_util::task::TaskTracker,
     grace: Duration,
     /// Notified by the API's shutdown request.
     shutdown_requested: Arc<tokio::sync::Notify>,
@@ -368,6 +370,7 @@ impl Serving {
             topic_streams: Default::default(),
             stopping: stopping_rx,
             cut_off: cut_off_rx,
+            lingering: Default::default(),
             config_subscriptions: Default::default(),
             extended_metadata: Default::default(),
             shutdown_requested: Default::default(),
@@ -401,6 +404,7 @@ impl Serving {
             http_tasks,
             stopping,
             cut_off,
+            lingering: ctx.lingering.clone(),
             grace: config.server.shutdown_grace_period,
             shutdown_requested: ctx.shutdown_requested.clone(),
             init_timeout: config.supervisor.init_timeout,
@@ -476,6 +480,9 @@ impl Serving {
             }
         };
         tokio::join!(drain_calls, drain_deliveries);
+        // Connections closed by the drain finish closing (see api::linger).
+        self.lingering.close();
+        let _ = tokio::time::timeout(api::linger::LINGER, self.lingering.wait()).await;
 
         if let Some(supervisor) = self.supervisor.take() {
             let remaining = deadline.saturating_duration_since(Instant::now());

@@ -104,6 +104,11 @@ pub async fn serve(
         // A peer that vanished without a FIN is found and its connection
         // closed, rather than held forever.
         .with_keepalive(Some(TCP_KEEPALIVE));
+    // Closed without a reset that could lose the last answers (see linger).
+    let lingering = ctx.lingering.clone();
+    let incoming = futures::TryStreamExt::map_ok(incoming, move |io| {
+        crate::api::linger::Lingering::new(io, lingering.clone())
+    });
     let served = Server::builder()
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(

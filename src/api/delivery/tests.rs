@@ -53,6 +53,7 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
             topic_streams: Default::default(),
             stopping: stopping_rx.clone(),
             cut_off: stopping_rx,
+            lingering: Default::default(),
             config_subscriptions: Default::default(),
             extended_metadata: Default::default(),
             shutdown_requested: Default::default(),
