@@ -13,6 +13,7 @@ mod lock;
 mod process;
 mod pubsub;
 mod pubsub_faults;
+mod resources;
 mod sdk;
 mod secrets;
 mod sequencer;

@@ -338,12 +338,14 @@ impl Serving {
         let mut http_tasks = vec![tokio::spawn(api::actuator::serve(
             ctx.clone(),
             actuator_listener,
+            api::conn::ConnLimits::of(&config.server),
             stopped(http_stop_rx.clone()),
         ))];
         if let Some((listener, _)) = dapr_listener {
             http_tasks.push(tokio::spawn(api::dapr_http::serve(
                 ctx.clone(),
                 listener,
+                api::conn::ConnLimits::of(&config.server),
                 stopped(http_stop_rx),
             )));
         }

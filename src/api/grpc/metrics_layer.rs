@@ -25,6 +25,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::status::code_name;
+use crate::api::conn::{Activity, OpenRequest};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -141,11 +142,15 @@ where
                         inner,
                         recorder,
                         _admitted: None,
+                        _open: None,
                     });
                     return Box::pin(std::future::ready(Ok(response)));
                 }
             },
         };
+        // The call keeps its connection from the idle timeout until its
+        // response ends (a quiet subscription stream included).
+        let open = req.extensions().get::<Activity>().map(Activity::open);
         let response = self.inner.call(req);
         Box::pin(async move {
             let mut response = response.await?;
@@ -161,6 +166,7 @@ where
                 inner,
                 recorder,
                 _admitted: admitted,
+                _open: open,
             }))
         })
     }
@@ -174,6 +180,8 @@ pin_project! {
         recorder: Recorder,
         // The call's place among those in flight, until the body is gone.
         _admitted: Option<InFlightCall>,
+        // The call's mark on its connection, until the body is gone.
+        _open: Option<OpenRequest>,
     }
 }
 
