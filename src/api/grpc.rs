@@ -8,6 +8,7 @@
 //! gRPC status.
 
 mod auth;
+pub(crate) mod codec;
 mod configuration;
 mod dapr;
 mod health;

@@ -30,8 +30,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -213,7 +213,8 @@ impl PubSub for RedisBroker {
         };
         // Entries wait here for a free delivery slot; those read but never
         // delivered stay pending, so the next subscription gets them.
-        let (tx, rx) = mpsc::channel(1);
+        // Boxed: a channel allocates room for 32 items when it is made.
+        let (tx, rx) = mpsc::channel::<Box<Result<Delivery, ComponentError>>>(1);
         self.tasks.spawn_scoped("stream consumer", async move {
             loop {
                 let next = tokio::select! {
@@ -222,7 +223,7 @@ impl PubSub for RedisBroker {
                 };
                 match next {
                     Some(Ok(delivery)) => {
-                        if tx.send(Ok(delivery)).await.is_err() {
+                        if tx.send(Box::new(Ok(delivery))).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -232,14 +233,14 @@ impl PubSub for RedisBroker {
                     // Redis answered with an error: the subscription hears
                     // it and subscribes again.
                     Some(Err(error)) => {
-                        let _ = tx.send(Err(error)).await;
+                        let _ = tx.send(Box::new(Err(error))).await;
                         return Ok(());
                     }
                     None => return Ok(()),
                 }
             }
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).map(|d| *d)))
     }
 }
 
