@@ -45,10 +45,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // Small first buffers per call: see src/api/grpc/codec.rs.
+    let codec = "crate::api::grpc::codec::LeanCodec";
     tonic_prost_build::configure()
+        .codec_path(codec)
         .file_descriptor_set_path(out.join("layotto_descriptor.bin"))
         .compile_with_config(config(), API_PROTOS, &["proto"])?;
     tonic_prost_build::configure()
+        .codec_path(codec)
         .file_descriptor_set_path(out.join("dapr_descriptor.bin"))
         .compile_with_config(config(), DAPR_PROTOS, &["proto"])?;
     // A directory of its own: prost also writes (service-only) code for the

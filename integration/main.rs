@@ -15,6 +15,7 @@ mod lock;
 mod process;
 mod pubsub;
 mod pubsub_faults;
+mod resources;
 mod sdk;
 mod secrets;
 mod sequencer;

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod blocks;
 pub mod callback;
 pub mod cloudevents;
+pub mod conn;
 pub mod dapr_http;
 pub mod delivery;
 pub mod grpc;

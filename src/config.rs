@@ -65,6 +65,14 @@ pub struct ServerConfig {
     /// HTTP/2 streams one client connection may open at once (the
     /// connection's share of the above). Default 1024.
     pub max_streams_per_connection: u32,
+    /// A client connection that sends nothing (no HTTP/2 preface, no
+    /// request line) this long after connecting is closed, on every
+    /// listener. Default `10s`.
+    pub handshake_timeout: Duration,
+    /// A client connection with no request open and no byte sent either
+    /// way for this long is closed, on every listener; clients reconnect
+    /// when they next call. Default `5m`.
+    pub idle_timeout: Duration,
     /// When set, every call on every API (Layotto gRPC, Dapr gRPC and
     /// HTTP) must carry it in `dapr-api-token`, except health endpoints.
     /// `DAPR_API_TOKEN` sets it too. Default: none.
@@ -165,6 +173,8 @@ impl Default for Config {
                 shutdown_grace_period: Duration::from_secs(10),
                 max_calls_in_flight: 4096,
                 max_streams_per_connection: 1024,
+                handshake_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(300),
                 api_token: None,
             },
             app: AppConfig {
@@ -449,6 +459,10 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             max_streams_per_connection: s
                 .integer("max_streams_per_connection", &mut problems)
                 .unwrap_or(d.max_streams_per_connection),
+            handshake_timeout: s
+                .duration("handshake_timeout", &mut problems)
+                .unwrap_or(d.handshake_timeout),
+            idle_timeout: s.duration("idle_timeout", &mut problems).unwrap_or(d.idle_timeout),
             api_token: s.string("api_token", &mut problems).filter(|t| !t.is_empty()),
         };
         s.finish(&mut problems);
@@ -457,6 +471,12 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
         }
         if server.max_streams_per_connection == 0 {
             problems.push("server.max_streams_per_connection", "must be at least 1");
+        }
+        if server.handshake_timeout.is_zero() {
+            problems.push("server.handshake_timeout", "must be longer than zero");
+        }
+        if server.idle_timeout.is_zero() {
+            problems.push("server.idle_timeout", "must be longer than zero");
         }
         server
     };

@@ -381,11 +381,13 @@ impl Serving {
         let http_tasks = vec![tokio::spawn(api::actuator::serve(
             ctx.clone(),
             actuator_listener,
+            api::conn::ConnLimits::of(&config.server),
             stopped(http_stop_rx),
         ))];
         let dapr_http = dapr_listener.map(|(listener, _)| {
             let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(api::dapr_http::serve(ctx.clone(), listener, stopped(stop_rx)));
+            let limits = api::conn::ConnLimits::of(&config.server);
+            let task = tokio::spawn(api::dapr_http::serve(ctx.clone(), listener, limits, stopped(stop_rx)));
             (stop, task)
         });
 

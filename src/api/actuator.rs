@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use super::ApiContext;
+use super::conn::ConnLimits;
 use crate::supervisor::{Health, Snapshot};
 
 /// How long the liveness probe waits for the actor system.
@@ -41,11 +42,10 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
 pub async fn serve(
     ctx: Arc<ApiContext>,
     listener: TcpListener,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown)
-        .await
+    super::conn::serve_http(listener, limits, router(ctx), shutdown).await
 }
 
 async fn readiness(State(ctx): State<Arc<ApiContext>>) -> Response {

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 
 use super::ApiContext;
 use super::blocks::metadata;
+use super::conn::ConnLimits;
 use crate::supervisor::Health;
 
 /// daprd's default `--max-body-size`.
@@ -137,11 +138,10 @@ async fn guard(
 pub async fn serve(
     ctx: Arc<ApiContext>,
     listener: TcpListener,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown)
-        .await
+    super::conn::serve_http(listener, limits, router(ctx), shutdown).await
 }
 
 async fn healthz(State(ctx): State<Arc<ApiContext>>) -> Response {

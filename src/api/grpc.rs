@@ -8,6 +8,7 @@
 //! gRPC status.
 
 mod auth;
+pub(crate) mod codec;
 mod configuration;
 mod dapr;
 mod health;
@@ -29,17 +30,11 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use super::ApiContext;
 use crate::config::ServerConfig;
 use crate::proto::dapr::runtime::v1::dapr_server::DaprServer;
 use crate::proto::runtime::v1::runtime_server::RuntimeServer;
-
-/// TCP keep-alive probes on client connections. (HTTP/2 PING keep-alive
-/// is left off: hyper then time-stamps every frame, a cost measured on the
-/// actor-hop and state benchmarks.)
-const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Largest message accepted or sent: 16 MiB, above gRPC's 4 MiB default so
 /// that bulk state and file chunks fit.
@@ -99,16 +94,12 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        // A peer that vanished without a FIN is found and its connection
-        // closed, rather than held forever.
-        .with_keepalive(Some(TCP_KEEPALIVE));
-    // Closed without a reset that could lose the last answers (see linger).
-    let lingering = ctx.lingering.clone();
-    let incoming = futures::TryStreamExt::map_ok(incoming, move |io| {
-        crate::api::linger::Lingering::new(io, lingering.clone())
-    });
+    // TCP keep-alive finds a peer that vanished without a FIN; the
+    // handshake and idle timeouts close connections that carry nothing;
+    // a closed connection lingers so that no reset loses its last answers.
+    // (HTTP/2 PING keep-alive is left off: hyper then time-stamps every
+    // frame, a cost measured on the actor-hop and state benchmarks.)
+    let incoming = super::conn::incoming(listener, super::conn::ConnLimits::of(limits), ctx.lingering.clone());
     let served = Server::builder()
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(

@@ -119,17 +119,3 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Lingerin
         }
     }
 }
-
-impl tonic::transport::server::Connected for Lingering<tokio::net::TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        match &self.inner {
-            Some(io) => io.connect_info(),
-            None => tonic::transport::server::TcpConnectInfo {
-                local_addr: None,
-                remote_addr: None,
-            },
-        }
-    }
-}

@@ -249,12 +249,12 @@ pub fn subscribe_request(spec: &SubscriptionSpec, component: &ComponentSpec) -> 
 /// the event's id.
 #[derive(Clone)]
 pub struct StreamSink {
-    events: mpsc::Sender<TopicEvent>,
+    events: mpsc::Sender<Box<TopicEvent>>,
     waiting: Arc<Mutex<HashMap<String, VecDeque<oneshot::Sender<Outcome>>>>>,
 }
 
 impl StreamSink {
-    pub(crate) fn new(events: mpsc::Sender<TopicEvent>) -> Self {
+    pub(crate) fn new(events: mpsc::Sender<Box<TopicEvent>>) -> Self {
         StreamSink {
             events,
             waiting: Arc::default(),
@@ -284,7 +284,7 @@ impl StreamSink {
             .or_default()
             .push_back(tx);
         self.events
-            .send(event.clone())
+            .send(Box::new(event.clone()))
             .await
             .map_err(|_| "the subscriber's stream closed".to_owned())?;
         rx.await
@@ -299,8 +299,10 @@ impl StreamSink {
 
 /// A subscription on a subscriber's stream, standing at the broker.
 pub struct TopicStream {
-    /// The events to send; dropping it ends the subscription.
-    pub events: mpsc::Receiver<TopicEvent>,
+    /// The events to send; dropping it ends the subscription. Boxed: a
+    /// channel allocates room for 32 items when it is made, 8 KiB of
+    /// unboxed events for every stream, however quiet.
+    pub events: mpsc::Receiver<Box<TopicEvent>>,
     /// Where the subscriber's answers go; dropping it ends the
     /// subscription too.
     pub answers: Answers,

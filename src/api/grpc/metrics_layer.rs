@@ -38,6 +38,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::status::code_name;
+use crate::api::conn::{Activity, OpenRequest};
 use crate::api::{STOPPING, cut};
 use crate::metrics::Metrics;
 
@@ -166,11 +167,15 @@ where
                         inner,
                         recorder,
                         _admitted: None,
+                        _open: None,
                     });
                     return Box::pin(std::future::ready(Ok(response)));
                 }
             },
         };
+        // The call keeps its connection from the idle timeout until its
+        // response ends (a quiet subscription stream included).
+        let open = req.extensions().get::<Activity>().map(Activity::open);
         // A handler that panics is answered INTERNAL instead of taking its
         // connection, and every other call on it, down as CANCELLED.
         let response = AssertUnwindSafe(self.inner.call(req)).catch_unwind();
@@ -205,6 +210,7 @@ where
                 inner,
                 recorder,
                 _admitted: admitted,
+                _open: open,
             }))
         })
     }
@@ -218,6 +224,8 @@ pin_project! {
         recorder: Recorder,
         // The call's place among those in flight, until the body is gone.
         _admitted: Option<InFlightCall>,
+        // The call's mark on its connection, until the body is gone.
+        _open: Option<OpenRequest>,
     }
 }
 

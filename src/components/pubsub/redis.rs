@@ -4,27 +4,38 @@
 //!
 //! Publishing is an `XADD` of `data` (and `metadata`, as JSON). Consuming
 //! reads the consumer's own pending entries first (left by a crash), then
-//! new ones with a blocking `XREADGROUP` on a connection of its own; every
-//! `redeliverInterval` it claims (`XAUTOCLAIM`) entries that another
-//! consumer has held longer than `processingTimeout`, so a crashed sidecar's
-//! unacked messages are delivered again. `XACK` after the application
-//! answers. Each subscription's reads run as a task linked to the
-//! component, handing entries over a small channel: when Redis goes away
-//! the task fails, the component goes DOWN and is rebuilt, and the
-//! subscription, whose stream ended, subscribes again on the new one.
+//! new ones with a blocking `XREADGROUP`; every `redeliverInterval` it
+//! claims (`XAUTOCLAIM`) entries that another consumer has held longer than
+//! `processingTimeout`, so a crashed sidecar's unacked messages are
+//! delivered again. `XACK` after the application answers. Each
+//! subscription's reads run as a task linked to the component, handing
+//! entries over a small channel: when Redis goes away the task fails, the
+//! component goes DOWN and is rebuilt, and the subscription, whose stream
+//! ended, subscribes again on the new one.
+//!
+//! Connections: a blocking read holds its connection, so the subscriptions
+//! of one consumer group share one [`GroupReader`], whose single
+//! `XREADGROUP ... STREAMS t1 t2 ...` waits on all their topics at once;
+//! everything else (group creation, own pending entries, claims, acks,
+//! publishing) goes over the component's one multiplexed connection. A
+//! group's reader and its connection go away with its last subscription.
+//! The reader's connection waits `BLOCK` plus `readTimeout` for an answer:
+//! with the client's default of 0.5 s, shorter than the 1 s block, every
+//! idle read timed out and the subscription was "lost" every 0.7 s.
 //!
 //! Metadata: the connection keys of `redis_client`, `consumerID`, and
 //! [`StreamKeys`].
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{Acker, Deliveries, Delivery, Message, PubSub, PubSubKeys, PublishRequest, SubscribeRequest};
@@ -85,6 +96,8 @@ const BLOCK: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct Settings {
+    /// How long a reply may take beyond a read's block.
+    read_timeout: Duration,
     processing_timeout: Duration,
     redeliver_interval: Duration,
     max_len: Option<u64>,
@@ -92,12 +105,12 @@ struct Settings {
 }
 
 pub struct RedisBroker {
-    client: redis::Client,
     conn: ConnectionManager,
     settings: Settings,
     closed: watch::Sender<bool>,
     /// Where subscriptions run their reads.
     tasks: Tasks,
+    readers: Readers,
 }
 
 impl RedisBroker {
@@ -108,6 +121,7 @@ impl RedisBroker {
         tasks: Tasks,
     ) -> Result<RedisBroker, BuildError> {
         let settings = Settings {
+            read_timeout: connection.read_timeout.into(),
             processing_timeout: streams.processing_timeout.into(),
             redeliver_interval: streams.redeliver_interval.into(),
             max_len: streams.max_len_approx,
@@ -119,12 +133,19 @@ impl RedisBroker {
         };
         let conn = connection.connect().await?;
         let client = redis::Client::open(connection.url()).map_err(|e| BuildError(format!("redis pub/sub: {e}")))?;
-        Ok(RedisBroker {
+        let readers = Readers {
             client,
+            conn: conn.clone(),
+            settings: settings.clone(),
+            tasks: tasks.clone(),
+            groups: Arc::default(),
+        };
+        Ok(RedisBroker {
             conn,
             settings,
             closed: watch::channel(false).0,
             tasks,
+            readers,
         })
     }
 }
@@ -176,19 +197,13 @@ impl PubSub for RedisBroker {
             Err(e) if e.code() == Some("BUSYGROUP") => {}
             Err(e) => return Err(map_error(e)),
         }
-        // Blocking reads need a connection of their own.
-        let reader = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(map_error)?;
         let mut consumer = Consumer {
             topic: req.topic,
             group: req.group,
             batch: req.max_in_flight.clamp(1, 1000),
             settings: self.settings.clone(),
             acks: conn,
-            reader,
+            readers: self.readers.clone(),
             buffer: VecDeque::new(),
             // Our own pending entries first: what a crash left unacked.
             own_pending: true,
@@ -198,7 +213,8 @@ impl PubSub for RedisBroker {
         };
         // Entries wait here for a free delivery slot; those read but never
         // delivered stay pending, so the next subscription gets them.
-        let (tx, rx) = mpsc::channel(1);
+        // Boxed: a channel allocates room for 32 items when it is made.
+        let (tx, rx) = mpsc::channel::<Box<Result<Delivery, ComponentError>>>(1);
         self.tasks.spawn_scoped("stream consumer", async move {
             loop {
                 let next = tokio::select! {
@@ -207,7 +223,7 @@ impl PubSub for RedisBroker {
                 };
                 match next {
                     Some(Ok(delivery)) => {
-                        if tx.send(Ok(delivery)).await.is_err() {
+                        if tx.send(Box::new(Ok(delivery))).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -217,14 +233,14 @@ impl PubSub for RedisBroker {
                     // Redis answered with an error: the subscription hears
                     // it and subscribes again.
                     Some(Err(error)) => {
-                        let _ = tx.send(Err(error)).await;
+                        let _ = tx.send(Box::new(Err(error))).await;
                         return Ok(());
                     }
                     None => return Ok(()),
                 }
             }
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).map(|d| *d)))
     }
 }
 
@@ -233,8 +249,9 @@ struct Consumer {
     group: String,
     batch: usize,
     settings: Settings,
+    /// Every command but the blocking read.
     acks: ConnectionManager,
-    reader: MultiplexedConnection,
+    readers: Readers,
     buffer: VecDeque<StreamId>,
     own_pending: bool,
     next_claim: Instant,
@@ -255,12 +272,12 @@ impl Consumer {
             }
             let fetched = if self.own_pending {
                 self.own_pending = false;
-                self.read("0", None).await
+                self.read_pending().await
             } else if Instant::now() >= self.next_claim {
                 self.next_claim = Instant::now() + self.settings.redeliver_interval;
                 self.claim().await
             } else {
-                self.read(">", Some(BLOCK)).await
+                self.readers.read_new(&self.group, &self.topic, self.batch).await
             };
             match fetched {
                 Ok(entries) => self.buffer.extend(entries),
@@ -273,18 +290,20 @@ impl Consumer {
         }
     }
 
-    async fn read(&mut self, from: &str, block: Option<Duration>) -> Result<Vec<StreamId>, ComponentError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
+    /// This consumer's own pending entries (what a crash left unacked).
+    async fn read_pending(&mut self) -> Result<Vec<StreamId>, ComponentError> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
             .arg(&self.group)
             .arg(&self.settings.consumer)
             .arg("COUNT")
-            .arg(self.batch);
-        if let Some(block) = block {
-            cmd.arg("BLOCK").arg(block.as_millis() as u64);
-        }
-        cmd.arg("STREAMS").arg(&self.topic).arg(from);
-        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.reader).await.map_err(map_error)?;
+            .arg(self.batch)
+            .arg("STREAMS")
+            .arg(&self.topic)
+            .arg("0")
+            .query_async(&mut self.acks)
+            .await
+            .map_err(map_error)?;
         Ok(reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
             .unwrap_or_default())
@@ -299,7 +318,7 @@ impl Consumer {
             .arg("0-0")
             .arg("COUNT")
             .arg(self.batch)
-            .query_async(&mut self.reader)
+            .query_async(&mut self.acks)
             .await
             .map_err(map_error)?;
         Ok(reply.claimed)
@@ -350,5 +369,194 @@ impl Acker for StreamAcker {
             .await
             .map(drop)
             .map_err(map_error)
+    }
+}
+
+/// The blocking readers of one broker, one per consumer group in use.
+#[derive(Clone)]
+struct Readers {
+    client: redis::Client,
+    /// For `CLIENT UNBLOCK`.
+    conn: ConnectionManager,
+    settings: Settings,
+    tasks: Tasks,
+    groups: Arc<Mutex<HashMap<String, Arc<GroupReader>>>>,
+}
+
+/// A subscription waiting for new entries of its topic.
+struct Waiter {
+    batch: usize,
+    since: Instant,
+    answer: oneshot::Sender<Result<Vec<StreamId>, ComponentError>>,
+}
+
+/// The subscriptions of one consumer group waiting for new entries, read
+/// by one blocking `XREADGROUP` over all their topics.
+#[derive(Default)]
+struct GroupReader {
+    waiting: Mutex<HashMap<String, Vec<Waiter>>>,
+    /// While a read blocks: the reader's connection id and the topics it
+    /// waits on. A subscription to another topic unblocks it.
+    blocked: Mutex<Option<(i64, HashSet<String>)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Readers {
+    /// New entries of `topic` for `group`, at most `batch` (more if the
+    /// group's read asked for more); empty after about `BLOCK` without any.
+    async fn read_new(&self, group: &str, topic: &str, batch: usize) -> Result<Vec<StreamId>, ComponentError> {
+        let (answer, answered) = oneshot::channel();
+        let reader = {
+            let mut groups = lock(&self.groups);
+            let reader = match groups.get(group) {
+                Some(reader) => reader.clone(),
+                None => {
+                    let reader = Arc::new(GroupReader::default());
+                    groups.insert(group.to_owned(), reader.clone());
+                    let (readers, group, task_reader) = (self.clone(), group.to_owned(), reader.clone());
+                    self.tasks
+                        .spawn_scoped("stream reader", async move { readers.run(group, task_reader).await });
+                    reader
+                }
+            };
+            lock(&reader.waiting).entry(topic.to_owned()).or_default().push(Waiter {
+                batch,
+                since: Instant::now(),
+                answer,
+            });
+            reader
+        };
+        // A read blocked on other topics would not see this one before it
+        // times out: cut it short (once per read).
+        let unblock = {
+            let mut blocked = lock(&reader.blocked);
+            match blocked.as_ref() {
+                Some((id, topics)) if !topics.contains(topic) => {
+                    let id = *id;
+                    *blocked = None;
+                    Some(id)
+                }
+                _ => None,
+            }
+        };
+        if let Some(id) = unblock {
+            let _ = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query_async::<i64>(&mut self.conn.clone())
+                .await;
+        }
+        // The reader ended (its component stops): nothing read.
+        answered.await.unwrap_or_else(|_| Ok(Vec::new()))
+    }
+
+    /// Reads for `group` while any subscription waits; ends, dropping its
+    /// connection, when none is left.
+    async fn run(&self, group: String, reader: Arc<GroupReader>) -> Result<(), String> {
+        let mut conn: Option<(MultiplexedConnection, i64)> = None;
+        loop {
+            let topics = {
+                let mut waiting = lock(&reader.waiting);
+                waiting.retain(|_, waiters| {
+                    waiters.retain(|w| !w.answer.is_closed());
+                    !waiters.is_empty()
+                });
+                waiting
+                    .iter()
+                    .map(|(topic, waiters)| (topic.clone(), waiters.iter().map(|w| w.batch).max().unwrap_or(1)))
+                    .collect::<Vec<_>>()
+            };
+            if topics.is_empty() {
+                // Retire, unless a waiter arrived since (then read again).
+                let mut groups = lock(&self.groups);
+                if lock(&reader.waiting).is_empty() {
+                    groups.remove(&group);
+                    return Ok(());
+                }
+                continue;
+            }
+            let (mut connection, id) = match conn.take() {
+                Some(c) => c,
+                None => match self.connect().await {
+                    Ok(c) => c,
+                    Err(error) => {
+                        answer_all(&reader, Err(error));
+                        continue;
+                    }
+                },
+            };
+            let batch = topics.iter().map(|(_, b)| *b).max().unwrap_or(1);
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(&group)
+                .arg(&self.settings.consumer)
+                .arg("COUNT")
+                .arg(batch)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS");
+            for (topic, _) in &topics {
+                cmd.arg(topic);
+            }
+            for _ in &topics {
+                cmd.arg(">");
+            }
+            *lock(&reader.blocked) = Some((id, topics.iter().map(|(t, _)| t.clone()).collect()));
+            let reply: Result<Option<StreamReadReply>, _> = cmd.query_async(&mut connection).await;
+            *lock(&reader.blocked) = None;
+            match reply {
+                Ok(reply) => {
+                    conn = Some((connection, id));
+                    let mut waiting = lock(&reader.waiting);
+                    for key in reply.map(|r| r.keys).unwrap_or_default() {
+                        if let Some(waiters) = waiting.get_mut(&key.key)
+                            && !waiters.is_empty()
+                        {
+                            let _ = waiters.remove(0).answer.send(Ok(key.ids));
+                        }
+                    }
+                    // Those that waited a whole block hear "nothing yet",
+                    // so that they look for claims and for their close.
+                    let now = Instant::now();
+                    for waiters in waiting.values_mut() {
+                        let (done, wait): (Vec<Waiter>, Vec<Waiter>) =
+                            waiters.drain(..).partition(|w| now.duration_since(w.since) >= BLOCK);
+                        *waiters = wait;
+                        for waiter in done {
+                            let _ = waiter.answer.send(Ok(Vec::new()));
+                        }
+                    }
+                }
+                // A failed read fails every subscription waiting on it
+                // (each then subscribes again); the connection is made anew.
+                Err(error) => answer_all(&reader, Err(map_error(error))),
+            }
+        }
+    }
+
+    /// A connection for blocking reads, and its id for `CLIENT UNBLOCK`.
+    async fn connect(&self) -> Result<(MultiplexedConnection, i64), ComponentError> {
+        let config = AsyncConnectionConfig::new().set_response_timeout(Some(BLOCK + self.settings.read_timeout));
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(map_error)?;
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await
+            .map_err(map_error)?;
+        Ok((conn, id))
+    }
+}
+
+fn answer_all(reader: &GroupReader, answer: Result<Vec<StreamId>, ComponentError>) {
+    let waiting = std::mem::take(&mut *lock(&reader.waiting));
+    for waiter in waiting.into_values().flatten() {
+        let _ = waiter.answer.send(answer.clone());
     }
 }
