@@ -25,7 +25,8 @@
 //!
 //! Around them: [`config`] (parse, validate, no I/O), [`runtime`] (start-up
 //! and graceful shutdown), [`metrics`] (every metric name), [`telemetry`]
-//! (logging) and [`proto`] (generated gRPC code).
+//! (logging) and [`proto`] (generated gRPC code). `fuzzing` (hidden) lets
+//! the fuzz targets in `fuzz/` call the block services' request checks.
 
 // First: its block table defines `with_blocks!`, which the modules after
 // it use to list every building block.
@@ -34,6 +35,9 @@ pub mod components;
 pub mod actors;
 pub mod api;
 pub mod config;
+/// The block services' request checks without a runtime, for `fuzz/`.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod runtime;
 pub mod supervisor;

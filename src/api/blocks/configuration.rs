@@ -95,7 +95,7 @@ fn no_separator(value: &str, field: &str) -> Result<(), BlockError> {
 }
 
 /// The selector of a query, with the defaults filled in.
-fn selector(own_app_id: &str, query: ConfigurationQuery) -> Result<Selector, BlockError> {
+pub(crate) fn selector(own_app_id: &str, query: ConfigurationQuery) -> Result<Selector, BlockError> {
     let selector = Selector {
         app_id: or_default(&query.app_id, own_app_id),
         group: or_default(&query.group, DEFAULT_GROUP),
@@ -112,7 +112,7 @@ fn selector(own_app_id: &str, query: ConfigurationQuery) -> Result<Selector, Blo
 }
 
 /// The items to write, with the defaults filled in.
-fn items_to_save(own_app_id: &str, req: SaveConfiguration) -> Result<Vec<(ItemId, ItemValue)>, BlockError> {
+pub(crate) fn items_to_save(own_app_id: &str, req: SaveConfiguration) -> Result<Vec<(ItemId, ItemValue)>, BlockError> {
     if req.items.is_empty() {
         return Err(BlockError::invalid("items is empty"));
     }
@@ -139,6 +139,15 @@ fn items_to_save(own_app_id: &str, req: SaveConfiguration) -> Result<Vec<(ItemId
         items.push((id, value));
     }
     Ok(items)
+}
+
+/// The items a delete names: it must name at least one key.
+pub(crate) fn items_to_delete(own_app_id: &str, query: ConfigurationQuery) -> Result<Vec<ItemId>, BlockError> {
+    if query.keys.is_empty() {
+        return Err(BlockError::invalid("keys is empty; name the keys to delete"));
+    }
+    let selector = selector(own_app_id, query)?;
+    Ok(selector.keys.iter().map(|k| selector.id(k)).collect())
 }
 
 fn item(id: ItemId, value: ItemValue) -> ConfigurationItem {
@@ -177,11 +186,7 @@ pub async fn save(ctx: &ApiContext, req: SaveConfiguration) -> Result<(), BlockE
 
 pub async fn delete(ctx: &ApiContext, query: ConfigurationQuery) -> Result<(), BlockError> {
     let store = ctx.router.config_stores.get(STORE_NAME, &query.store)?;
-    if query.keys.is_empty() {
-        return Err(BlockError::invalid("keys is empty; name the keys to delete"));
-    }
-    let selector = selector(&ctx.app.app_id, query)?;
-    let ids = selector.keys.iter().map(|k| selector.id(k)).collect();
+    let ids = items_to_delete(&ctx.app.app_id, query)?;
     Ok(store.call(DeleteItems(ids)).await?)
 }
 

@@ -36,7 +36,7 @@ pub struct UnlockRequest {
 }
 
 /// Checks the resource and owner of a request and builds the backend key.
-fn lock_key(
+pub(crate) fn lock_key(
     app_id: &str,
     spec: &ComponentSpec,
     store: &str,
@@ -48,7 +48,7 @@ fn lock_key(
     scoped_key(NAMESPACE, spec, app_id, store, resource_id)
 }
 
-fn lease(expire: i32) -> Result<Duration, BlockError> {
+pub(crate) fn lease(expire: i32) -> Result<Duration, BlockError> {
     match u64::try_from(expire) {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
         _ => Err(BlockError::invalid(format!(

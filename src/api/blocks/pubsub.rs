@@ -85,7 +85,13 @@ fn ttl(metadata: &HashMap<String, String>) -> Result<Option<Duration>, BlockErro
 
 /// The message the broker is sent for `event`: a CloudEvent unless raw,
 /// and without the metadata the sidecar itself reads.
-fn publish_request(event: PublishEvent, source: &str) -> Result<PublishRequest, BlockError> {
+pub(crate) fn publish_request(event: PublishEvent, source: &str) -> Result<PublishRequest, BlockError> {
+    if event.topic.is_empty() {
+        return Err(BlockError::invalid(format!(
+            "topic is empty; name the topic to publish to on pubsub '{}'",
+            quote(&event.pubsub)
+        )));
+    }
     let ttl = ttl(&event.metadata)?;
     let raw = event.metadata.get(RAW_PAYLOAD).is_some_and(|v| v == "true");
     let (data, content_type) = if raw {
@@ -121,12 +127,6 @@ fn publish_request(event: PublishEvent, source: &str) -> Result<PublishRequest, 
 
 pub async fn publish(ctx: &ApiContext, event: PublishEvent) -> Result<(), BlockError> {
     let broker = ctx.router.pubsubs.get(PUBSUB_NAME, &event.pubsub)?;
-    if event.topic.is_empty() {
-        return Err(BlockError::invalid(format!(
-            "topic is empty; name the topic to publish to on pubsub '{}'",
-            event.pubsub
-        )));
-    }
     let (pubsub, topic) = (event.pubsub.clone(), event.topic.clone());
     let request = publish_request(event, &ctx.app.app_id)?;
     let published = broker.call(Publish(request)).await;

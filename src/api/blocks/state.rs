@@ -14,9 +14,9 @@ use crate::actors::ComponentHandle;
 use crate::actors::state::{BulkGet, Delete, Get, Set, Transact};
 use crate::api::ApiContext;
 use crate::api::actuator::rfc3339;
-use crate::components::State;
 pub use crate::components::state::{Concurrency, Consistency, StateValue};
 use crate::components::state::{DeleteRequest, Etag, KeyPrefix, PREFIX_SEPARATOR, SetRequest, TransactionOp};
+use crate::components::{ComponentSpec, State};
 
 /// Request metadata: seconds until the value expires; -1 for never.
 pub const TTL_IN_SECONDS: &str = "ttlInSeconds";
@@ -116,7 +116,7 @@ pub struct Transaction {
 
 /// How a store scopes keys: `<prefix>||<key>`, or the bare key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Scope {
+pub(crate) struct Scope {
     prefix: Option<String>,
 }
 
@@ -127,8 +127,14 @@ impl Scope {
         }
     }
 
+    /// The scheme of the store `spec` (bare keys unless `keyPrefix` says
+    /// otherwise).
+    pub(crate) fn of(spec: &ComponentSpec, app_id: &str) -> Scope {
+        Scope::new(&KeyPrefix::from_spec(spec, KeyPrefix::None), app_id, &spec.name)
+    }
+
     /// The key as the backend stores it.
-    fn key(&self, key: &str) -> Result<String, BlockError> {
+    pub(crate) fn key(&self, key: &str) -> Result<String, BlockError> {
         if key.is_empty() {
             return Err(BlockError::invalid("key is empty"));
         }
@@ -152,8 +158,7 @@ struct Store<'a> {
 impl<'a> Store<'a> {
     fn find(ctx: &'a ApiContext, name: &str, field: &'static str) -> Result<Store<'a>, BlockError> {
         let handle = ctx.router.state.get(field, name)?;
-        let scheme = KeyPrefix::from_spec(handle.spec(), KeyPrefix::None);
-        let scope = Scope::new(&scheme, &ctx.app.app_id, name);
+        let scope = Scope::of(handle.spec(), &ctx.app.app_id);
         Ok(Store { handle, scope })
     }
 }
@@ -188,7 +193,11 @@ fn ttl(metadata: &HashMap<String, String>, key: &str) -> Result<Option<Duration>
 
 /// The upsert of `item`; its own `ttlInSeconds` (even -1) wins over the
 /// request's `defaults`.
-fn set_request(scope: &Scope, item: StateItem, defaults: &HashMap<String, String>) -> Result<SetRequest, BlockError> {
+pub(crate) fn set_request(
+    scope: &Scope,
+    item: StateItem,
+    defaults: &HashMap<String, String>,
+) -> Result<SetRequest, BlockError> {
     let ttl = match ttl(&item.metadata, &item.key)? {
         Some(ttl) => Some(ttl),
         None if item.metadata.contains_key(TTL_IN_SECONDS) => None,
@@ -203,7 +212,7 @@ fn set_request(scope: &Scope, item: StateItem, defaults: &HashMap<String, String
     })
 }
 
-fn delete_request(scope: &Scope, key: &str, etag_value: Option<&str>) -> Result<DeleteRequest, BlockError> {
+pub(crate) fn delete_request(scope: &Scope, key: &str, etag_value: Option<&str>) -> Result<DeleteRequest, BlockError> {
     Ok(DeleteRequest {
         key: scope.key(key)?,
         etag: etag(etag_value, key)?,
@@ -212,7 +221,7 @@ fn delete_request(scope: &Scope, key: &str, etag_value: Option<&str>) -> Result<
 
 /// Every operation of a transaction, checked; one bad operation refuses
 /// them all.
-fn transaction_ops(
+pub(crate) fn transaction_ops(
     scope: &Scope,
     operations: Vec<TransactionOperation>,
     defaults: &HashMap<String, String>,

@@ -155,7 +155,7 @@ const MAX_SUBJECT_BYTES: usize = 255;
 /// The message headers of `metadata`, each key and value checked against
 /// NATS's header rules (a key with ':', a space, a newline or non-ASCII once
 /// panicked the component).
-fn headers(metadata: &HashMap<String, String>, content_type: &str) -> Result<HeaderMap, ComponentError> {
+pub(crate) fn headers(metadata: &HashMap<String, String>, content_type: &str) -> Result<HeaderMap, ComponentError> {
     let mut headers = HeaderMap::new();
     for (key, value) in metadata {
         let name = HeaderName::from_str(key).map_err(|_| {
