@@ -1,6 +1,6 @@
-//! Where the application meets the sidecar: the gRPC APIs, the actuator,
-//! Dapr's HTTP health endpoints, and the other direction, delivering events
-//! to the app's callback server.
+//! Where the application meets the sidecar: the gRPC APIs (Layotto's and
+//! Dapr's), Dapr's HTTP API, the actuator, and the other direction,
+//! delivering events to the app's callback server.
 //!
 //! A request walks front end -> block service -> actor message ->
 //! component. The [`blocks`] hold each building block's rules once, over

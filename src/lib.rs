@@ -12,8 +12,12 @@
 //!   the actor message. The front ends are thin adapters over them: the
 //!   gRPC server (`api::grpc`, one file per building block, and
 //!   `api::grpc::status`, the one place block errors become gRPC
-//!   statuses). Beside them: the actuator (health, info, `/metrics`),
-//!   Dapr's HTTP health endpoints, and delivery of events to the app.
+//!   statuses), and Dapr's HTTP API (`api::dapr_http`, errors mapped in
+//!   `api::dapr_http::errors`). Beside them: the actuator (health, info,
+//!   `/metrics`), delivery of events to the app, and what every listener
+//!   shares (`api::conn`: handshake and idle timeouts; `api::linger`:
+//!   closes that lose no answer; the cut-off switch that answers calls
+//!   still running when shutdown's grace period ends).
 //! - [`actors`]: each configured component lives in an actix actor; the
 //!   [`actors::Router`] finds it by building block and name, and a typed
 //!   message carries the request to it.
