@@ -8,11 +8,12 @@ use std::time::Duration;
 use layotto::proto::dapr::runtime::v1 as dapr;
 use layotto::proto::dapr::runtime::v1::dapr_client::DaprClient;
 use layotto::proto::runtime::v1 as pb;
-use pb::subscribe_topic_events_request::SubscribeTopicEventsRequestType;
 use pb::subscribe_topic_events_response::SubscribeTopicEventsResponseType;
+use pb::topic_event_response::TopicEventResponseStatus;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::pubsub::{initial_request, processed};
 use crate::support;
 
 async fn dapr_client(rt: &layotto::Runtime) -> DaprClient<Channel> {
@@ -78,18 +79,7 @@ async fn bulk_publish_delivers_every_entry_and_checks_the_request_first() {
 
     // A stream subscriber on the topic, through Layotto's API.
     let (requests, requests_rx) = tokio::sync::mpsc::channel(16);
-    requests
-        .send(pb::SubscribeTopicEventsRequest {
-            subscribe_topic_events_request_type: Some(SubscribeTopicEventsRequestType::InitialRequest(
-                pb::SubscribeTopicEventsRequestInitial {
-                    pubsub_name: "ps".into(),
-                    topic: topic.clone(),
-                    ..Default::default()
-                },
-            )),
-        })
-        .await
-        .expect("send");
+    requests.send(initial_request(&topic)).await.expect("send");
     let mut events = layotto
         .subscribe_topic_events(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
         .await
@@ -120,14 +110,7 @@ async fn bulk_publish_delivers_every_entry_and_checks_the_request_first() {
                     let round = data.split('-').next().unwrap_or_default().to_owned();
                     *seen.entry(round).or_default() += 1;
                     requests
-                        .send(pb::SubscribeTopicEventsRequest {
-                            subscribe_topic_events_request_type: Some(SubscribeTopicEventsRequestType::EventProcessed(
-                                pb::SubscribeTopicEventsRequestProcessed {
-                                    id: event.id,
-                                    status: Some(pb::TopicEventResponse { status: 0 }),
-                                },
-                            )),
-                        })
+                        .send(processed(event.id, TopicEventResponseStatus::Success))
                         .await
                         .expect("ack");
                 }

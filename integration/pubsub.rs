@@ -268,7 +268,7 @@ impl Member {
     }
 }
 
-fn initial_request(topic: &str) -> pb::SubscribeTopicEventsRequest {
+pub fn initial_request(topic: &str) -> pb::SubscribeTopicEventsRequest {
     pb::SubscribeTopicEventsRequest {
         subscribe_topic_events_request_type: Some(
             pb::subscribe_topic_events_request::SubscribeTopicEventsRequestType::InitialRequest(
@@ -283,7 +283,7 @@ fn initial_request(topic: &str) -> pb::SubscribeTopicEventsRequest {
     }
 }
 
-fn processed(id: String, status: TopicEventResponseStatus) -> pb::SubscribeTopicEventsRequest {
+pub fn processed(id: String, status: TopicEventResponseStatus) -> pb::SubscribeTopicEventsRequest {
     pb::SubscribeTopicEventsRequest {
         subscribe_topic_events_request_type: Some(
             pb::subscribe_topic_events_request::SubscribeTopicEventsRequestType::EventProcessed(
