@@ -127,7 +127,10 @@ pub struct SupervisorConfig {
     /// `backoff_max`. Default `1s`.
     pub probe_interval: Duration,
     /// Time between health checks of each component: how soon a dead
-    /// backend is noticed when no call hits it. Default `1s`.
+    /// backend is noticed when no call hits it. A call that has waited on
+    /// its backend for 50 ms has the backend checked at once (at most one
+    /// such check per 200 ms), so one that died under waiting calls is
+    /// noticed sooner. Default `1s`.
     pub health_interval: Duration,
     /// A health check that takes longer has failed. With `health_interval`
     /// it bounds how long a hung backend (one that stops answering without

@@ -9,12 +9,14 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::FutureExt;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tracing::{Instrument, Span, debug, info, warn};
 
 use super::Operation;
@@ -78,6 +80,15 @@ pub struct ComponentActor<B: BuildingBlock> {
     retained: Retained,
     health_failures: u32,
     health_in_flight: bool,
+    /// When the last health check started.
+    health_started: Option<Instant>,
+    /// Operations handed a task of their own (those that did not answer on
+    /// their first poll), and how many of them have finished: the stall
+    /// watch compares the two.
+    spawned: u64,
+    finished: Arc<AtomicU64>,
+    /// Whether a stall watch tick is scheduled.
+    stall_watch: bool,
     stop_reason: Option<StopReason>,
     /// Turns true when the actor stops because its backend is unreachable:
     /// the operations still running answer UNAVAILABLE at once rather than
@@ -115,6 +126,10 @@ impl<B: BuildingBlock> ComponentActor<B> {
             retained,
             health_failures: 0,
             health_in_flight: false,
+            health_started: None,
+            spawned: 0,
+            finished: Arc::new(AtomicU64::new(0)),
+            stall_watch: false,
             stop_reason: None,
             abandon: watch::channel(None).0,
             span,
@@ -140,6 +155,7 @@ impl<B: BuildingBlock> ComponentActor<B> {
             return;
         }
         self.health_in_flight = true;
+        self.health_started = Some(Instant::now());
         let timeout = self.settings.health_timeout;
         let check = async move {
             let guarded = AssertUnwindSafe(component.health_check()).catch_unwind();
@@ -169,6 +185,34 @@ impl<B: BuildingBlock> ComponentActor<B> {
                     }
                 }),
         );
+    }
+
+    /// Watches the operations running in tasks of their own while there are
+    /// any: `mark` is how many had been started when this tick was
+    /// scheduled. Fewer finished than that means one of them has waited a
+    /// whole tick, so the backend's health is checked now.
+    fn watch_stalls(&mut self, ctx: &mut Context<Self>, mark: u64) {
+        if self.stop_reason.is_some() {
+            self.stall_watch = false;
+            return;
+        }
+        let finished = self.finished.load(Ordering::Acquire);
+        let checked_lately = self
+            .health_started
+            .is_some_and(|started| started.elapsed() < STALL_CHECK_GAP);
+        if finished < mark && !checked_lately {
+            debug!(
+                waiting = mark - finished,
+                "Calls stalled on the backend; checking its health"
+            );
+            self.check_health(ctx);
+        }
+        if finished < self.spawned {
+            let mark = self.spawned;
+            ctx.run_later(STALL_TICK, move |act, ctx| act.watch_stalls(ctx, mark));
+        } else {
+            self.stall_watch = false;
+        }
     }
 }
 
@@ -308,6 +352,13 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
             drop(permit);
             return;
         }
+        self.spawned += 1;
+        let finished = Finished(self.finished.clone());
+        if !self.stall_watch {
+            self.stall_watch = true;
+            let mark = self.spawned;
+            ctx.run_later(STALL_TICK, move |act, ctx| act.watch_stalls(ctx, mark));
+        }
         let actor = ctx.address();
         let key = self.key.clone();
         let mut abandon = self.abandon.subscribe();
@@ -325,6 +376,7 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
         // of every request costs more than the hop itself; the few events
         // logged here name the component instead.
         actix_rt::spawn(async move {
+            let _finished = finished;
             let outcome = tokio::select! {
                 biased;
                 outcome = &mut operation => outcome,
@@ -421,6 +473,28 @@ impl<B: BuildingBlock> Handler<Shutdown> for ComponentActor<B> {
                 .into_actor(self)
                 .map(|(), _act, ctx| ctx.stop()),
         )
+    }
+}
+
+/// How long an operation may wait on its backend before the actor checks
+/// the backend's health at once, rather than at the next `health_interval`:
+/// a backend that died while calls were waiting on it (a connection pool
+/// re-dialling a refused server until its acquire timeout, a broker that
+/// stopped answering) is found in about this long plus one health check.
+const STALL_TICK: Duration = Duration::from_millis(50);
+
+/// Health checks started because calls stalled are at least this far apart,
+/// so a backend that is merely slow costs one `SELECT 1` or `PING` per
+/// this period while calls wait on it, not one per call.
+const STALL_CHECK_GAP: Duration = Duration::from_millis(200);
+
+/// Counts an operation that ran in a task of its own as finished when
+/// dropped: answered, abandoned or cancelled.
+struct Finished(Arc<AtomicU64>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
     }
 }
 

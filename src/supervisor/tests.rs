@@ -445,3 +445,63 @@ fn a_component_whose_health_check_keeps_failing_is_probed_at_a_fixed_interval() 
         supervisor.stop(Duration::from_secs(5)).await;
     });
 }
+
+/// A call that waits on a backend which died under it makes the actor check
+/// the backend's health at once, not at the next `health_interval`: the
+/// component turns DOWN and the waiting call is answered UNAVAILABLE within
+/// a few stall ticks. A call that is merely slow on a healthy backend is
+/// left to finish.
+#[cfg(feature = "test-components")]
+#[test]
+fn a_stalled_call_has_the_backend_checked_at_once() {
+    on_actix(|| async {
+        let registry = StatusRegistry::new(Metrics::new());
+        let (escalate, _escalations) = mpsc::unbounded_channel();
+        let config = supervisor_config("health_interval = \"1h\"\nbackoff_min = \"50ms\"");
+        let supervisor = SupervisorHandle::start(config, escalate);
+        let token = format!("stall-{}", std::process::id());
+        let f = slot(&registry, "f", "faulty", &[("token", &token)]);
+        supervisor
+            .start_components(Slots {
+                hellos: vec![f.clone()],
+                ..Default::default()
+            })
+            .await;
+        wait_for(&f, Health::Up).await;
+        let handle = ComponentHandle::new(f.clone());
+
+        // Slow, on a healthy backend: it answers, however many checks ran.
+        let hello = handle
+            .call(SayHello {
+                name: "sleep:2000".into(),
+            })
+            .await
+            .expect("a slow call on a healthy backend finishes");
+        assert_eq!(hello, "faulty, sleep:2000");
+        assert_eq!(f.status.snapshot().restarts, 0);
+
+        handle
+            .call(SayHello {
+                name: "unhealthy:1".into(),
+            })
+            .await
+            .expect("served");
+        let started = tokio::time::Instant::now();
+        let err = handle
+            .call(SayHello {
+                name: "sleep:600000".into(),
+            })
+            .await
+            .expect_err("abandoned");
+        assert!(matches!(err, CallError::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("health check"), "{err}");
+        // Two stall ticks at most, where the periodic check is an hour away.
+        assert!(
+            started.elapsed() <= Duration::from_millis(150),
+            "{:?}",
+            started.elapsed()
+        );
+        wait_for(&f, Health::Up).await;
+        supervisor.stop(Duration::from_secs(5)).await;
+    });
+}
