@@ -246,8 +246,8 @@ impl Measured {
 }
 
 /// The largest RSS a release build may reach under a flood of calls, when
-/// `LAYOTTO_BIN` names one (see docs/reliability.md).
-const FLOOD_RSS_MIB: f64 = 64.0;
+/// `LAYOTTO_BIN` names one (see docs/reliability.md): 64 MB.
+const FLOOD_RSS_MIB: f64 = 64e6 / 1048576.0;
 /// The same for the debug build `cargo test` runs: its code and futures
 /// are several times larger; before the fixes it reached 145 MiB.
 const DEBUG_FLOOD_RSS_MIB: f64 = 140.0;
@@ -328,7 +328,14 @@ async fn floods_of_calls_keep_memory_bounded_and_latency_recovers() {
     let (served, refused) = flood(&clients, 40_000).await;
     let after_40k = (sidecar.rss_mib(), sidecar.peak_mib());
     assert_eq!(served + refused, 40_000);
-    assert!(refused > 0, "40,000 at once and none refused");
+    // 40 connections of `max_streams_per_connection` (200) streams: 8,000
+    // at once on the server, beyond `max_calls_in_flight` (4096), when the
+    // sidecar is fast enough to be flooded rather than fed; the debug build
+    // on a loaded machine may keep up. The refusal itself is asserted by
+    // `hostile::calls_beyond_the_process_limit_are_refused_at_once`.
+    if release_measured() {
+        assert!(refused > 0, "40,000 at once and none refused");
+    }
     let after = median_latency(&mut probe).await;
     eprintln!(
         "flood: start {start_rss:.1} MiB; 2k: rss {:.1} peak {:.1}; 40k: rss {:.1} peak {:.1} MiB, \
@@ -406,36 +413,79 @@ async fn released(
     }
 }
 
+/// RSS of ten rounds of streams, in MiB.
+struct Rounds {
+    /// Before the first round, then after each.
+    after_each: Vec<f64>,
+    /// After the last round, once the sidecar has had up to `SETTLE` to
+    /// hand back what the rounds freed.
+    settled: f64,
+}
+
+/// How long the sidecar may take to give freed memory back: jemalloc's
+/// background thread purges it over its 10 s decay time.
+const SETTLE: Duration = Duration::from_secs(40);
+
 /// Ten rounds of `streams` streams opened and closed on `pubsub`, fresh
-/// topics each round; RSS after each round, in MiB.
-async fn stream_rounds(sidecar: &Measured, pubsub: &str, streams: usize) -> Vec<f64> {
-    let clients = sidecar.clients(20).await;
+/// topics and 50 fresh connections each round (200 streams each, inside
+/// `max_streams_per_connection`) (closed at its end, as
+/// clients that come and go: a connection keeps its HTTP/2 stream tables
+/// at their peak size while it stays open).
+async fn stream_rounds(sidecar: &Measured, pubsub: &str, streams: usize) -> Rounds {
     let prefix = support::unique("rounds");
-    let mut rss = vec![sidecar.rss_mib()];
+    let start = sidecar.rss_mib();
+    let mut after_each = vec![start];
     for round in 0..10 {
+        let clients = sidecar.clients(50).await;
         let topics: Vec<String> = (0..streams).map(|i| format!("{prefix}-{round}-{i}")).collect();
         open_and_close_streams(&clients, pubsub, &topics).await;
         released(&clients, pubsub, &topics).await;
-        rss.push(sidecar.rss_mib());
+        drop(clients);
+        after_each.push(sidecar.rss_mib());
     }
-    rss
+    // Until it is level (no change over 2 s) within 10 MiB of the start,
+    // or the time is up: the purge is gradual, and its end is the figure.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut readings = vec![sidecar.rss_mib()];
+    loop {
+        let n = readings.len();
+        let level = n > 4 && (readings[n - 5] - readings[n - 1]).abs() < 0.5;
+        if (level && readings[n - 1] - start < 10.0) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        readings.push(sidecar.rss_mib());
+    }
+    let settled = readings[readings.len() - 1];
+    Rounds { after_each, settled }
 }
 
-/// RSS after rounds of streams: no round after the first few may leave
-/// memory behind (a leak grows it every round: 252 MiB after the first
-/// and 365 MiB after the tenth, before the fixes), and a release build
-/// must end within 10 MB of where it started.
-fn assert_bounded(rss: &[f64]) {
-    let (first, settled, last) = (rss[0], rss[3], rss[rss.len() - 1]);
-    assert!(
-        last - settled < 10.0,
-        "RSS grew from {settled:.1} MiB after round 3 to {last:.1} MiB: {rss:.1?}"
-    );
-    if release_measured() {
+impl Rounds {
+    /// What the rounds leave behind once the sidecar has settled: a leak
+    /// keeps it (252 MiB after the first round and 365 MiB after the tenth,
+    /// before the fixes). A release build must settle within 10 MB of where
+    /// it started; the debug build, whose futures and buffers are larger,
+    /// within 20. (RSS right after a round says little: jemalloc purges
+    /// what was freed over the following seconds.)
+    fn assert_bounded(&self) {
+        let first = self.after_each[0];
+        let bound = if release_measured() { 10.0 } else { 20.0 };
         assert!(
-            last - first < 10.0,
-            "RSS grew from {first:.1} to {last:.1} MiB: {rss:.1?}"
+            self.settled - first < bound,
+            "RSS settled at {:.1} MiB, from {first:.1}: {:.1?}",
+            self.settled,
+            self.after_each
         );
+    }
+}
+
+impl std::fmt::Display for Rounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSS before and after each round {:.1?} MiB, settled {:.1}",
+            self.after_each, self.settled
+        )
     }
 }
 
@@ -454,12 +504,9 @@ type = "in-memory"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_opened_and_closed_give_their_memory_back() {
     let sidecar = Measured::start(STREAMS_CONFIG, &[]).await;
-    let rss = stream_rounds(&sidecar, "ps", 10_000).await;
-    eprintln!(
-        "in-memory streams: RSS after each round {rss:.1?} MiB, peak {:.1}",
-        sidecar.peak_mib()
-    );
-    assert_bounded(&rss);
+    let rounds = stream_rounds(&sidecar, "ps", 10_000).await;
+    eprintln!("in-memory streams: {rounds}, peak {:.1}", sidecar.peak_mib());
+    rounds.assert_bounded();
 }
 
 /// Clients connected to the Redis at `addr`.
@@ -564,10 +611,7 @@ async fn redis_streams_opened_and_closed_give_their_memory_back() {
         redis.addr()
     );
     let sidecar = Measured::start(&config, &[]).await;
-    let rss = stream_rounds(&sidecar, "ps", 1_000).await;
-    eprintln!(
-        "redis streams: RSS after each round {rss:.1?} MiB, peak {:.1}",
-        sidecar.peak_mib()
-    );
-    assert_bounded(&rss);
+    let rounds = stream_rounds(&sidecar, "ps", 1_000).await;
+    eprintln!("redis streams: {rounds}, peak {:.1}", sidecar.peak_mib());
+    rounds.assert_bounded();
 }

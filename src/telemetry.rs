@@ -4,14 +4,18 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, log_filter};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the
 /// configured level. Calling it twice keeps the first subscriber.
 pub fn init(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let filter = from_env
+        .as_deref()
+        .map(log_filter)
+        .and_then(Result::ok)
+        .or_else(|| log_filter(&log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -13,8 +13,9 @@ use prost::Message;
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::ProstCodec;
 
-/// First size of a call's encode and decode buffers.
-const BUFFER_BYTES: usize = 1024;
+/// First size of a call's encode and decode buffers: most requests and
+/// answers fit (a GetState is well under 256 bytes); larger ones grow them.
+const BUFFER_BYTES: usize = 256;
 /// tonic's default: how much a stream encodes before it yields.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
