@@ -305,3 +305,47 @@ async fn calls_beyond_the_process_limit_are_refused_at_once() {
     );
     rt.shutdown().await;
 }
+
+/// `server.max_calls_per_connection`: a connection's calls beyond it are
+/// refused RESOURCE_EXHAUSTED, before they take a place among the
+/// process's, while another connection is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_connection_limit_are_refused_and_other_connections_served() {
+    let token = support::unique("per-connection");
+    let (rt, client) = support::start_ready(&format!(
+        r#"
+        [server]
+        max_calls_per_connection = 2
+        [hellos.slow]
+        type = "faulty"
+        metadata = {{ token = "{token}" }}
+        "#
+    ))
+    .await;
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { support::say_hello(&mut client, "slow", "sleep:1500").await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A connection of its own is not held back by the first one's calls.
+    let mut other = support::client(&rt).await;
+    assert_eq!(
+        support::say_hello(&mut other, "slow", "other").await.expect("served"),
+        "faulty, other"
+    );
+    let (mut served, mut refused) = (0, 0);
+    for call in futures::future::join_all(calls).await {
+        match call.expect("task") {
+            Ok(_) => served += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(e.message().contains("this connection"), "{}", e.message());
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((served, refused), (2, 3));
+    rt.shutdown().await;
+}

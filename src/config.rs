@@ -70,6 +70,12 @@ pub struct ServerConfig {
     /// of 1,024 streams took the release build to 73 MiB, of 200 to 58 MiB.
     /// Default 200 (hyper's; Go's HTTP/2 server allows 250).
     pub max_streams_per_connection: u32,
+    /// gRPC calls one connection may have in flight before more are
+    /// answered RESOURCE_EXHAUSTED, so that one client cannot take every
+    /// place `max_calls_in_flight` gives. Unset (the default), a
+    /// connection's calls are bounded by `max_streams_per_connection` only,
+    /// and its client queues beyond it instead of being refused.
+    pub max_calls_per_connection: Option<usize>,
     /// A client connection that sends nothing (no HTTP/2 preface, no
     /// request line) this long after connecting is closed, on every
     /// listener. Default `10s`.
@@ -181,6 +187,7 @@ impl Default for Config {
                 shutdown_grace_period: Duration::from_secs(10),
                 max_calls_in_flight: 4096,
                 max_streams_per_connection: 200,
+                max_calls_per_connection: None,
                 handshake_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(300),
                 api_token: None,
@@ -498,6 +505,9 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             max_streams_per_connection: s
                 .integer("max_streams_per_connection", &mut problems)
                 .unwrap_or(d.max_streams_per_connection),
+            max_calls_per_connection: s
+                .integer("max_calls_per_connection", &mut problems)
+                .or(d.max_calls_per_connection),
             handshake_timeout: s
                 .duration("handshake_timeout", &mut problems)
                 .unwrap_or(d.handshake_timeout),
@@ -510,6 +520,9 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
         }
         if server.max_streams_per_connection == 0 {
             problems.push("server.max_streams_per_connection", "must be at least 1");
+        }
+        if server.max_calls_per_connection == Some(0) {
+            problems.push("server.max_calls_per_connection", "must be at least 1");
         }
         if server.handshake_timeout.is_zero() {
             problems.push("server.handshake_timeout", "must be longer than zero");

@@ -60,10 +60,11 @@ impl ConnLimits {
 pub struct Activity(Arc<AtomicUsize>);
 
 impl Activity {
-    /// Marks a request open on the connection until the guard is dropped.
-    pub fn open(&self) -> OpenRequest {
-        self.0.fetch_add(1, Ordering::AcqRel);
-        OpenRequest(self.0.clone())
+    /// Marks a request open on the connection until the guard is dropped;
+    /// also says how many are open with it.
+    pub fn open(&self) -> (OpenRequest, usize) {
+        let before = self.0.fetch_add(1, Ordering::AcqRel);
+        (OpenRequest(self.0.clone()), before.saturating_add(1))
     }
 
     fn open_requests(&self) -> usize {
@@ -300,7 +301,7 @@ pub async fn count_request(request: Request, next: Next) -> Response {
     let open = request
         .extensions()
         .get::<ConnectInfo<Activity>>()
-        .map(|ConnectInfo(activity)| activity.open());
+        .map(|ConnectInfo(activity)| activity.open().0);
     let response = next.run(request).await;
     drop(open);
     response
@@ -351,7 +352,7 @@ mod tests {
         assert_eq!(guarded.read(&mut buf).await.expect("read"), 2);
 
         // A request open for three idle timeouts keeps it.
-        let open = guarded.activity().open();
+        let (open, _) = guarded.activity().open();
         let opened = Instant::now();
         let reading = tokio::time::timeout(LIMITS.idle_timeout * 3, guarded.read(&mut buf)).await;
         assert!(reading.is_err(), "closed while a request was open: {reading:?}");

@@ -105,6 +105,7 @@ pub async fn serve(
         .layer(
             metrics_layer::GrpcMetricsLayer::new(ctx.metrics.clone(), served_methods())
                 .limit_in_flight(limits.max_calls_in_flight)
+                .limit_per_connection(limits.max_calls_per_connection)
                 .cut_off_on(ctx.cut_off.clone()),
         )
         .layer(auth::ApiTokenLayer(

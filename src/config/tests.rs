@@ -366,3 +366,29 @@ fn a_log_level_that_is_not_ascii_is_refused_by_name() {
     assert!(crate::config::log_filter(&"x".repeat(2000)).is_err());
     assert!(crate::config::log_filter("layotto=debug,warn").is_ok());
 }
+
+#[test]
+fn connection_limits_are_at_least_one() {
+    let found = problems("[server]\nmax_calls_per_connection = 0\nmax_streams_per_connection = 0\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("server.max_calls_per_connection: must be at least 1")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("server.max_streams_per_connection: must be at least 1")),
+        "{found:?}"
+    );
+    let config = load_str(
+        "[server]\nmax_calls_per_connection = 64\n",
+        Format::Toml,
+        "t",
+        Some(BTreeMap::new()),
+    )
+    .expect("valid");
+    assert_eq!(config.server.max_calls_per_connection, Some(64));
+    assert_eq!(Config::default().server.max_calls_per_connection, None);
+}

@@ -47,6 +47,7 @@ pub struct GrpcMetricsLayer {
     metrics: Arc<Metrics>,
     known: Arc<HashSet<String>>,
     admission: Option<Admission>,
+    per_connection: Option<usize>,
     cut_off: Option<watch::Receiver<bool>>,
 }
 
@@ -82,8 +83,17 @@ impl GrpcMetricsLayer {
             metrics,
             known: Arc::new(known),
             admission: None,
+            per_connection: None,
             cut_off: None,
         }
+    }
+
+    /// Answers `RESOURCE_EXHAUSTED` to calls beyond `max` in flight on one
+    /// connection, before they take a place among the process's; `None`
+    /// leaves connections unbounded here.
+    pub fn limit_per_connection(mut self, max: Option<usize>) -> Self {
+        self.per_connection = max;
+        self
     }
 
     /// Answers `UNAVAILABLE` to calls still running once `cut_off` turns
@@ -112,6 +122,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
             metrics: self.metrics.clone(),
             known: self.known.clone(),
             admission: self.admission.clone(),
+            per_connection: self.per_connection,
             cut_off: self.cut_off.clone(),
         }
     }
@@ -123,7 +134,28 @@ pub struct GrpcMetrics<S> {
     metrics: Arc<Metrics>,
     known: Arc<HashSet<String>>,
     admission: Option<Admission>,
+    per_connection: Option<usize>,
     cut_off: Option<watch::Receiver<bool>>,
+}
+
+/// What a call is answered with, boxed.
+type Answer<B, E> = Pin<Box<dyn Future<Output = Result<Response<MeteredBody<B>>, E>> + Send>>;
+
+/// A call refused before it ran, answered `RESOURCE_EXHAUSTED`.
+fn refuse<B, E>(mut recorder: Recorder, message: String) -> Answer<B, E>
+where
+    B: Default + Send + 'static,
+    E: Send + 'static,
+{
+    recorder.finish(Code::ResourceExhausted);
+    let refused = tonic::Status::resource_exhausted(message).into_http::<B>();
+    let response = refused.map(|inner| MeteredBody {
+        inner,
+        recorder,
+        _admitted: None,
+        _open: None,
+    });
+    Box::pin(std::future::ready(Ok(response)))
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcMetrics<S>
@@ -135,7 +167,7 @@ where
 {
     type Response = Response<MeteredBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = Answer<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -152,30 +184,33 @@ where
             ("unknown/unknown", Some(path.to_owned()))
         };
         let mut recorder = Recorder::new(self.metrics.clone(), path);
+        // The call keeps its connection from the idle timeout until its
+        // response ends (a quiet subscription stream included).
+        let open = req.extensions().get::<Activity>().map(Activity::open);
+        let open = match (open, self.per_connection) {
+            (Some((_, on_connection)), Some(max)) if on_connection > max => {
+                return refuse(
+                    recorder,
+                    format!("this connection is at its limit of {max} calls in flight; retry later"),
+                );
+            }
+            (open, _) => open.map(|(open, _)| open),
+        };
         let admitted = match &self.admission {
             None => None,
             Some(admission) => match admission.enter() {
                 Some(call) => Some(call),
                 None => {
-                    recorder.finish(Code::ResourceExhausted);
-                    let refused = tonic::Status::resource_exhausted(format!(
-                        "the sidecar is at its limit of {} calls in flight; retry later",
-                        admission.max
-                    ))
-                    .into_http::<ResBody>();
-                    let response = refused.map(|inner| MeteredBody {
-                        inner,
+                    return refuse(
                         recorder,
-                        _admitted: None,
-                        _open: None,
-                    });
-                    return Box::pin(std::future::ready(Ok(response)));
+                        format!(
+                            "the sidecar is at its limit of {} calls in flight; retry later",
+                            admission.max
+                        ),
+                    );
                 }
             },
         };
-        // The call keeps its connection from the idle timeout until its
-        // response ends (a quiet subscription stream included).
-        let open = req.extensions().get::<Activity>().map(Activity::open);
         // A handler that panics is answered INTERNAL instead of taking its
         // connection, and every other call on it, down as CANCELLED.
         let response = AssertUnwindSafe(self.inner.call(req)).catch_unwind();
