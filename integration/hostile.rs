@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use layotto::proto::runtime::v1 as pb;
+use layotto::proto::runtime::v1::runtime_client::RuntimeClient;
 use tonic::Code;
+use tonic::transport::Channel;
 
 use crate::support;
 
@@ -264,40 +266,60 @@ async fn nats_refuses_wildcard_topics_and_bad_header_names_without_failing() {
     rt.shutdown().await;
 }
 
-/// Calls beyond `server.max_calls_in_flight` are refused at once with
-/// RESOURCE_EXHAUSTED (40,000 calls in flight once took RSS to 313 MB), and
-/// service returns to normal when the flood ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_beyond_the_process_limit_are_refused_at_once() {
-    let token = support::unique("flood");
-    let (rt, client) = support::start_ready(&format!(
+/// A sidecar with the `[server]` setting `server` and a `faulty` hello
+/// component `slow`, and a client of it.
+async fn start_slow(server: &str) -> (layotto::Runtime, RuntimeClient<Channel>) {
+    let token = support::unique("slow");
+    support::start_ready(&format!(
         r#"
         [server]
-        max_calls_in_flight = 3
+        {server}
         [hellos.slow]
         type = "faulty"
         metadata = {{ token = "{token}" }}
         "#
     ))
-    .await;
-    let calls: Vec<_> = (0..10)
+    .await
+}
+
+type SlowCall = tokio::task::JoinHandle<Result<String, tonic::Status>>;
+
+/// `n` calls to `slow` that each take 1.5 s, started at once on `client`'s
+/// connection.
+fn slow_calls(client: &RuntimeClient<Channel>, n: usize) -> Vec<SlowCall> {
+    (0..n)
         .map(|_| {
             let mut client = client.clone();
             tokio::spawn(async move { support::say_hello(&mut client, "slow", "sleep:1500").await })
         })
-        .collect();
+        .collect()
+}
+
+/// How many of `calls` were served and how many refused
+/// RESOURCE_EXHAUSTED with a message that contains `refusal`.
+async fn served_and_refused(calls: Vec<SlowCall>, refusal: &str) -> (usize, usize) {
     let (mut served, mut refused) = (0, 0);
     for call in futures::future::join_all(calls).await {
         match call.expect("task") {
             Ok(_) => served += 1,
             Err(e) => {
                 assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-                assert!(e.message().contains("calls in flight"), "{}", e.message());
+                assert!(e.message().contains(refusal), "{}", e.message());
                 refused += 1;
             }
         }
     }
-    assert_eq!((served, refused), (3, 7));
+    (served, refused)
+}
+
+/// Calls beyond `server.max_calls_in_flight` are refused at once with
+/// RESOURCE_EXHAUSTED (40,000 calls in flight once took RSS to 313 MB), and
+/// service returns to normal when the flood ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_process_limit_are_refused_at_once() {
+    let (rt, client) = start_slow("max_calls_in_flight = 3").await;
+    let calls = slow_calls(&client, 10);
+    assert_eq!(served_and_refused(calls, "calls in flight").await, (3, 7));
     let mut client = client.clone();
     assert_eq!(
         support::say_hello(&mut client, "slow", "after").await.expect("served"),
@@ -311,23 +333,8 @@ async fn calls_beyond_the_process_limit_are_refused_at_once() {
 /// process's, while another connection is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_connection_limit_are_refused_and_other_connections_served() {
-    let token = support::unique("per-connection");
-    let (rt, client) = support::start_ready(&format!(
-        r#"
-        [server]
-        max_calls_per_connection = 2
-        [hellos.slow]
-        type = "faulty"
-        metadata = {{ token = "{token}" }}
-        "#
-    ))
-    .await;
-    let calls: Vec<_> = (0..5)
-        .map(|_| {
-            let mut client = client.clone();
-            tokio::spawn(async move { support::say_hello(&mut client, "slow", "sleep:1500").await })
-        })
-        .collect();
+    let (rt, client) = start_slow("max_calls_per_connection = 2").await;
+    let calls = slow_calls(&client, 5);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // A connection of its own is not held back by the first one's calls.
     let mut other = support::client(&rt).await;
@@ -335,17 +342,6 @@ async fn calls_beyond_the_connection_limit_are_refused_and_other_connections_ser
         support::say_hello(&mut other, "slow", "other").await.expect("served"),
         "faulty, other"
     );
-    let (mut served, mut refused) = (0, 0);
-    for call in futures::future::join_all(calls).await {
-        match call.expect("task") {
-            Ok(_) => served += 1,
-            Err(e) => {
-                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-                assert!(e.message().contains("this connection"), "{}", e.message());
-                refused += 1;
-            }
-        }
-    }
-    assert_eq!((served, refused), (2, 3));
+    assert_eq!(served_and_refused(calls, "this connection").await, (2, 3));
     rt.shutdown().await;
 }

@@ -136,21 +136,7 @@ async fn idle_connections_are_closed_but_open_streams_keep_theirs() {
     events.message().await.expect("stream").expect("initial response");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut publisher = support::client(&rt).await;
-    publisher
-        .publish_event(pb::PublishEventRequest {
-            pubsub_name: "ps".into(),
-            topic: topic.clone(),
-            data: b"{}".to_vec(),
-            data_content_type: "application/json".into(),
-            metadata: Default::default(),
-        })
-        .await
-        .expect("published");
-    let event = tokio::time::timeout(Duration::from_secs(10), events.message())
-        .await
-        .expect("an event in time")
-        .expect("the stream is open")
-        .expect("an event");
+    let event = publish_and_receive(&mut publisher, &topic, &mut events).await;
     assert!(
         matches!(
             event.subscribe_topic_events_response_type,
@@ -160,6 +146,30 @@ async fn idle_connections_are_closed_but_open_streams_keep_theirs() {
     );
     drop(requests);
     rt.shutdown().await;
+}
+
+/// Publishes `{}` to `topic` on the pub/sub `ps` and returns the next
+/// message of `events`, a subscription stream, within 10 s.
+async fn publish_and_receive(
+    client: &mut pb::runtime_client::RuntimeClient<tonic::transport::Channel>,
+    topic: &str,
+    events: &mut tonic::Streaming<pb::SubscribeTopicEventsResponse>,
+) -> pb::SubscribeTopicEventsResponse {
+    client
+        .publish_event(pb::PublishEventRequest {
+            pubsub_name: "ps".into(),
+            topic: topic.to_owned(),
+            data: b"{}".to_vec(),
+            data_content_type: "application/json".into(),
+            metadata: Default::default(),
+        })
+        .await
+        .expect("published");
+    tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("an event in time")
+        .expect("the stream is open")
+        .expect("an event")
 }
 
 pub fn initial_request(pubsub: &str, topic: &str) -> pb::SubscribeTopicEventsRequest {
@@ -568,21 +578,7 @@ async fn redis_streams_share_a_connection_stay_put_when_idle_and_let_go() {
 
     // Every stream still gets what is published to it.
     for (i, (_, events)) in streams.iter_mut().enumerate().step_by(7) {
-        client
-            .publish_event(pb::PublishEventRequest {
-                pubsub_name: "ps".into(),
-                topic: format!("{prefix}-{i}"),
-                data: b"{}".to_vec(),
-                data_content_type: "application/json".into(),
-                metadata: Default::default(),
-            })
-            .await
-            .expect("published");
-        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
-            .await
-            .expect("an event in time")
-            .expect("the stream is open")
-            .expect("an event");
+        let event = publish_and_receive(&mut client, &format!("{prefix}-{i}"), events).await;
         assert!(event.subscribe_topic_events_response_type.is_some());
     }
 

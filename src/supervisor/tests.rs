@@ -60,6 +60,42 @@ async fn wait_for(slot: &Slot<Hellos>, health: Health) -> tokio::time::Instant {
     tokio::time::Instant::now()
 }
 
+/// One `faulty` component `f`, UP under its own supervisor.
+#[cfg(feature = "test-components")]
+struct FaultyUp {
+    supervisor: SupervisorHandle,
+    f: Arc<Slot<Hellos>>,
+    handle: ComponentHandle<Hellos>,
+    _escalations: mpsc::UnboundedReceiver<Escalation>,
+    _registry: Arc<StatusRegistry>,
+}
+
+/// Starts a supervisor on `config` with one `faulty` component `f` (its
+/// token made from `prefix`) and waits until it is UP.
+#[cfg(feature = "test-components")]
+async fn faulty_up(config: SupervisorConfig, prefix: &str) -> FaultyUp {
+    let registry = StatusRegistry::new(Metrics::new());
+    let (escalate, escalations) = mpsc::unbounded_channel();
+    let supervisor = SupervisorHandle::start(config, escalate);
+    let token = format!("{prefix}-{}", std::process::id());
+    let f = slot(&registry, "f", "faulty", &[("token", &token)]);
+    supervisor
+        .start_components(Slots {
+            hellos: vec![f.clone()],
+            ..Default::default()
+        })
+        .await;
+    wait_for(&f, Health::Up).await;
+    let handle = ComponentHandle::new(f.clone());
+    FaultyUp {
+        supervisor,
+        f,
+        handle,
+        _escalations: escalations,
+        _registry: registry,
+    }
+}
+
 /// An operation whose synchronous part (before any future exists) panics.
 struct PanicsBeforeItsFuture;
 
@@ -256,19 +292,9 @@ fn an_event_from_an_older_generation_is_ignored() {
 #[test]
 fn a_linked_task_that_panics_stops_its_component_which_is_rebuilt_with_a_new_task() {
     on_actix(|| async {
-        let registry = StatusRegistry::new(Metrics::new());
-        let (escalate, _escalations) = mpsc::unbounded_channel();
-        let supervisor = SupervisorHandle::start(supervisor_config("backoff_min = \"20ms\""), escalate);
-        let token = format!("linked-{}", std::process::id());
-        let f = slot(&registry, "f", "faulty", &[("token", &token)]);
-        supervisor
-            .start_components(Slots {
-                hellos: vec![f.clone()],
-                ..Default::default()
-            })
-            .await;
-        wait_for(&f, Health::Up).await;
-        let handle = ComponentHandle::new(f.clone());
+        let FaultyUp {
+            supervisor, f, handle, ..
+        } = faulty_up(supervisor_config("backoff_min = \"20ms\""), "linked").await;
         for (round, command) in [(1, "task:panic"), (2, "task:end")] {
             handle.call(SayHello { name: command.into() }).await.expect("taken");
             wait_for(&f, Health::Down).await;
@@ -359,19 +385,9 @@ fn a_restarted_in_memory_store_keeps_every_key() {
 #[test]
 fn calls_in_flight_are_answered_at_once_only_when_the_backend_is_lost() {
     on_actix(|| async {
-        let registry = StatusRegistry::new(Metrics::new());
-        let (escalate, _escalations) = mpsc::unbounded_channel();
-        let supervisor = SupervisorHandle::start(supervisor_config("backoff_min = \"50ms\""), escalate);
-        let token = format!("abandon-{}", std::process::id());
-        let f = slot(&registry, "f", "faulty", &[("token", &token)]);
-        supervisor
-            .start_components(Slots {
-                hellos: vec![f.clone()],
-                ..Default::default()
-            })
-            .await;
-        wait_for(&f, Health::Up).await;
-        let handle = ComponentHandle::new(f.clone());
+        let FaultyUp {
+            supervisor, f, handle, ..
+        } = faulty_up(supervisor_config("backoff_min = \"50ms\""), "abandon").await;
         let slow = |handle: ComponentHandle<Hellos>| {
             actix_rt::spawn(async move {
                 handle
@@ -412,22 +428,12 @@ fn calls_in_flight_are_answered_at_once_only_when_the_backend_is_lost() {
 #[test]
 fn a_component_whose_health_check_keeps_failing_is_probed_at_a_fixed_interval() {
     on_actix(|| async {
-        let registry = StatusRegistry::new(Metrics::new());
-        let (escalate, _escalations) = mpsc::unbounded_channel();
         let config = supervisor_config(
             "backoff_min = \"200ms\"\nbackoff_max = \"30s\"\nmax_restarts = 1000\nrestart_window = \"1h\"\nprobe_interval = \"500ms\"\nhealth_interval = \"100ms\"",
         );
-        let supervisor = SupervisorHandle::start(config, escalate);
-        let token = format!("health-probe-{}", std::process::id());
-        let f = slot(&registry, "f", "faulty", &[("token", &token)]);
-        supervisor
-            .start_components(Slots {
-                hellos: vec![f.clone()],
-                ..Default::default()
-            })
-            .await;
-        wait_for(&f, Health::Up).await;
-        let handle = ComponentHandle::new(f.clone());
+        let FaultyUp {
+            supervisor, f, handle, ..
+        } = faulty_up(config, "health-probe").await;
         handle
             .call(SayHello {
                 name: "unhealthy:20".into(),
@@ -455,20 +461,10 @@ fn a_component_whose_health_check_keeps_failing_is_probed_at_a_fixed_interval() 
 #[test]
 fn a_stalled_call_has_the_backend_checked_at_once() {
     on_actix(|| async {
-        let registry = StatusRegistry::new(Metrics::new());
-        let (escalate, _escalations) = mpsc::unbounded_channel();
         let config = supervisor_config("health_interval = \"1h\"\nbackoff_min = \"50ms\"");
-        let supervisor = SupervisorHandle::start(config, escalate);
-        let token = format!("stall-{}", std::process::id());
-        let f = slot(&registry, "f", "faulty", &[("token", &token)]);
-        supervisor
-            .start_components(Slots {
-                hellos: vec![f.clone()],
-                ..Default::default()
-            })
-            .await;
-        wait_for(&f, Health::Up).await;
-        let handle = ComponentHandle::new(f.clone());
+        let FaultyUp {
+            supervisor, f, handle, ..
+        } = faulty_up(config, "stall").await;
 
         // Slow, on a healthy backend: it answers, however many checks ran.
         let hello = handle
