@@ -70,4 +70,13 @@ pub struct ApiContext {
     pub shutdown_requested: Arc<tokio::sync::Notify>,
     /// The API token every call must carry, when one is configured.
     pub api_token: Option<auth::ApiToken>,
+    /// The app's health as its health checks last found it; `None` when
+    /// it is not checked (then it counts as healthy).
+    pub app_health: watch::Sender<Option<bool>>,
+    /// The app's callback server, when it runs one.
+    pub app_channel: Option<callback::AppCallback>,
+    /// Declarative subscriptions, from config or resource files.
+    pub declared_subscriptions: Vec<crate::config::SubscriptionConfig>,
+    /// The subscriptions delivered to the app now (metadata API).
+    pub active_subscriptions: Mutex<Vec<callback::AppSubscription>>,
 }

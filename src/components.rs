@@ -375,6 +375,26 @@ pub fn find<'a, C: ?Sized>(types: &'a [TypeEntry<C>], name: &str) -> Option<&'a 
     types.iter().find(|t| t.name == name)
 }
 
+/// Dapr's name for a component type: `state.redis`, `pubsub.rabbitmq`,
+/// `secretstores.local.file`, ...
+pub fn dapr_type(kind: Kind, type_name: &str) -> String {
+    let prefix = match kind {
+        Kind::State => "state",
+        Kind::PubSubs => "pubsub",
+        Kind::Lock => "lock",
+        Kind::SecretStore => "secretstores",
+        Kind::ConfigStore => "configuration",
+        Kind::Bindings => "bindings",
+        other => other.as_str(),
+    };
+    let type_name = match (kind, type_name) {
+        (Kind::PubSubs, "nats") => "jetstream",
+        (Kind::PubSubs, "mqtt") => "mqtt3",
+        (_, other) => other,
+    };
+    format!("{prefix}.{type_name}")
+}
+
 /// How keys are scoped in the backend: Layotto's `keyPrefix` metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyPrefix {

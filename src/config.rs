@@ -6,7 +6,9 @@
 //! its field path, so a broken file is fixed in one pass. Its output is the
 //! typed [`Config`] the runtime starts from.
 
+pub mod dapr_resources;
 mod layotto_json;
+mod subscriptions;
 mod walk;
 
 use std::collections::BTreeMap;
@@ -20,6 +22,7 @@ use serde_json::{Map, Value};
 use crate::components::secrets::refs::SecretRef;
 use crate::components::sequencer::BIGGER_THAN;
 use crate::components::{ComponentSpec, Kind};
+pub use subscriptions::compile_rule;
 use walk::{Problems, Section};
 
 /// The configuration compiled into the binary: `config/default.toml`. It
@@ -41,6 +44,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Configured component instances per building block, in name order.
     pub components: BTreeMap<Kind, Vec<ComponentSpec>>,
+    /// Declarative subscriptions (`[subscriptions.<name>]`, or Dapr
+    /// `Subscription` resources), delivered to the app beside those it
+    /// asks for itself.
+    pub subscriptions: Vec<SubscriptionConfig>,
 }
 
 /// `[server]`: where the sidecar listens.
@@ -88,6 +95,10 @@ pub struct ServerConfig {
     /// HTTP) must carry it in `dapr-api-token`, except health endpoints.
     /// `DAPR_API_TOKEN` sets it too. Default: none.
     pub api_token: Option<String>,
+    /// A listener of its own serving the Prometheus metrics (at any path,
+    /// as daprd's `--metrics-port`); they are also on the actuator's
+    /// `/metrics`. Default none.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `[app]`: the application this sidecar serves.
@@ -101,9 +112,91 @@ pub struct AppConfig {
     /// Port of the application's callback server; 0 means the application
     /// runs none. Default 0.
     pub grpc_callback_port: u16,
-    /// Which AppCallback service the application implements. Default
+    /// Which callback protocol the application serves: `layotto`
+    /// (Layotto's AppCallback), `dapr` (Dapr's AppCallback over gRPC) or
+    /// `http` (Dapr's HTTP app channel). `app.protocol` is Dapr's
+    /// spelling: `grpc` means `dapr`, `http` means `http`. Default
     /// `layotto`.
     pub callback_protocol: CallbackProtocol,
+    /// `[app.health_check]`: probe the app and pause deliveries while it
+    /// is unhealthy. Unset: the app counts as healthy.
+    pub health_check: Option<AppHealthCheck>,
+    /// Sent to the app as `dapr-api-token` on every callback (`api_token`,
+    /// or the `APP_API_TOKEN` environment variable). Default none.
+    pub api_token: Option<String>,
+    /// Feature names reported as enabled in the metadata API (from a Dapr
+    /// `Configuration`'s `features`). Default none.
+    pub features: Vec<String>,
+}
+
+/// `[app.health_check]`: Dapr's app health checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppHealthCheck {
+    /// The HTTP path probed with GET (HTTP apps); gRPC apps are asked
+    /// through `AppCallbackHealthCheck`. Default `/healthz`.
+    pub path: String,
+    /// Between probes. Default `5s`.
+    pub interval: Duration,
+    /// How long one probe may take. Default `500ms`.
+    pub timeout: Duration,
+    /// Consecutive failed probes that make the app unhealthy. Default 3.
+    pub threshold: u32,
+}
+
+impl Default for AppHealthCheck {
+    fn default() -> Self {
+        AppHealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_millis(500),
+            threshold: 3,
+        }
+    }
+}
+
+/// A declarative subscription: `[subscriptions.<name>]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriptionConfig {
+    /// The subscription's name (the table key, or the resource's
+    /// `metadata.name`).
+    pub name: String,
+    /// The pub/sub component. Required.
+    pub pubsub_name: String,
+    /// The topic. Required.
+    pub topic: String,
+    /// Where events go: `route` (one path) or `routes = { rules = [{
+    /// match = "<CEL>", path }], default }`. At least one path is
+    /// required.
+    pub routes: Routes,
+    /// Events dropped by the app, or that match no route, are published
+    /// to this topic on the same pub/sub. Default none.
+    pub dead_letter_topic: Option<String>,
+    /// Passed to the broker's subscribe (`rawPayload`, `consumerID`...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Dapr's subscription routes: the first rule whose CEL `match` is true
+/// over the CloudEvent (`event`) picks the path; else `default`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Routes {
+    /// `(match, path)` in order.
+    pub rules: Vec<(String, String)>,
+    /// The path when no rule matches; empty: such events are dropped.
+    pub default: String,
+}
+
+impl Routes {
+    /// One path for every event.
+    pub fn single(path: impl Into<String>) -> Routes {
+        Routes {
+            rules: Vec::new(),
+            default: path.into(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.default.is_empty()
+    }
 }
 
 /// The AppCallback flavour the application serves.
@@ -113,6 +206,9 @@ pub enum CallbackProtocol {
     Layotto,
     /// `dapr.proto.runtime.v1.AppCallback`.
     Dapr,
+    /// Dapr's HTTP app channel: `GET /dapr/subscribe`, events POSTed to
+    /// their route.
+    Http,
 }
 
 /// `[supervisor]`: how components are restarted and watched.
@@ -191,12 +287,16 @@ impl Default for Config {
                 handshake_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(300),
                 api_token: None,
+                metrics: None,
             },
             app: AppConfig {
                 app_id: String::new(),
                 grpc_callback_host: "127.0.0.1".into(),
                 grpc_callback_port: 0,
                 callback_protocol: CallbackProtocol::Layotto,
+                health_check: None,
+                api_token: None,
+                features: Vec::new(),
             },
             supervisor: SupervisorConfig {
                 backoff_min: Duration::from_millis(200),
@@ -216,6 +316,7 @@ impl Default for Config {
                 format: LogFormat::Text,
             },
             components: BTreeMap::new(),
+            subscriptions: Vec::new(),
         }
     }
 }
@@ -292,26 +393,151 @@ impl Format {
 
 /// Reads, overlays the process environment on, and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source_name = path.display().to_string();
-    let fail = |message: String| ConfigError {
-        source_name: source_name.clone(),
+    load_launch(&Launch {
+        config: Some(path.to_owned()),
+        ..Launch::default()
+    })
+    .map(|loaded| loaded.config)
+}
+
+/// How the sidecar was launched: a config file, Dapr resource folders and
+/// settings given as daprd-style flags.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The config file; `None` with no resources means the embedded
+    /// default, `None` with resources means only those resources.
+    pub config: Option<PathBuf>,
+    /// Folders of Dapr `Component` and `Subscription` YAML.
+    pub resources: Vec<PathBuf>,
+    /// Dotted config paths set by flags (`app.app_id`, `server.grpc`...):
+    /// over the file, under the `LAYOTTO__` environment overrides.
+    pub flags: Vec<(String, Value)>,
+}
+
+/// A loaded launch.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// What was read, for the start-up log.
+    pub source: String,
+    /// What was read and not used (a Dapr Configuration's other fields,
+    /// other kinds of resource), one line each, logged at start-up.
+    pub ignored: Vec<String>,
+}
+
+fn read_config_file(path: &Path) -> Result<(String, Format), String> {
+    let format =
+        Format::from_path(path).ok_or_else(|| "unknown file type: use .toml, .yaml, .yml or .json".to_owned())?;
+    let size = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?.len();
+    if size > MAX_CONFIG_BYTES as u64 {
+        return Err(format!(
+            "the file has {size} bytes; a config file may have at most {MAX_CONFIG_BYTES}"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    Ok((text, format))
+}
+
+/// Loads a launch: the file (or the embedded default), the resources, the
+/// flags, then the environment overrides, and validates the result.
+pub fn load_launch(launch: &Launch) -> Result<Loaded, ConfigError> {
+    let mut source = match &launch.config {
+        Some(path) => path.display().to_string(),
+        None if launch.resources.is_empty() => "<embedded default>".to_owned(),
+        None => String::new(),
+    };
+    let one = |source: &str, message: String| ConfigError {
+        source_name: source.to_owned(),
         problems: vec![Problem {
             path: String::new(),
             message,
         }],
     };
-    let format =
-        Format::from_path(path).ok_or_else(|| fail("unknown file type: use .toml, .yaml, .yml or .json".into()))?;
-    let size = std::fs::metadata(path)
-        .map_err(|e| fail(format!("cannot read: {e}")))?
-        .len();
-    if size > MAX_CONFIG_BYTES as u64 {
-        return Err(fail(format!(
-            "the file has {size} bytes; a config file may have at most {MAX_CONFIG_BYTES}"
-        )));
+    let mut ignored = Vec::new();
+    let mut tree = match &launch.config {
+        Some(path) => {
+            let (text, format) = read_config_file(path).map_err(|m| one(&source, m))?;
+            let mut tree = parse(&text, format).map_err(|m| one(&source, m))?;
+            if format == Format::Json && tree.get("servers").is_some() {
+                tree = layotto_json::translate(&tree).map_err(|problems| ConfigError {
+                    source_name: source.clone(),
+                    problems,
+                })?;
+            } else if format == Format::Yaml && dapr_resources::is_dapr_configuration(&tree) {
+                let (native, unused) = dapr_resources::configuration(&tree);
+                ignored.extend(
+                    unused
+                        .into_iter()
+                        .map(|p| format!("{source}: {p} is not used by this sidecar")),
+                );
+                tree = native;
+            }
+            tree
+        }
+        None if launch.resources.is_empty() => parse(EMBEDDED_DEFAULT, Format::Toml).map_err(|m| one(&source, m))?,
+        None => Map::new(),
+    };
+    for (path, value) in &launch.flags {
+        let segments: Vec<&str> = path.split('.').collect();
+        set_path(&mut tree, &segments, value.clone());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    load_str(&text, format, &source_name, None)
+    if !launch.resources.is_empty() {
+        let dirs: Vec<String> = launch.resources.iter().map(|d| d.display().to_string()).collect();
+        source = if source.is_empty() {
+            format!("resources {}", dirs.join(", "))
+        } else {
+            format!("{source} + resources {}", dirs.join(", "))
+        };
+        let app_id = tree
+            .get("app")
+            .and_then(|a| a.get("app_id"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let resources = dapr_resources::load(&launch.resources, &app_id).map_err(|problems| ConfigError {
+            source_name: source.clone(),
+            problems,
+        })?;
+        ignored.extend(resources.ignored);
+        let mut clashes = Vec::new();
+        for (section, instances) in resources.tree {
+            let Value::Object(instances) = instances else { continue };
+            let target = tree.entry(section.clone()).or_insert_with(|| Value::Object(Map::new()));
+            let Value::Object(target) = target else {
+                clashes.push(Problem {
+                    path: section,
+                    message: "the config file's section is not a table".into(),
+                });
+                continue;
+            };
+            for (name, entry) in instances {
+                if target.contains_key(&name) {
+                    clashes.push(Problem {
+                        path: format!("{section}.{name}"),
+                        message: "declared both in the config file and in a resource file".into(),
+                    });
+                } else {
+                    target.insert(name, entry);
+                }
+            }
+        }
+        if !clashes.is_empty() {
+            return Err(ConfigError {
+                source_name: source,
+                problems: clashes,
+            });
+        }
+    }
+    overlay_env(&mut tree, None).map_err(|m| one(&source, m))?;
+    let config = validate(tree).map_err(|problems| ConfigError {
+        source_name: source.clone(),
+        problems,
+    })?;
+    Ok(Loaded {
+        config,
+        source,
+        ignored,
+    })
 }
 
 /// The embedded default config, with the process environment overlaid.
@@ -513,6 +739,7 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
                 .unwrap_or(d.handshake_timeout),
             idle_timeout: s.duration("idle_timeout", &mut problems).unwrap_or(d.idle_timeout),
             api_token: s.string("api_token", &mut problems).filter(|t| !t.is_empty()),
+            metrics: s.optional_addr("metrics", &mut problems).unwrap_or(d.metrics),
         };
         s.finish(&mut problems);
         if server.max_calls_in_flight == 0 {
@@ -536,30 +763,102 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
     let app = {
         let d = &defaults.app;
         let mut s = root.section("app", &mut problems);
-        let protocol = s.string("callback_protocol", &mut problems);
+        let callback_protocol = s.string("callback_protocol", &mut problems);
+        let protocol = s.string("protocol", &mut problems);
+        let callback_port = s.integer::<u16>("grpc_callback_port", &mut problems);
+        let port = s.integer::<u16>("port", &mut problems);
+        let callback_protocol = match (protocol.as_deref(), callback_protocol.as_deref()) {
+            (None, None) => d.callback_protocol,
+            (None, Some("layotto")) => CallbackProtocol::Layotto,
+            (None, Some("dapr")) | (Some("grpc"), None | Some("dapr")) => CallbackProtocol::Dapr,
+            (None, Some("http")) | (Some("http"), None | Some("http")) => CallbackProtocol::Http,
+            (None, Some(other)) => {
+                problems.push(
+                    "app.callback_protocol",
+                    format!("'{other}' is not a callback protocol; use \"layotto\", \"dapr\" or \"http\""),
+                );
+                d.callback_protocol
+            }
+            (Some(p @ ("grpc" | "http")), Some(other)) => {
+                problems.push(
+                    "app.protocol",
+                    format!("'{p}' contradicts app.callback_protocol '{other}'; set one of them"),
+                );
+                d.callback_protocol
+            }
+            (Some(other), _) => {
+                problems.push(
+                    "app.protocol",
+                    format!("'{other}' is not an app protocol; use \"grpc\" or \"http\""),
+                );
+                d.callback_protocol
+            }
+        };
+        if let (Some(a), Some(b)) = (port, callback_port)
+            && a != b
+        {
+            problems.push("app.port", "differs from app.grpc_callback_port; set one of them");
+        }
+        let health_check = {
+            let present = s.take("health_check");
+            match present {
+                None => None,
+                Some(value) => {
+                    let mut h = Section::new("app.health_check".into(), Map::new());
+                    match value {
+                        Value::Object(map) => h = Section::new("app.health_check".into(), map),
+                        other => problems.push(
+                            "app.health_check",
+                            format!("expected a table, found {}", walk::kind_of(&other)),
+                        ),
+                    }
+                    let hd = AppHealthCheck::default();
+                    let enabled = h.boolean("enabled", &mut problems).unwrap_or(true);
+                    let check = AppHealthCheck {
+                        path: h.string("path", &mut problems).unwrap_or(hd.path),
+                        interval: h.duration("interval", &mut problems).unwrap_or(hd.interval),
+                        timeout: h.duration("timeout", &mut problems).unwrap_or(hd.timeout),
+                        threshold: h.integer("threshold", &mut problems).unwrap_or(hd.threshold),
+                    };
+                    h.finish(&mut problems);
+                    if check.interval.is_zero() {
+                        problems.push("app.health_check.interval", "must be above zero");
+                    }
+                    if check.timeout.is_zero() || check.timeout > check.interval {
+                        problems.push(
+                            "app.health_check.timeout",
+                            "must be above zero and not longer than app.health_check.interval",
+                        );
+                    }
+                    if check.threshold == 0 {
+                        problems.push("app.health_check.threshold", "must be at least 1");
+                    }
+                    if !check.path.starts_with('/') {
+                        problems.push("app.health_check.path", "must start with '/'");
+                    }
+                    enabled.then_some(check)
+                }
+            }
+        };
         let app = AppConfig {
             app_id: s.string("app_id", &mut problems).unwrap_or_default(),
             grpc_callback_host: s
                 .string("grpc_callback_host", &mut problems)
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| d.grpc_callback_host.clone()),
-            grpc_callback_port: s
-                .integer::<u16>("grpc_callback_port", &mut problems)
-                .unwrap_or(d.grpc_callback_port),
-            callback_protocol: match protocol.as_deref() {
-                None => d.callback_protocol,
-                Some("layotto") => CallbackProtocol::Layotto,
-                Some("dapr") => CallbackProtocol::Dapr,
-                Some(other) => {
-                    problems.push(
-                        "app.callback_protocol",
-                        format!("'{other}' is not a callback protocol; use \"layotto\" or \"dapr\""),
-                    );
-                    d.callback_protocol
-                }
-            },
+            grpc_callback_port: port.or(callback_port).unwrap_or(d.grpc_callback_port),
+            callback_protocol,
+            health_check,
+            api_token: s.string("api_token", &mut problems).filter(|t| !t.is_empty()),
+            features: s.string_list("features", &mut problems).unwrap_or_default(),
         };
         s.finish(&mut problems);
+        if app.app_id.contains('.') {
+            problems.push(
+                "app.app_id",
+                "must not contain '.' (Dapr addresses apps as <app-id>.<namespace>)",
+            );
+        }
         app
     };
 
@@ -650,6 +949,21 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             components.insert(kind, specs);
         }
     }
+    let subscriptions = match root.take("subscriptions") {
+        None => Vec::new(),
+        Some(value) => subscriptions::section(value, &app.app_id, &mut problems),
+    };
+    for sub in &subscriptions {
+        let known = components
+            .get(&Kind::PubSubs)
+            .is_some_and(|specs: &Vec<ComponentSpec>| specs.iter().any(|s| s.name == sub.pubsub_name));
+        if !known {
+            problems.push(
+                format!("subscriptions.{}.pubsub_name", sub.name),
+                format!("names pub/sub '{}', which is not configured", sub.pubsub_name),
+            );
+        }
+    }
     root.finish(&mut problems);
 
     // Secret references must name a configured secret store.
@@ -678,6 +992,7 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             supervisor,
             log,
             components,
+            subscriptions,
         })
     } else {
         Err(problems)

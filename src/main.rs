@@ -54,18 +54,169 @@ enum Command {
 #[derive(Args)]
 struct ConfigArg {
     /// Config file (.toml, .yaml, .yml, or .json, including Layotto's
-    /// config.json). Default: config/default.toml, or the embedded default
-    /// when that file does not exist.
+    /// config.json, or a Dapr `Configuration` YAML). Default:
+    /// config/default.toml, or the embedded default when that file does
+    /// not exist; with --resources-path and no config file, only the
+    /// resources.
     #[arg(short, long, env = "RUNTIME_CONFIG")]
     config: Option<PathBuf>,
+    /// A folder of Dapr Component and Subscription YAML files; repeatable
+    /// or comma-separated (daprd's flag; --components-path is its older
+    /// name).
+    #[arg(long = "resources-path", alias = "components-path", value_delimiter = ',')]
+    resources_path: Vec<PathBuf>,
+    #[command(flatten)]
+    daprd: DaprdFlags,
+}
+
+/// daprd's common flags, so a `dapr run`-style launch works with this
+/// binary in place of daprd. Each sets one config field.
+#[derive(Args)]
+struct DaprdFlags {
+    /// The app id (`app.app_id`).
+    #[arg(long, env = "APP_ID")]
+    app_id: Option<String>,
+    /// The app's port (`app.port`); the app protocol defaults to http, as
+    /// in daprd.
+    #[arg(long, env = "APP_PORT")]
+    app_port: Option<u16>,
+    /// `http` or `grpc` (`app.protocol`).
+    #[arg(long, env = "APP_PROTOCOL")]
+    app_protocol: Option<String>,
+    /// The app's host (`app.grpc_callback_host`).
+    #[arg(long)]
+    app_channel_address: Option<String>,
+    /// The gRPC API port, Layotto's and Dapr's (`server.grpc`).
+    #[arg(long, env = "DAPR_GRPC_PORT")]
+    dapr_grpc_port: Option<u16>,
+    /// Dapr's HTTP API port (`server.dapr_http`).
+    #[arg(long, env = "DAPR_HTTP_PORT")]
+    dapr_http_port: Option<u16>,
+    /// Accepted for daprd compatibility: service invocation between
+    /// sidecars is not built yet, so nothing listens on it.
+    #[arg(long)]
+    dapr_internal_grpc_port: Option<u16>,
+    /// The port serving Prometheus metrics (`server.metrics`).
+    #[arg(long, env = "DAPR_METRICS_PORT")]
+    metrics_port: Option<u16>,
+    /// The address the API listeners bind (daprd's
+    /// --dapr-listen-addresses; the first one). Default 0.0.0.0 when a
+    /// port flag is given, as daprd binds every interface.
+    #[arg(long, value_delimiter = ',')]
+    dapr_listen_addresses: Vec<String>,
+    /// `debug`, `info`, `warn` or `error` (`log.level`).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log as JSON (`log.format = "json"`).
+    #[arg(long)]
+    log_as_json: bool,
+    /// Turns on app health checks (`app.health_check`).
+    #[arg(long)]
+    enable_app_health_check: bool,
+    /// `app.health_check.path` (default /healthz).
+    #[arg(long)]
+    app_health_check_path: Option<String>,
+    /// Seconds between probes (`app.health_check.interval`, default 5).
+    #[arg(long)]
+    app_health_probe_interval: Option<u64>,
+    /// Milliseconds a probe may take (`app.health_check.timeout`, default
+    /// 500).
+    #[arg(long)]
+    app_health_probe_timeout: Option<u64>,
+    /// Failed probes before the app counts as unhealthy (default 3).
+    #[arg(long)]
+    app_health_threshold: Option<u32>,
+    /// Seconds of graceful shutdown (`server.shutdown_grace_period`).
+    #[arg(long)]
+    dapr_graceful_shutdown_seconds: Option<u64>,
+    /// Accepted for daprd compatibility and ignored: standalone is the
+    /// only mode.
+    #[arg(long)]
+    mode: Option<String>,
+}
+
+impl DaprdFlags {
+    fn settings(&self) -> Vec<(String, serde_json::Value)> {
+        use serde_json::{Value, json};
+        let mut out: Vec<(String, Value)> = Vec::new();
+        let host = self
+            .dapr_listen_addresses
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "0.0.0.0".to_owned());
+        let addr = |port: u16| {
+            Value::String(std::net::SocketAddr::new(host.parse().unwrap_or([0, 0, 0, 0].into()), port).to_string())
+        };
+        if let Some(id) = &self.app_id {
+            out.push(("app.app_id".into(), json!(id)));
+        }
+        if let Some(port) = self.app_port {
+            out.push(("app.port".into(), json!(port)));
+            if self.app_protocol.is_none() {
+                out.push(("app.protocol".into(), json!("http")));
+            }
+        }
+        if let Some(protocol) = &self.app_protocol {
+            out.push(("app.protocol".into(), json!(protocol.to_ascii_lowercase())));
+        }
+        if let Some(host) = &self.app_channel_address {
+            out.push(("app.grpc_callback_host".into(), json!(host)));
+        }
+        if let Some(port) = self.dapr_grpc_port {
+            out.push(("server.grpc".into(), addr(port)));
+        }
+        if let Some(port) = self.dapr_http_port {
+            out.push(("server.dapr_http".into(), addr(port)));
+        }
+        if let Some(port) = self.metrics_port {
+            out.push(("server.metrics".into(), addr(port)));
+        }
+        if let Some(level) = &self.log_level {
+            out.push(("log.level".into(), json!(level)));
+        }
+        if self.log_as_json {
+            out.push(("log.format".into(), json!("json")));
+        }
+        if self.enable_app_health_check {
+            out.push(("app.health_check.enabled".into(), json!(true)));
+            if let Some(path) = &self.app_health_check_path {
+                out.push(("app.health_check.path".into(), json!(path)));
+            }
+            if let Some(s) = self.app_health_probe_interval {
+                out.push(("app.health_check.interval".into(), json!(format!("{s}s"))));
+            }
+            if let Some(ms) = self.app_health_probe_timeout {
+                out.push(("app.health_check.timeout".into(), json!(format!("{ms}ms"))));
+            }
+            if let Some(n) = self.app_health_threshold {
+                out.push(("app.health_check.threshold".into(), json!(n)));
+            }
+        }
+        if let Some(s) = self.dapr_graceful_shutdown_seconds {
+            out.push(("server.shutdown_grace_period".into(), json!(format!("{s}s"))));
+        }
+        if let Ok(token) = std::env::var("APP_API_TOKEN")
+            && !token.is_empty()
+        {
+            out.push(("app.api_token".into(), json!(token)));
+        }
+        out
+    }
 }
 
 impl ConfigArg {
-    fn load(&self) -> Result<(Config, String), ConfigError> {
-        match config::resolve(self.config.as_deref()) {
-            Some(path) => config::load(&path).map(|c| (c, path.display().to_string())),
-            None => config::load_embedded_default().map(|c| (c, "<embedded default>".to_owned())),
-        }
+    fn load(&self) -> Result<config::Loaded, ConfigError> {
+        let explicit = self.config.is_some();
+        let config = if explicit || self.resources_path.is_empty() {
+            config::resolve(self.config.as_deref())
+        } else {
+            None
+        };
+        config::load_launch(&config::Launch {
+            config,
+            resources: self.resources_path.clone(),
+            flags: self.daprd.settings(),
+        })
     }
 }
 
@@ -73,7 +224,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match config.load() {
-            Ok((config, source)) => {
+            Ok(config::Loaded { config, source, .. }) => {
                 let components: usize = config.components.values().map(Vec::len).sum();
                 println!("{source}: valid ({components} components)");
                 ExitCode::SUCCESS
@@ -84,7 +235,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Start { config, fail_fast } => {
-            let (mut config, source) = match config.load() {
+            let config::Loaded {
+                mut config,
+                source,
+                ignored,
+            } = match config.load() {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("{e}");
@@ -98,6 +253,9 @@ fn main() -> ExitCode {
             }
             telemetry::init(&config.log);
             info!(config = %source, version = env!("CARGO_PKG_VERSION"), "Starting Layotto");
+            for line in ignored {
+                info!("Ignored: {line}");
+            }
             match run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

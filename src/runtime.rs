@@ -319,6 +319,10 @@ impl Serving {
             Some(addr) => Some((bind("Dapr HTTP", addr).await?, addr)),
             None => None,
         };
+        let metrics_listener = match server.metrics {
+            Some(addr) => Some(bind("metrics", addr).await?),
+            None => None,
+        };
         let grpc_addr = local_addr(&grpc_listener, "gRPC", server.grpc)?;
         let actuator_addr = local_addr(&actuator_listener, "actuator", server.actuator)?;
         let dapr_http_addr = match &dapr_listener {
@@ -375,15 +379,27 @@ impl Serving {
             extended_metadata: Default::default(),
             shutdown_requested: Default::default(),
             api_token: config.server.api_token.as_deref().map(api::auth::ApiToken::new),
+            app_health: watch::channel(None).0,
+            app_channel: AppCallback::for_app(&config.app),
+            declared_subscriptions: config.subscriptions.clone(),
+            active_subscriptions: Default::default(),
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);
-        let http_tasks = vec![tokio::spawn(api::actuator::serve(
+        let mut http_tasks = vec![tokio::spawn(api::actuator::serve(
             ctx.clone(),
             actuator_listener,
             api::conn::ConnLimits::of(&config.server),
-            stopped(http_stop_rx),
+            stopped(http_stop_rx.clone()),
         ))];
+        if let Some(listener) = metrics_listener {
+            http_tasks.push(tokio::spawn(api::actuator::serve_metrics(
+                ctx.clone(),
+                listener,
+                api::conn::ConnLimits::of(&config.server),
+                stopped(http_stop_rx),
+            )));
+        }
         let dapr_http = dapr_listener.map(|(listener, _)| {
             let (stop, stop_rx) = watch::channel(false);
             let limits = api::conn::ConnLimits::of(&config.server);
@@ -433,7 +449,7 @@ impl Serving {
                 async move { api::grpc::serve(ctx_for_grpc, grpc_listener, &limits, stopped(grpc_stop_rx)).await },
             );
         serving.grpc = Some((grpc_stop, grpc_task));
-        serving.subscriptions = AppCallback::for_app(&config.app).map(|app| Subscriptions::start(ctx, app));
+        serving.subscriptions = ctx.app_channel.clone().map(|app| Subscriptions::start(ctx, app));
         status.set_runtime(Health::Up, "");
         info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, "Layotto is serving");
         Ok(serving)

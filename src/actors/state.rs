@@ -69,3 +69,17 @@ impl Operation<State> for Transact {
         async move { store.transact(self.0).await }.boxed()
     }
 }
+
+/// Lists the live entries under a prefix (the query API).
+pub struct Scan {
+    pub prefix: String,
+    pub limit: usize,
+}
+
+impl Operation<State> for Scan {
+    type Output = Vec<(String, StateValue)>;
+
+    fn run(self, store: Arc<dyn StateStore>) -> BoxFuture<'static, Result<Self::Output, ComponentError>> {
+        async move { store.scan(&self.prefix, self.limit).await }.boxed()
+    }
+}

@@ -39,6 +39,18 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .with_state(ctx)
 }
 
+/// The metrics listener of its own (`server.metrics`, daprd's
+/// `--metrics-port`): the Prometheus text at any path.
+pub async fn serve_metrics(
+    ctx: Arc<ApiContext>,
+    listener: TcpListener,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = Router::new().fallback(any(metrics)).with_state(ctx);
+    super::conn::serve_http(listener, limits, router, shutdown).await
+}
+
 pub async fn serve(
     ctx: Arc<ApiContext>,
     listener: TcpListener,
@@ -51,6 +63,17 @@ pub async fn serve(
 async fn readiness(State(ctx): State<Arc<ApiContext>>) -> Response {
     let mut components = Map::new();
     components.insert("runtime_startup".into(), runtime_entry(&ctx.status.runtime()));
+    if let Some(healthy) = *ctx.app_health.borrow() {
+        let (status, reason) = if healthy {
+            ("UP", "")
+        } else {
+            ("DOWN", "the app's health checks fail; deliveries to it are paused")
+        };
+        components.insert(
+            "app".into(),
+            json!({ "status": status, "details": { "reason": reason } }),
+        );
+    }
     for (id, snapshot) in ctx.status.components() {
         components.insert(
             id.key(),

@@ -1,40 +1,78 @@
-//! The sidecar as the client of the application's callback server: either
-//! Layotto's `spec.proto.runtime.v1.AppCallback` or Dapr's
-//! `dapr.proto.runtime.v1.AppCallback`, chosen by `app.callback_protocol`.
+//! The sidecar as the client of the application's callback server:
+//! Layotto's `spec.proto.runtime.v1.AppCallback`, Dapr's
+//! `dapr.proto.runtime.v1.AppCallback`, or Dapr's HTTP app channel (GET
+//! `/dapr/subscribe`, events POSTed to their route), chosen by
+//! `app.callback_protocol`. `APP_API_TOKEN` travels on every call as
+//! `dapr-api-token`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost_types::value::Kind;
+use serde_json::Value;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+use tracing::warn;
 
 use super::blocks::pubsub::Outcome;
-use super::cloudevents::TopicEvent;
-use crate::config::{AppConfig, CallbackProtocol};
+use super::cloudevents::{self, CLOUDEVENT_CONTENT_TYPE, TopicEvent};
+use crate::config::{AppConfig, CallbackProtocol, Routes, compile_rule};
 use crate::proto::dapr::runtime::v1 as dapr;
 use crate::proto::dapr::runtime::v1::app_callback_client::AppCallbackClient as DaprClient;
+use crate::proto::dapr::runtime::v1::app_callback_health_check_client::AppCallbackHealthCheckClient as DaprHealthClient;
 use crate::proto::runtime::v1 as layotto;
 use crate::proto::runtime::v1::app_callback_client::AppCallbackClient as LayottoClient;
 
-/// A subscription the application asked for.
+/// A subscription to deliver to the app.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AppSubscription {
     pub pubsub_name: String,
     pub topic: String,
     pub metadata: Vec<(String, String)>,
-    /// Dapr's route (`path`) for the subscription's events; empty for
-    /// Layotto.
-    pub route: String,
+    /// Dapr's routes; empty for Layotto (and a Dapr gRPC app that gives
+    /// none: its events carry an empty path).
+    pub routes: Routes,
+    pub dead_letter_topic: Option<String>,
+    /// From config or a resource file, not asked of the app.
+    pub declarative: bool,
 }
 
 /// How long one callback may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The header that carries `APP_API_TOKEN` to the app.
+const TOKEN_HEADER: &str = "dapr-api-token";
 
 #[derive(Clone)]
-pub enum AppCallback {
+enum Client {
     Layotto(LayottoClient<Channel>),
-    Dapr(DaprClient<Channel>),
+    Dapr(DaprClient<Channel>, DaprHealthClient<Channel>),
+    Http { client: reqwest::Client, base: Arc<str> },
+}
+
+/// The app's callback server, whichever protocol it speaks.
+#[derive(Clone)]
+pub struct AppCallback {
+    client: Client,
+    token: Option<Arc<str>>,
+    app_id: Arc<str>,
+}
+
+/// Why a call to the app failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CallbackError(String);
+
+impl From<tonic::Status> for CallbackError {
+    fn from(s: tonic::Status) -> Self {
+        CallbackError(format!("{}: {}", s.code(), s.message()))
+    }
+}
+
+impl From<reqwest::Error> for CallbackError {
+    fn from(e: reqwest::Error) -> Self {
+        CallbackError(e.to_string())
+    }
 }
 
 impl AppCallback {
@@ -44,70 +82,162 @@ impl AppCallback {
         if app.grpc_callback_port == 0 {
             return None;
         }
-        let uri = format!("http://{}:{}", app.grpc_callback_host, app.grpc_callback_port);
-        let endpoint = Endpoint::from_shared(uri)
-            .ok()?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        Some(match app.callback_protocol {
-            CallbackProtocol::Layotto => AppCallback::Layotto(LayottoClient::new(channel)),
-            CallbackProtocol::Dapr => AppCallback::Dapr(DaprClient::new(channel)),
+        let host = &app.grpc_callback_host;
+        let port = app.grpc_callback_port;
+        let client = match app.callback_protocol {
+            CallbackProtocol::Http => {
+                let client = reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(CALL_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .tcp_nodelay(true)
+                    .build()
+                    .ok()?;
+                Client::Http {
+                    client,
+                    base: format!("http://{host}:{port}").into(),
+                }
+            }
+            protocol => {
+                let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
+                    .ok()?
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(CALL_TIMEOUT)
+                    .tcp_nodelay(true);
+                let channel = endpoint.connect_lazy();
+                if protocol == CallbackProtocol::Layotto {
+                    Client::Layotto(LayottoClient::new(channel))
+                } else {
+                    Client::Dapr(DaprClient::new(channel.clone()), DaprHealthClient::new(channel))
+                }
+            }
+        };
+        Some(AppCallback {
+            client,
+            token: app.api_token.as_deref().map(Arc::from),
+            app_id: Arc::from(app.app_id.as_str()),
         })
     }
 
-    /// The application's subscriptions; UNIMPLEMENTED means none.
-    pub async fn subscriptions(&self) -> Result<Vec<AppSubscription>, tonic::Status> {
-        let listed = match self.clone() {
-            AppCallback::Layotto(mut client) => client.list_topic_subscriptions(()).await.map(|r| {
-                r.into_inner()
-                    .subscriptions
-                    .into_iter()
-                    .map(|s| AppSubscription {
-                        pubsub_name: s.pubsub_name,
-                        topic: s.topic,
-                        metadata: sorted(s.metadata),
-                        route: String::new(),
-                    })
-                    .collect()
-            }),
-            AppCallback::Dapr(mut client) => client.list_topic_subscriptions(()).await.map(|r| {
-                r.into_inner()
-                    .subscriptions
-                    .into_iter()
-                    .map(|s| AppSubscription {
-                        pubsub_name: s.pubsub_name,
-                        topic: s.topic,
-                        metadata: sorted(s.metadata),
-                        // CEL rules are not evaluated: events go to the
-                        // default route.
-                        route: s.routes.map(|r| r.default).unwrap_or_default(),
-                    })
-                    .collect()
-            }),
-        };
-        match listed {
-            Err(status) if status.code() == Code::Unimplemented => Ok(Vec::new()),
-            other => other,
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token
+            && let Ok(value) = token.parse()
+        {
+            request.metadata_mut().insert(TOKEN_HEADER, value);
+        }
+        request
+    }
+
+    fn http(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => builder.header(TOKEN_HEADER, token.as_ref()),
+            None => builder,
         }
     }
 
-    /// Delivers one event. A gRPC error is a retry, except UNIMPLEMENTED,
-    /// which drops (Dapr's rule).
-    pub async fn deliver(&self, event: &TopicEvent, route: &str) -> Result<Outcome, tonic::Status> {
-        let answer =
-            match self.clone() {
-                AppCallback::Layotto(mut client) => client.on_topic_event(layotto_event(event)).await.map(|r| match r
-                    .into_inner()
-                    .status()
-                {
+    /// The application's subscriptions; UNIMPLEMENTED (gRPC) or 404 (HTTP)
+    /// means none.
+    pub async fn subscriptions(&self) -> Result<Vec<AppSubscription>, CallbackError> {
+        let listed: Result<Vec<AppSubscription>, tonic::Status> = match self.client.clone() {
+            Client::Layotto(mut client) => client.list_topic_subscriptions(self.request(())).await.map(|r| {
+                r.into_inner()
+                    .subscriptions
+                    .into_iter()
+                    .map(|s| AppSubscription {
+                        pubsub_name: s.pubsub_name,
+                        topic: s.topic,
+                        metadata: sorted(s.metadata),
+                        routes: Routes::default(),
+                        dead_letter_topic: None,
+                        declarative: false,
+                    })
+                    .collect()
+            }),
+            Client::Dapr(mut client, _) => client.list_topic_subscriptions(self.request(())).await.map(|r| {
+                r.into_inner()
+                    .subscriptions
+                    .into_iter()
+                    .filter_map(|s| {
+                        let routes = s
+                            .routes
+                            .map(|r| Routes {
+                                rules: r.rules.into_iter().map(|rule| (rule.r#match, rule.path)).collect(),
+                                default: r.default,
+                            })
+                            .unwrap_or_default();
+                        checked(AppSubscription {
+                            pubsub_name: s.pubsub_name,
+                            topic: s.topic,
+                            metadata: sorted(s.metadata),
+                            routes,
+                            dead_letter_topic: Some(s.dead_letter_topic).filter(|t| !t.is_empty()),
+                            declarative: false,
+                        })
+                    })
+                    .collect()
+            }),
+            Client::Http { client, base } => return self.http_subscriptions(&client, &base).await,
+        };
+        match listed {
+            Err(status) if status.code() == Code::Unimplemented => Ok(Vec::new()),
+            other => Ok(other?),
+        }
+    }
+
+    async fn http_subscriptions(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+    ) -> Result<Vec<AppSubscription>, CallbackError> {
+        let response = self
+            .http(client.get(format!("{base}/dapr/subscribe")))
+            .header("dapr-app-id", self.app_id.as_ref())
+            .header("content-type", "application/json")
+            .send()
+            .await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if status != reqwest::StatusCode::OK {
+            warn!(%status, "The app answered GET /dapr/subscribe with an error; no programmatic subscriptions");
+            return Ok(Vec::new());
+        }
+        let body = response.bytes().await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Vec::new());
+        }
+        let listed: Value = serde_json::from_slice(&body)
+            .map_err(|e| CallbackError(format!("GET /dapr/subscribe answered a body that is not JSON: {e}")))?;
+        let Value::Array(items) = listed else {
+            return Err(CallbackError("GET /dapr/subscribe must answer a JSON array".into()));
+        };
+        Ok(items
+            .iter()
+            .filter_map(Value::as_object)
+            .filter_map(from_json)
+            .collect())
+    }
+
+    /// Delivers one event to `route`. A gRPC error is a retry, except
+    /// UNIMPLEMENTED, which drops (Dapr's rule); over HTTP the app's
+    /// status and `{"status"}` answer decide, as in daprd.
+    pub async fn deliver(&self, event: &TopicEvent, route: &str) -> Result<Outcome, CallbackError> {
+        let answer = match self.client.clone() {
+            Client::Layotto(mut client) => client
+                .on_topic_event(self.request(layotto_event(event)))
+                .await
+                .map(|r| match r.into_inner().status() {
                     layotto::topic_event_response::TopicEventResponseStatus::Success => Outcome::Success,
                     layotto::topic_event_response::TopicEventResponseStatus::Retry => Outcome::Retry,
                     layotto::topic_event_response::TopicEventResponseStatus::Drop => Outcome::Drop,
                 }),
-                AppCallback::Dapr(mut client) => {
-                    client.on_topic_event(dapr_event(event, route)).await.map(|r| {
+            Client::Dapr(mut client, _) => {
+                client
+                    .on_topic_event(self.request(dapr_event(event, route)))
+                    .await
+                    .map(|r| {
                         // An unknown status is a retry, as in Dapr.
                         match dapr::topic_event_response::TopicEventResponseStatus::try_from(r.into_inner().status) {
                             Ok(dapr::topic_event_response::TopicEventResponseStatus::Success) => Outcome::Success,
@@ -115,13 +245,218 @@ impl AppCallback {
                             _ => Outcome::Retry,
                         }
                     })
-                }
-            };
+            }
+            Client::Http { client, base } => return self.http_deliver(&client, &base, event, route).await,
+        };
         match answer {
             Err(status) if status.code() == Code::Unimplemented => Ok(Outcome::Drop),
-            other => other,
+            other => Ok(other?),
         }
     }
+
+    async fn http_deliver(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        event: &TopicEvent,
+        route: &str,
+    ) -> Result<Outcome, CallbackError> {
+        let path = if route.starts_with('/') {
+            route.to_owned()
+        } else {
+            format!("/{route}")
+        };
+        let body = serde_json::to_vec(&cloudevents::to_json(event)).map_err(|e| CallbackError(e.to_string()))?;
+        let mut request = self.http(client.post(format!("{base}{path}")));
+        // Broker metadata travels as headers, as daprd sends it.
+        for (key, value) in &event.metadata {
+            let lower = key.to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "content-length" | "content-type" | "host" | "transfer-encoding" | TOKEN_HEADER
+            ) {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(key.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                request = request.header(name, value);
+            }
+        }
+        let response = request
+            .header("pubsubName", event.pubsub_name.as_str())
+            .header("content-type", CLOUDEVENT_CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Outcome::Drop);
+        }
+        if !status.is_success() {
+            return Err(CallbackError(format!("the app answered {status}")));
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Ok(http_outcome(&body))
+    }
+
+    /// Whether this is Dapr's HTTP app channel.
+    pub fn is_http(&self) -> bool {
+        matches!(self.client, Client::Http { .. })
+    }
+
+    /// POSTs a configuration update to an HTTP app at
+    /// `/configuration/{store}/{key}`; the app must answer 200.
+    pub async fn configuration_update(&self, store: &str, key: &str, body: &Value) -> Result<(), CallbackError> {
+        let Client::Http { client, base } = &self.client else {
+            return Err(CallbackError("configuration updates go to HTTP apps only".into()));
+        };
+        let response = self
+            .http(client.post(format!("{base}/configuration/{store}/{key}")))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        if response.status() == reqwest::StatusCode::OK {
+            Ok(())
+        } else {
+            Err(CallbackError(format!("the app answered {}", response.status())))
+        }
+    }
+
+    /// One health probe: `path` over HTTP, `AppCallbackHealthCheck` over
+    /// Dapr's gRPC, `ListTopicSubscriptions` for a Layotto app (it has no
+    /// health service).
+    pub async fn probe(&self, path: &str, timeout: Duration) -> bool {
+        let probe = async {
+            match self.client.clone() {
+                Client::Http { client, base } => client
+                    .get(format!("{base}{path}"))
+                    .timeout(timeout)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()),
+                Client::Dapr(_, mut health) => health.health_check(()).await.is_ok(),
+                Client::Layotto(mut client) => client.list_topic_subscriptions(()).await.is_ok_or_unimplemented(),
+            }
+        };
+        tokio::time::timeout(timeout, probe).await.unwrap_or(false)
+    }
+}
+
+trait OkOrUnimplemented {
+    fn is_ok_or_unimplemented(&self) -> bool;
+}
+
+impl<T> OkOrUnimplemented for Result<T, tonic::Status> {
+    fn is_ok_or_unimplemented(&self) -> bool {
+        match self {
+            Ok(_) => true,
+            Err(status) => status.code() == Code::Unimplemented,
+        }
+    }
+}
+
+/// daprd's reading of a 2xx answer: no body, a body that is not JSON, or
+/// no `status` is SUCCESS; `SUCCESS`, `RETRY`, `DROP` (exactly so) say
+/// what they mean; any other status is a retry.
+fn http_outcome(body: &[u8]) -> Outcome {
+    let Ok(Value::Object(answer)) = serde_json::from_slice::<Value>(body) else {
+        return Outcome::Success;
+    };
+    match answer.get("status") {
+        None | Some(Value::Null) => Outcome::Success,
+        Some(Value::String(s)) => match s.as_str() {
+            "" | "SUCCESS" => Outcome::Success,
+            "DROP" => Outcome::Drop,
+            _ => Outcome::Retry,
+        },
+        Some(_) => Outcome::Retry,
+    }
+}
+
+/// A field of the app's JSON, its name matched without regard to case as
+/// Go's decoder does.
+fn json_field<'a>(map: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+    map.get(name)
+        .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+fn json_text(map: &serde_json::Map<String, Value>, name: &str) -> String {
+    json_field(map, name)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// One element of `/dapr/subscribe`.
+fn from_json(item: &serde_json::Map<String, Value>) -> Option<AppSubscription> {
+    let mut routes = Routes::default();
+    if let Some(Value::Object(r)) = json_field(item, "routes") {
+        routes.default = json_text(r, "default");
+        if let Some(Value::Array(rules)) = json_field(r, "rules") {
+            routes.rules = rules
+                .iter()
+                .filter_map(Value::as_object)
+                .map(|rule| (json_text(rule, "match"), json_text(rule, "path")))
+                .collect();
+        }
+    }
+    if routes.default.is_empty() {
+        routes.default = json_text(item, "route");
+    }
+    // Paths may come without their leading `/`; daprd adds it.
+    for path in routes.rules.iter_mut().map(|(_, p)| p).chain([&mut routes.default]) {
+        if !path.is_empty() && !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+    }
+    let metadata = match json_field(item, "metadata") {
+        Some(Value::Object(m)) => {
+            let mut pairs: Vec<(String, String)> = m
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect();
+            pairs.sort();
+            pairs
+        }
+        _ => Vec::new(),
+    };
+    let sub = AppSubscription {
+        pubsub_name: json_text(item, "pubsubname"),
+        topic: json_text(item, "topic"),
+        metadata,
+        routes,
+        dead_letter_topic: Some(json_text(item, "deadLetterTopic")).filter(|t| !t.is_empty()),
+        declarative: false,
+    };
+    if sub.routes.is_empty() {
+        warn!(pubsub = %sub.pubsub_name, topic = %sub.topic, "The app listed a subscription without a route; ignoring it");
+        return None;
+    }
+    checked(sub)
+}
+
+/// Leaves out a subscription the app listed with a bad routing rule (daprd
+/// refuses the whole list).
+fn checked(sub: AppSubscription) -> Option<AppSubscription> {
+    if sub.pubsub_name.is_empty() || sub.topic.is_empty() {
+        warn!("The app listed a subscription without pubsubname or topic; ignoring it");
+        return None;
+    }
+    for (expression, _) in &sub.routes.rules {
+        if let Err(error) = compile_rule(expression) {
+            warn!(pubsub = %sub.pubsub_name, topic = %sub.topic, %error, "The app listed a routing rule that does not compile; ignoring the subscription");
+            return None;
+        }
+    }
+    Some(sub)
 }
 
 fn sorted(map: HashMap<String, String>) -> Vec<(String, String)> {
@@ -144,7 +479,7 @@ pub fn layotto_event(e: &TopicEvent) -> layotto::TopicEventRequest {
     }
 }
 
-fn dapr_event(e: &TopicEvent, route: &str) -> dapr::TopicEventRequest {
+pub fn dapr_event(e: &TopicEvent, route: &str) -> dapr::TopicEventRequest {
     dapr::TopicEventRequest {
         id: e.id.clone(),
         source: e.source.clone(),

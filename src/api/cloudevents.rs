@@ -205,6 +205,33 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The event as a structured CloudEvent: the body of an HTTP delivery,
+/// and `event` in routing rules.
+pub fn to_json(e: &TopicEvent) -> Value {
+    let mut event = e.extensions.clone();
+    for (key, value) in [
+        ("id", &e.id),
+        ("source", &e.source),
+        ("type", &e.event_type),
+        ("specversion", &e.spec_version),
+        ("datacontenttype", &e.data_content_type),
+        ("topic", &e.topic),
+        ("pubsubname", &e.pubsub_name),
+    ] {
+        event.insert(key.into(), json!(value));
+    }
+    if is_json(&e.data_content_type) {
+        let data = serde_json::from_slice::<Value>(&e.data)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&e.data).into_owned()));
+        event.insert("data".into(), data);
+    } else if let Ok(text) = std::str::from_utf8(&e.data) {
+        event.insert("data".into(), json!(text));
+    } else {
+        event.insert("data_base64".into(), json!(BASE64.encode(&e.data)));
+    }
+    Value::Object(event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
             post(state::transaction).put(state::transaction),
         )
         .route("/v1.0/state/{store}/{key}", get(state::get).delete(state::delete))
+        .route("/v1.0-alpha1/state/{store}/query", post(state::query).put(state::query))
         .route(
             "/v1.0/publish/{pubsub}/{*topic}",
             post(blocks::publish).put(blocks::publish),
@@ -68,6 +69,22 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/v1.0/secrets/{store}/{key}", get(blocks::secret))
         .route("/v1.0/configuration/{store}", get(blocks::get_configuration))
         .route("/v1.0-alpha1/configuration/{store}", get(blocks::get_configuration))
+        .route(
+            "/v1.0/configuration/{store}/subscribe",
+            get(blocks::subscribe_configuration),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/subscribe",
+            get(blocks::subscribe_configuration),
+        )
+        .route(
+            "/v1.0/configuration/{store}/{id}/unsubscribe",
+            get(blocks::unsubscribe_configuration),
+        )
+        .route(
+            "/v1.0-alpha1/configuration/{store}/{id}/unsubscribe",
+            get(blocks::unsubscribe_configuration),
+        )
         .route("/v1.0-alpha1/lock/{store}", post(blocks::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(blocks::unlock))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -191,18 +208,72 @@ async fn metadata(State(ctx): State<Arc<ApiContext>>) -> Response {
         .collect();
     let mut extended = metadata.extended;
     extended.insert("daprRuntimeVersion".into(), metadata.runtime_version.clone());
-    axum::Json(json!({
-        "id": metadata.app_id,
-        "runtimeVersion": metadata.runtime_version,
-        "components": components,
-        "extended": extended,
-        "actorRuntime": {
+    let mut body = serde_json::Map::new();
+    if !metadata.app_id.is_empty() {
+        body.insert("id".into(), json!(metadata.app_id));
+    }
+    body.insert("runtimeVersion".into(), json!(metadata.runtime_version));
+    if !metadata.enabled_features.is_empty() {
+        body.insert("enabledFeatures".into(), json!(metadata.enabled_features));
+    }
+    if !components.is_empty() {
+        body.insert("components".into(), json!(components));
+    }
+    body.insert("extended".into(), json!(extended));
+    let subscriptions: Vec<_> = metadata
+        .subscriptions
+        .iter()
+        .map(|s| {
+            let mut sub = json!({ "pubsubname": s.pubsub_name, "topic": s.topic });
+            if !s.metadata.is_empty() {
+                sub["metadata"] = json!(s.metadata);
+            }
+            if !s.rules.is_empty() {
+                let rules: Vec<_> = s
+                    .rules
+                    .iter()
+                    .map(|(m, p)| {
+                        let mut rule = serde_json::Map::new();
+                        if !m.is_empty() {
+                            rule.insert("match".into(), json!(m));
+                        }
+                        if !p.is_empty() {
+                            rule.insert("path".into(), json!(p));
+                        }
+                        serde_json::Value::Object(rule)
+                    })
+                    .collect();
+                sub["rules"] = json!(rules);
+            }
+            sub["deadLetterTopic"] = json!(s.dead_letter_topic);
+            sub["type"] = json!(s.kind.as_str());
+            sub
+        })
+        .collect();
+    if !subscriptions.is_empty() {
+        body.insert("subscriptions".into(), json!(subscriptions));
+    }
+    if let Some(app) = &metadata.app_connection {
+        let mut props = json!({ "port": app.port, "protocol": app.protocol, "channelAddress": app.channel_address });
+        if let Some((path, interval, timeout, threshold)) = &app.health {
+            let mut health =
+                json!({ "healthProbeInterval": interval, "healthProbeTimeout": timeout, "healthThreshold": threshold });
+            if !path.is_empty() {
+                health["healthCheckPath"] = json!(path);
+            }
+            props["health"] = health;
+        }
+        body.insert("appConnectionProperties".into(), props);
+    }
+    body.insert(
+        "actorRuntime".into(),
+        json!({
             "runtimeStatus": "DISABLED",
             "hostReady": false,
             "placement": "placement: disconnected",
-        },
-    }))
-    .into_response()
+        }),
+    );
+    axum::Json(serde_json::Value::Object(body)).into_response()
 }
 
 /// `PUT /v1.0/metadata/{key}`: the raw body becomes an extended attribute.

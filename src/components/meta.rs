@@ -15,6 +15,9 @@
 //! parts, or a [`Metadata`] implementation that reads each part with
 //! [`Parser::section`].
 
+/// How a metadata key a type does not read is reported.
+pub const UNKNOWN_KEY: &str = "is not a key of this type";
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -236,7 +239,7 @@ fn read<M: Metadata>(metadata: &BTreeMap<String, String>, report_unknown: bool) 
                 } else {
                     format!("known keys: {}", known.join(", "))
                 };
-                errors.push(MetadataError::new(key, format!("is not a key of this type; {hint}")));
+                errors.push(MetadataError::new(key, format!("{UNKNOWN_KEY}; {hint}")));
             }
         }
     }

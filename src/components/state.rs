@@ -148,6 +148,23 @@ pub trait StateStore: Component {
     /// Applies every operation or none: an etag check that fails anywhere
     /// leaves the store as it was.
     async fn transact(&self, ops: Vec<TransactionOp>) -> Result<(), ComponentError>;
+
+    /// The live entries whose keys start with `prefix`, in key order, at
+    /// most `limit` of them (more is an error): what the query API filters.
+    /// A store that cannot list its keys says so.
+    async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, StateValue)>, ComponentError> {
+        let _ = (prefix, limit);
+        Err(ComponentError::Unsupported(
+            "this state store cannot list its keys, so it does not run queries".into(),
+        ))
+    }
+}
+
+/// Refuses a scan that found more than `limit` entries.
+pub fn too_many(limit: usize) -> ComponentError {
+    ComponentError::InvalidArgument(format!(
+        "the query would read more than {limit} entries; the query API filters at most that many"
+    ))
 }
 
 #[cfg(test)]

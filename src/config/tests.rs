@@ -166,11 +166,11 @@ fn inconsistent_supervisor_settings_are_rejected() {
 
 #[test]
 fn bad_enums_and_filters_are_named() {
-    let found = problems("[app]\ncallback_protocol = \"http\"\n[log]\nformat = \"xml\"\nlevel = \"[[\"\n");
+    let found = problems("[app]\ncallback_protocol = \"soap\"\n[log]\nformat = \"xml\"\nlevel = \"[[\"\n");
     assert!(
         found
             .iter()
-            .any(|p| p.starts_with("app.callback_protocol: 'http' is not a callback protocol"))
+            .any(|p| p.starts_with("app.callback_protocol: 'soap' is not a callback protocol"))
     );
     assert!(
         found
@@ -391,4 +391,245 @@ fn connection_limits_are_at_least_one() {
     .expect("valid");
     assert_eq!(config.server.max_calls_per_connection, Some(64));
     assert_eq!(Config::default().server.max_calls_per_connection, None);
+}
+
+#[test]
+fn app_protocol_port_and_health_checks_are_read_as_daprd_names_them() {
+    let config = toml(
+        "[app]\napp_id = \"checkout\"\nprotocol = \"http\"\nport = 3000\napi_token = \"t\"\n[app.health_check]\npath = \"/ready\"\n",
+    )
+    .expect("valid");
+    assert_eq!(config.app.callback_protocol, CallbackProtocol::Http);
+    assert_eq!(config.app.grpc_callback_port, 3000);
+    assert_eq!(config.app.api_token.as_deref(), Some("t"));
+    let check = config.app.health_check.expect("checks on");
+    assert_eq!(
+        (check.path.as_str(), check.interval, check.timeout, check.threshold),
+        ("/ready", Duration::from_secs(5), Duration::from_millis(500), 3)
+    );
+    let config = toml("[app]\nprotocol = \"grpc\"\n[app.health_check]\nenabled = false\n").expect("valid");
+    assert_eq!(config.app.callback_protocol, CallbackProtocol::Dapr);
+    assert_eq!(config.app.health_check, None);
+
+    let found = problems(
+        "[app]\napp_id = \"a.b\"\nprotocol = \"soap\"\n[app.health_check]\ninterval = \"1s\"\ntimeout = \"2s\"\nthreshold = 0\n",
+    );
+    for expected in [
+        "app.app_id: must not contain '.'",
+        "app.protocol: 'soap' is not an app protocol",
+        "app.health_check.timeout: must be above zero and not longer",
+        "app.health_check.threshold: must be at least 1",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "{expected} in {found:?}");
+    }
+    let found =
+        problems("[app]\nprotocol = \"http\"\ncallback_protocol = \"layotto\"\nport = 1\ngrpc_callback_port = 2\n");
+    assert!(
+        found.iter().any(|p| p.starts_with("app.protocol: 'http' contradicts")),
+        "{found:?}"
+    );
+    assert!(found.iter().any(|p| p.starts_with("app.port: differs")), "{found:?}");
+}
+
+#[test]
+fn subscriptions_are_checked_cel_and_all() {
+    let config = toml(
+        r#"
+        [app]
+        app_id = "checkout"
+        [pub_subs.events]
+        type = "in-memory"
+        [subscriptions.orders]
+        pubsub_name = "events"
+        topic = "orders"
+        routes = { rules = [{ match = 'event.type == "big"', path = "big" }], default = "/orders" }
+        dead_letter_topic = "orders-dlq"
+        metadata = { rawPayload = "true" }
+        [subscriptions.elsewhere]
+        pubsub_name = "events"
+        topic = "other"
+        route = "/other"
+        scopes = ["billing"]
+        "#,
+    )
+    .expect("valid");
+    assert_eq!(config.subscriptions.len(), 1, "the one scoped to billing is left out");
+    let sub = &config.subscriptions[0];
+    assert_eq!(
+        sub.routes,
+        Routes {
+            rules: vec![("event.type == \"big\"".into(), "/big".into())],
+            default: "/orders".into()
+        }
+    );
+    assert_eq!(sub.dead_letter_topic.as_deref(), Some("orders-dlq"));
+    assert_eq!(sub.metadata.get("rawPayload").map(String::as_str), Some("true"));
+
+    let found = problems(
+        r#"
+        [subscriptions.bad]
+        pubsub_name = "nowhere"
+        topic = "t"
+        routes = { rules = [{ match = "event.type ==", path = "/x" }] }
+        [subscriptions.routeless]
+        pubsub_name = "nowhere"
+        topic = "t"
+        "#,
+    );
+    for expected in [
+        "subscriptions.bad.routes.rules[0].match: 'event.type ==' is not a CEL expression",
+        "subscriptions.bad.pubsub_name: names pub/sub 'nowhere', which is not configured",
+        "subscriptions.routeless.route: a subscription needs a route",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "{expected} in {found:?}");
+    }
+}
+
+fn resources(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    dir
+}
+
+const STATE_YAML: &str = r#"apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.in-memory
+  version: v1
+  metadata:
+  - name: actorStateStore
+    value: "true"
+"#;
+
+#[test]
+fn dapr_resource_files_load_as_daprd_reads_them() {
+    let dir = resources(&[
+        ("state.yaml", STATE_YAML),
+        (
+            "pubsub.yml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.in-memory\n  version: v1\n---\napiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: orders\nspec:\n  pubsubname: pubsub\n  topic: orders\n  routes:\n    rules:\n    - match: event.type == \"big\"\n      path: /big\n    default: /orders\n  deadLetterTopic: dead\nscopes:\n- checkout\n",
+        ),
+        (
+            "secrets.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: env\nspec:\n  type: secretstores.local.env\n  version: v1\n",
+        ),
+        (
+            "lock.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: lockstore\nspec:\n  type: lock.in-memory\n  metadata:\n  - name: keyPrefix\n    secretKeyRef:\n      name: HOME\n  - name: redisPassword\n    value: x\nauth:\n  secretStore: env\n",
+        ),
+        (
+            "resiliency.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec: {}\n",
+        ),
+        ("README.md", "not a resource"),
+    ]);
+    let loaded = load_launch(&Launch {
+        config: None,
+        resources: vec![dir.path().to_owned()],
+        flags: vec![("app.app_id".into(), Value::String("checkout".into()))],
+    })
+    .expect("loads");
+    let config = loaded.config;
+    let state = config.components_of(Kind::State);
+    assert_eq!(state.len(), 1, "only the resources: no embedded default");
+    assert_eq!(state[0].type_name, "in-memory");
+    assert_eq!(state[0].meta("keyPrefix"), Some("appid"), "Dapr scopes keys by app id");
+    assert_eq!(config.components_of(Kind::PubSubs)[0].name, "pubsub");
+    let lock = &config.components_of(Kind::Lock)[0];
+    assert_eq!(lock.secret_refs.len(), 1);
+    assert_eq!(
+        (lock.secret_refs[0].store.as_str(), lock.secret_refs[0].secret.as_str()),
+        ("env", "HOME")
+    );
+    assert_eq!(config.subscriptions.len(), 1);
+    assert_eq!(config.subscriptions[0].dead_letter_topic.as_deref(), Some("dead"));
+    assert!(
+        loaded.ignored.iter().any(|l| l.contains("Resiliency 'r'")),
+        "{:?}",
+        loaded.ignored
+    );
+    assert!(
+        loaded.ignored.iter().any(|l| l.contains("README.md")),
+        "{:?}",
+        loaded.ignored
+    );
+    assert!(
+        loaded
+            .ignored
+            .iter()
+            .any(|l| l.contains("metadata 'redisPassword' of lock.in-memory")),
+        "{:?}",
+        loaded.ignored
+    );
+    assert_eq!(
+        state[0].meta("actorStateStore"),
+        None,
+        "read by daprd, not by the store"
+    );
+
+    // Another app id: the subscription scoped to checkout is left out.
+    let loaded = load_launch(&Launch {
+        config: None,
+        resources: vec![dir.path().to_owned()],
+        flags: vec![("app.app_id".into(), Value::String("billing".into()))],
+    })
+    .expect("loads");
+    assert!(loaded.config.subscriptions.is_empty());
+}
+
+#[test]
+fn a_resource_we_cannot_serve_names_its_file_and_type() {
+    let dir = resources(&[
+        ("a.yaml", STATE_YAML),
+        ("b.yaml", STATE_YAML),
+        (
+            "c.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: cosmos\nspec:\n  type: state.azure.cosmosdb\n",
+        ),
+    ]);
+    let err = load_launch(&Launch {
+        config: None,
+        resources: vec![dir.path().to_owned()],
+        flags: Vec::new(),
+    })
+    .expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("b.yaml: metadata.name: 'statestore' is declared twice"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "c.yaml: spec.type: 'state.azure.cosmosdb' of component 'cosmos' is not implemented; known: state.in-memory"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dapr_configuration_file_is_read_for_what_we_implement() {
+    let dir = resources(&[(
+        "config.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: daprConfig\nspec:\n  features:\n  - name: HotReload\n    enabled: true\n  - name: Other\n    enabled: false\n  tracing:\n    samplingRate: \"1\"\n",
+    )]);
+    let loaded = load_launch(&Launch {
+        config: Some(dir.path().join("config.yaml")),
+        resources: Vec::new(),
+        flags: Vec::new(),
+    })
+    .expect("loads");
+    assert_eq!(loaded.config.app.features, ["HotReload"]);
+    assert!(
+        loaded.config.components.is_empty(),
+        "a Dapr Configuration declares no components"
+    );
+    assert!(
+        loaded.ignored.iter().any(|l| l.contains("spec.tracing")),
+        "{:?}",
+        loaded.ignored
+    );
 }

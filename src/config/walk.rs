@@ -129,6 +129,29 @@ impl Section {
         })
     }
 
+    /// A table of scalars, each read as a string.
+    pub(super) fn string_map(&mut self, key: &str, problems: &mut Problems) -> Option<BTreeMap<String, String>> {
+        let path = self.field_path(key);
+        self.parsed(key, problems, |v| {
+            table_of(v, &path, |v| scalar_string(v).ok_or_else(|| expected("a string", v)))
+        })
+    }
+
+    /// A list of strings.
+    pub(super) fn string_list(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<String>> {
+        self.parsed(key, problems, |v| match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| scalar_string(i).ok_or_else(|| expected("a list of strings", i)))
+                .collect(),
+            other => Err(expected("a list of strings", other)),
+        })
+    }
+
+    pub(super) fn path(&self) -> &str {
+        &self.path
+    }
+
     pub(super) fn integer_map(&mut self, key: &str, problems: &mut Problems) -> Option<BTreeMap<String, i64>> {
         let path = self.field_path(key);
         self.parsed(key, problems, |v| table_of(v, &path, parse_integer))

@@ -68,6 +68,9 @@ pub struct SubscriptionSpec {
     pub pubsub: String,
     pub topic: String,
     pub metadata: HashMap<String, String>,
+    /// Events the app dropped, that matched no route, expired, or ran out
+    /// of retries are published here on the same pub/sub.
+    pub dead_letter_topic: Option<String>,
 }
 
 fn ttl(metadata: &HashMap<String, String>) -> Result<Option<Duration>, BlockError> {
@@ -463,6 +466,7 @@ mod tests {
             pubsub: "ps".into(),
             topic: "t".into(),
             metadata: HashMap::new(),
+            dead_letter_topic: None,
         };
         let request = subscribe_request(&plain, &component);
         assert_eq!(request.max_in_flight, 4);

@@ -9,9 +9,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub mod query;
+
 use super::{BlockError, MAX_TTL_SECONDS, quote};
 use crate::actors::ComponentHandle;
-use crate::actors::state::{BulkGet, Delete, Get, Set, Transact};
+use crate::actors::state::{BulkGet, Delete, Get, Scan, Set, Transact};
 use crate::api::ApiContext;
 use crate::api::actuator::rfc3339;
 pub use crate::components::state::{Concurrency, Consistency, StateValue};
@@ -337,6 +339,65 @@ pub async fn transact(ctx: &ApiContext, req: Transaction) -> Result<(), BlockErr
     let store = Store::find(ctx, &req.store, TRANSACTION_STORE_NAME)?;
     let ops = transaction_ops(&store.scope, req.operations, &req.metadata)?;
     Ok(store.handle.call(Transact(ops)).await?)
+}
+
+/// One result of a state query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryItem {
+    pub key: String,
+    pub data: Vec<u8>,
+    pub etag: Etag,
+}
+
+/// A page of query results, and the token of the next page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryResult {
+    pub items: Vec<QueryItem>,
+    pub token: Option<String>,
+}
+
+/// Runs Dapr's query language over a store's entries (the app's keys
+/// only, under its prefix). The query is checked before the store is
+/// asked; a store that cannot list its keys is UNIMPLEMENTED, named.
+pub async fn query(ctx: &ApiContext, store_name: &str, query_text: &str) -> Result<QueryResult, BlockError> {
+    let parsed = query::Query::parse(query_text).map_err(BlockError::invalid)?;
+    let store = Store::find(ctx, store_name, STORE_NAME)?;
+    let prefix = store
+        .scope
+        .prefix
+        .as_ref()
+        .map(|p| format!("{p}{PREFIX_SEPARATOR}"))
+        .unwrap_or_default();
+    let entries = store
+        .handle
+        .call(Scan {
+            prefix: prefix.clone(),
+            limit: query::MAX_SCANNED,
+        })
+        .await
+        .map_err(|e| match BlockError::from(e) {
+            BlockError::Unimplemented(_) => BlockError::Unimplemented(format!(
+                "state store {} ({}) does not support the query API; query a sqlite, postgresql, mysql or in-memory store",
+                quote(store_name),
+                store.handle.spec().type_name
+            )),
+            other => other,
+        })?;
+    let entries = entries
+        .into_iter()
+        .filter_map(|(key, value)| {
+            key.strip_prefix(&prefix)
+                .map(|k| (k.to_owned(), value.data, value.etag))
+        })
+        .collect();
+    let (page, token) = parsed.run(entries);
+    Ok(QueryResult {
+        items: page
+            .into_iter()
+            .map(|(key, data, etag)| QueryItem { key, data, etag })
+            .collect(),
+        token,
+    })
 }
 
 #[cfg(test)]

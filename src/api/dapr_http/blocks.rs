@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -342,15 +343,7 @@ pub async fn get_configuration(
     Path(store): Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    // Repeated `key` parameters, which a map extractor would fold into one.
-    let keys: Vec<String> = query
-        .as_deref()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').filter(|(k, _)| *k == "key").map(|(_, v)| v))
-        .map(percent_decode)
-        .filter(|k| !k.is_empty())
-        .collect();
+    let keys = query_keys(query.as_deref());
     let request = configuration::ConfigurationQuery {
         store: store.clone(),
         keys,
@@ -387,6 +380,111 @@ pub async fn get_configuration(
             format!("failed to get {store} from Configuration store {store}: {other}"),
         )
         .into_response(),
+    }
+}
+
+/// Repeated `key` parameters, which a map extractor would fold into one.
+fn query_keys(query: Option<&str>) -> Vec<String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').filter(|(k, _)| *k == "key").map(|(_, v)| v))
+        .map(percent_decode)
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+/// `GET /v1.0/configuration/{store}/subscribe?key=a`: 200 `{"id"}`; each
+/// change is then POSTed to the app at `/configuration/{store}/{key}`.
+pub async fn subscribe_configuration(
+    State(ctx): Ctx,
+    Path(store): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let Some(app) = ctx.app_channel.clone().filter(|a| a.is_http()) else {
+        return DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_APP_CHANNEL_NIL",
+            "app channel is not initialized: configuration updates are POSTed to an HTTP app (app.protocol = \"http\" and app.port)",
+        )
+        .into_response();
+    };
+    let request = configuration::ConfigurationQuery {
+        store: store.clone(),
+        keys: query_keys(query.as_deref()),
+        ..Default::default()
+    };
+    match configuration::check(&ctx, &request) {
+        Ok(()) => {}
+        Err(BlockError::UnknownComponent(_)) => {
+            return DaprError::new(
+                StatusCode::BAD_REQUEST,
+                "ERR_CONFIGURATION_STORE_NOT_FOUND",
+                format!("configuration store {} not found", quote(&store)),
+            )
+            .into_response();
+        }
+        Err(other) => {
+            return DaprError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_CONFIGURATION_SUBSCRIBE",
+                format!("failed to subscribe {store} from Configuration store {store}: {other}"),
+            )
+            .into_response();
+        }
+    }
+    let (id, unsubscribed) = ctx.config_subscriptions.open(&store);
+    let queries = futures::stream::iter([request]).chain(futures::stream::pending());
+    let mut changes = configuration::subscribe(ctx.clone(), queries);
+    let (task_ctx, task_id) = (ctx.clone(), id.clone());
+    tokio::spawn(async move {
+        let mut unsubscribed = std::pin::pin!(unsubscribed);
+        let mut stopping = task_ctx.stopping.clone();
+        loop {
+            let next = tokio::select! {
+                next = changes.recv() => next,
+                _ = &mut unsubscribed => break,
+                _ = stopping.wait_for(|s| *s) => break,
+            };
+            match next {
+                Some(Ok(update)) => {
+                    for item in update.items {
+                        let body = json!({
+                            "id": task_id,
+                            "items": { item.key.clone(): { "value": item.content, "version": "", "metadata": item.metadata } },
+                        });
+                        if let Err(error) = app.configuration_update(&store, &item.key, &body).await {
+                            tracing::warn!(%store, key = %item.key, %error, "The app did not take a configuration update");
+                        }
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%store, %error, "Configuration subscription failed");
+                    break;
+                }
+                None => break,
+            }
+        }
+        task_ctx.config_subscriptions.close(&task_id);
+    });
+    Json(json!({ "id": id })).into_response()
+}
+
+/// `GET /v1.0/configuration/{store}/{id}/unsubscribe`: 200 `{"ok":true}`,
+/// or 500 `{"ok":false,"message"}` (no `errorCode`, as from daprd).
+pub async fn unsubscribe_configuration(State(ctx): Ctx, Path((store, id)): Path<(String, String)>) -> Response {
+    let failed = |why: String| {
+        let message = format!("failed to unsubscribe to configuration request {}: {why}", quote(&id));
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "ok": false, "message": message })),
+        )
+            .into_response()
+    };
+    match configuration::unsubscribe(&ctx, &store, &id) {
+        Ok(true) => Json(json!({ "ok": true })).into_response(),
+        Ok(false) => failed("subscription does not exist".into()),
+        Err(error) => failed(error.to_string()),
     }
 }
 

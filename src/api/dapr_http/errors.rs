@@ -61,6 +61,7 @@ pub enum StateOp {
     Delete,
     BulkGet,
     Transaction,
+    Query,
 }
 
 impl StateOp {
@@ -71,6 +72,7 @@ impl StateOp {
             StateOp::Delete => "ERR_STATE_DELETE",
             StateOp::BulkGet => "ERR_STATE_BULK_GET",
             StateOp::Transaction => "ERR_STATE_TRANSACTION",
+            StateOp::Query => "ERR_STATE_QUERY",
         }
     }
 }
@@ -102,6 +104,13 @@ pub fn state(op: StateOp, store: &str, app_id: &str, error: BlockError) -> DaprE
             format!("error while executing state transaction: {message}"),
         ),
         BlockError::Conflict(message) => DaprError::new(StatusCode::CONFLICT, code, message),
+        // daprd answers a query it cannot run with a 500.
+        BlockError::InvalidArgument(message) if op == StateOp::Query => DaprError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            format!("state store {store} query failed: {message}"),
+        )
+        .with_reason("DAPR_STATE_QUERY_FAILED", app_id),
         BlockError::InvalidArgument(message) => DaprError::new(StatusCode::BAD_REQUEST, code, message),
         BlockError::ResourceExhausted(message) => DaprError::new(StatusCode::TOO_MANY_REQUESTS, code, message),
         BlockError::Unimplemented(message) => DaprError::new(
@@ -115,6 +124,7 @@ pub fn state(op: StateOp, store: &str, app_id: &str, error: BlockError) -> DaprE
                 StateOp::Delete => format!("failed deleting state: {other}"),
                 StateOp::Transaction => format!("error while executing state transaction: {other}"),
                 StateOp::Get | StateOp::BulkGet => format!("fail to get state from state store {store}: {other}"),
+                StateOp::Query => format!("state store {store} query failed: {other}"),
             };
             DaprError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
         }

@@ -211,6 +211,27 @@ pub async fn bulk(State(ctx): Ctx, Path(store): Path<String>, body: Bytes) -> Re
     }
 }
 
+/// `POST|PUT /v1.0-alpha1/state/{store}/query`: the body is the query;
+/// 200 `{"results":[{"key","data","etag"}],"token"}`.
+pub async fn query(State(ctx): Ctx, Path(store): Path<String>, body: Bytes) -> Response {
+    let text = String::from_utf8_lossy(&body);
+    match state::query(&ctx, &store, &text).await {
+        Ok(result) => {
+            let results: Vec<Value> = result
+                .items
+                .into_iter()
+                .map(|item| json!({ "key": item.key, "data": embedded(&item.data), "etag": item.etag.to_string() }))
+                .collect();
+            let mut out = json!({ "results": results });
+            if let Some(token) = result.token {
+                out["token"] = json!(token);
+            }
+            axum::Json(out).into_response()
+        }
+        Err(e) => errors::state(StateOp::Query, &store, &ctx.app.app_id, e).into_response(),
+    }
+}
+
 #[derive(Deserialize)]
 struct TransactionRequest {
     #[serde(default, alias = "Operations", deserialize_with = "nullable")]

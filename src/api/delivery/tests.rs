@@ -58,6 +58,10 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
             extended_metadata: Default::default(),
             shutdown_requested: Default::default(),
             api_token: None,
+            app_health: watch::channel(None).0,
+            app_channel: None,
+            declared_subscriptions: Vec::new(),
+            active_subscriptions: Default::default(),
         });
 
         let (events_tx, mut events) = mpsc::channel(8);
@@ -68,6 +72,7 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
             pubsub: "events".into(),
             topic: "orders".into(),
             metadata: HashMap::new(),
+            dead_letter_topic: None,
         };
         let runner = tokio::spawn(run_subscription(
             ctx.clone(),

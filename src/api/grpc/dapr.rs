@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::ApiContext;
+use crate::api::blocks::metadata::SubscriptionType;
 use crate::api::blocks::{configuration, lock, metadata, pubsub, secrets, state};
 use crate::proto::dapr::common::v1 as common;
 use crate::proto::dapr::runtime::v1 as pb;
@@ -60,6 +61,10 @@ fn dapr_item(item: configuration::ConfigurationItem) -> (String, common::Configu
     };
     (item.key, value)
 }
+
+type TopicEventStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::SubscribeTopicEventsResponseAlpha1, Status>> + Send + 'static>,
+>;
 
 type ConfigurationStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SubscribeConfigurationResponse, Status>> + Send + 'static>>;
@@ -415,7 +420,48 @@ impl Dapr for DaprService {
                 .collect(),
             extended_metadata: metadata.extended.into_iter().collect(),
             runtime_version: metadata.runtime_version,
-            enabled_features: Vec::new(),
+            enabled_features: metadata.enabled_features,
+            subscriptions: metadata
+                .subscriptions
+                .into_iter()
+                .map(|s| pb::PubsubSubscription {
+                    pubsub_name: s.pubsub_name,
+                    topic: s.topic,
+                    metadata: s.metadata.into_iter().collect(),
+                    rules: Some(pb::PubsubSubscriptionRules {
+                        rules: s
+                            .rules
+                            .into_iter()
+                            .map(|(r#match, path)| pb::PubsubSubscriptionRule { r#match, path })
+                            .collect(),
+                    }),
+                    dead_letter_topic: s.dead_letter_topic,
+                    r#type: match s.kind {
+                        SubscriptionType::Declarative => pb::PubsubSubscriptionType::Declarative,
+                        SubscriptionType::Programmatic => pb::PubsubSubscriptionType::Programmatic,
+                        SubscriptionType::Streaming => pb::PubsubSubscriptionType::Streaming,
+                    } as i32,
+                })
+                .collect(),
+            app_connection_properties: metadata.app_connection.map(|a| pb::AppConnectionProperties {
+                port: i32::from(a.port),
+                protocol: a.protocol,
+                channel_address: a.channel_address,
+                max_concurrency: 0,
+                health: a.health.map(
+                    |(path, interval, timeout, threshold)| pb::AppConnectionHealthProperties {
+                        health_check_path: path,
+                        health_probe_interval: interval,
+                        health_probe_timeout: timeout,
+                        health_threshold: i32::try_from(threshold).unwrap_or(i32::MAX),
+                    },
+                ),
+            }),
+            actor_runtime: Some(pb::ActorRuntime {
+                runtime_status: pb::actor_runtime::ActorRuntimeStatus::Disabled as i32,
+                host_ready: false,
+                placement: "placement: disconnected".into(),
+            }),
         }))
     }
 
@@ -423,6 +469,96 @@ impl Dapr for DaprService {
         let req = req.into_inner();
         metadata::set(&self.ctx, req.key, req.value);
         Ok(Response::new(()))
+    }
+
+    /// Dapr's query language over the store's entries; a query that does
+    /// not parse is INTERNAL, as from daprd, with the reason.
+    async fn query_state_alpha1(
+        &self,
+        req: Request<pb::QueryStateRequest>,
+    ) -> Result<Response<pb::QueryStateResponse>, Status> {
+        let req = req.into_inner();
+        let result = state::query(&self.ctx, &req.store_name, &req.query)
+            .await
+            .map_err(|e| match e {
+                crate::api::blocks::BlockError::InvalidArgument(message) => Status::internal(format!(
+                    "failed query in state store {}: {message}",
+                    crate::api::blocks::quote(&req.store_name)
+                )),
+                other => Status::from(other),
+            })?;
+        Ok(Response::new(pb::QueryStateResponse {
+            results: result
+                .items
+                .into_iter()
+                .map(|item| pb::QueryStateItem {
+                    key: item.key,
+                    data: item.data,
+                    etag: item.etag.to_string(),
+                    error: String::new(),
+                })
+                .collect(),
+            token: result.token.unwrap_or_default(),
+            metadata: HashMap::new(),
+        }))
+    }
+
+    type SubscribeTopicEventsAlpha1Stream = TopicEventStream;
+
+    /// A subscription on a stream, as Layotto's SubscribeTopicEvents: the
+    /// first message names it, the initial response says it stands, events
+    /// follow, and `event_processed` messages settle them.
+    async fn subscribe_topic_events_alpha1(
+        &self,
+        req: Request<tonic::Streaming<pb::SubscribeTopicEventsRequestAlpha1>>,
+    ) -> Result<Response<TopicEventStream>, Status> {
+        use pb::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as RequestType;
+        use pb::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType as ResponseType;
+        use pb::topic_event_response::TopicEventResponseStatus as AppStatus;
+        let mut requests = req.into_inner();
+        let initial = match requests.message().await? {
+            Some(pb::SubscribeTopicEventsRequestAlpha1 {
+                subscribe_topic_events_request_type: Some(RequestType::InitialRequest(initial)),
+            }) => initial,
+            Some(_) => return Err(Status::invalid_argument("the first message must be an initial_request")),
+            None => return Err(Status::invalid_argument("the stream closed before its initial_request")),
+        };
+        let spec = pubsub::SubscriptionSpec {
+            pubsub: initial.pubsub_name,
+            topic: initial.topic,
+            metadata: initial.metadata,
+            dead_letter_topic: initial.dead_letter_topic.filter(|t| !t.is_empty()),
+        };
+        let events = crate::api::grpc::pubsub::open_stream(self.ctx.clone(), spec, requests, |message| {
+            match message.subscribe_topic_events_request_type {
+                Some(RequestType::EventProcessed(done)) => Some((
+                    done.id,
+                    // An unknown status is a retry, as in Dapr.
+                    match done.status.map(|s| AppStatus::try_from(s.status)) {
+                        Some(Ok(AppStatus::Success)) | None => pubsub::Outcome::Success,
+                        Some(Ok(AppStatus::Drop)) => pubsub::Outcome::Drop,
+                        _ => pubsub::Outcome::Retry,
+                    },
+                )),
+                _ => None,
+            }
+        })
+        .await?;
+        let initial_response = pb::SubscribeTopicEventsResponseAlpha1 {
+            subscribe_topic_events_response_type: Some(ResponseType::InitialResponse(
+                pb::SubscribeTopicEventsResponseInitialAlpha1 {},
+            )),
+        };
+        let events = events.map(|event| {
+            Ok(pb::SubscribeTopicEventsResponseAlpha1 {
+                subscribe_topic_events_response_type: Some(ResponseType::EventMessage(
+                    crate::api::callback::dapr_event(&event, ""),
+                )),
+            })
+        });
+        Ok(Response::new(Box::pin(
+            futures::stream::once(async { Ok(initial_response) }).chain(events),
+        )))
     }
 
     async fn shutdown(&self, _req: Request<pb::ShutdownRequest>) -> Result<Response<()>, Status> {

@@ -11,6 +11,7 @@ use tonic::{Status, Streaming};
 use crate::api::ApiContext;
 use crate::api::blocks::pubsub::{self, Outcome, PublishEvent, SubscriptionSpec, TopicStream};
 use crate::api::callback::layotto_event;
+use crate::api::cloudevents::TopicEvent;
 use crate::proto::runtime::v1 as pb;
 use crate::proto::runtime::v1::subscribe_topic_events_request::SubscribeTopicEventsRequestType as RequestType;
 use crate::proto::runtime::v1::subscribe_topic_events_response::SubscribeTopicEventsResponseType as ResponseType;
@@ -47,35 +48,25 @@ pub async fn subscribe_topic_events(
         pubsub: initial.pubsub_name,
         topic: initial.topic,
         metadata: initial.metadata,
+        dead_letter_topic: initial.dead_letter_topic.filter(|t| !t.is_empty()),
     };
-    let TopicStream { events, answers } = pubsub::subscribe_stream(ctx.clone(), spec).await?;
-
-    // Answers from the subscriber settle events; its end (or the
-    // sidecar's) ends the subscription, as dropping `answers` says.
-    let mut stopping = ctx.stopping.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stopping.wait_for(|s| *s) => break,
-                message = requests.message() => match message {
-                    Ok(Some(pb::SubscribeTopicEventsRequest {
-                        subscribe_topic_events_request_type: Some(RequestType::EventProcessed(done)),
-                    })) => {
-                        let outcome = match done.status.map(|s| s.status()) {
-                            Some(TopicEventResponseStatus::Success) | None => Outcome::Success,
-                            Some(TopicEventResponseStatus::Retry) => Outcome::Retry,
-                            Some(TopicEventResponseStatus::Drop) => Outcome::Drop,
-                        };
-                        answers.processed(&done.id, outcome);
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
+    let events = open_stream(
+        ctx,
+        spec,
+        requests,
+        |message: pb::SubscribeTopicEventsRequest| match message.subscribe_topic_events_request_type {
+            Some(RequestType::EventProcessed(done)) => Some((
+                done.id,
+                match done.status.map(|s| s.status()) {
+                    Some(TopicEventResponseStatus::Success) | None => Outcome::Success,
+                    Some(TopicEventResponseStatus::Retry) => Outcome::Retry,
+                    Some(TopicEventResponseStatus::Drop) => Outcome::Drop,
                 },
-                () = answers.closed() => break,
-            }
-        }
-    });
-
+            )),
+            _ => None,
+        },
+    )
+    .await?;
     // The initial response says the subscription stands: what is published
     // after it reaches this stream.
     let initial_response = pb::SubscribeTopicEventsResponse {
@@ -83,7 +74,7 @@ pub async fn subscribe_topic_events(
             pb::SubscribeTopicEventsResponseInitial {},
         )),
     };
-    let events = ReceiverStream::new(events).map(|event| {
+    let events = events.map(|event| {
         Ok(pb::SubscribeTopicEventsResponse {
             subscribe_topic_events_response_type: Some(ResponseType::EventMessage(layotto_event(&event))),
         })
@@ -91,4 +82,39 @@ pub async fn subscribe_topic_events(
     Ok(Box::pin(
         futures::stream::once(async { Ok(initial_response) }).chain(events),
     ))
+}
+
+/// Opens the subscription of a SubscribeTopicEvents stream (Layotto's or
+/// Dapr's): the subscriber's answers, read from `requests` by `answer`,
+/// settle events; its end (or the sidecar's) ends the subscription, as
+/// dropping the answers says. Yields the events to send.
+pub async fn open_stream<M, F>(
+    ctx: Arc<ApiContext>,
+    spec: SubscriptionSpec,
+    mut requests: Streaming<M>,
+    answer: F,
+) -> Result<ReceiverStream<Box<TopicEvent>>, Status>
+where
+    M: Send + 'static,
+    F: Fn(M) -> Option<(String, Outcome)> + Send + 'static,
+{
+    let TopicStream { events, answers } = pubsub::subscribe_stream(ctx.clone(), spec).await?;
+    let mut stopping = ctx.stopping.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopping.wait_for(|s| *s) => break,
+                message = requests.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Some((id, outcome)) = answer(message) {
+                            answers.processed(&id, outcome);
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                },
+                () = answers.closed() => break,
+            }
+        }
+    });
+    Ok(ReceiverStream::new(events))
 }

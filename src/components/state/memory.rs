@@ -109,6 +109,30 @@ impl Component for MemoryStore {
 
 #[async_trait::async_trait]
 impl StateStore for MemoryStore {
+    async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, StateValue)>, ComponentError> {
+        let values = self.lock();
+        let mut now = None;
+        let mut out: Vec<(String, StateValue)> = Vec::new();
+        for (key, e) in values.iter() {
+            if !key.starts_with(prefix) || !e.live(&mut now) {
+                continue;
+            }
+            if out.len() == limit {
+                return Err(super::too_many(limit));
+            }
+            out.push((
+                key.clone(),
+                StateValue {
+                    data: e.data.clone(),
+                    etag: e.etag,
+                    expires_at: e.expires.map(|(_, at)| at),
+                },
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     async fn get(&self, key: &str, _consistency: Consistency) -> Result<Option<StateValue>, ComponentError> {
         Ok(Self::live(&self.lock(), key).map(|e| StateValue {
             data: e.data.clone(),

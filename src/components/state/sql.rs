@@ -75,6 +75,7 @@ struct Queries {
     purge_expired_key: SqlStr,
     delete: SqlStr,
     cleanup: SqlStr,
+    scan: SqlStr,
 }
 
 impl Queries {
@@ -99,6 +100,12 @@ impl Queries {
             delete: q(format!("DELETE FROM {table} WHERE id = ?")),
             cleanup: q(format!(
                 "DELETE FROM {table} WHERE expires_at IS NOT NULL AND expires_at <= {now}"
+            )),
+            // `!` escapes LIKE's wildcards in the prefix; the caller
+            // checks the prefix again (a case-blind collation matches
+            // more).
+            scan: q(format!(
+                "SELECT id, value, etag FROM {table} WHERE id LIKE ? ESCAPE '!' AND {alive} ORDER BY id LIMIT ?"
             )),
         }
     }
@@ -259,6 +266,44 @@ impl Component for SqlStore {
 
 #[async_trait::async_trait]
 impl StateStore for SqlStore {
+    async fn scan(&self, prefix: &str, limit: usize) -> Result<Vec<(String, StateValue)>, ComponentError> {
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for c in prefix.chars() {
+            if matches!(c, '!' | '%' | '_') {
+                pattern.push('!');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        let rows: Vec<AnyRow> = sqlx::query(self.queries.scan.clone())
+            .bind(pattern)
+            .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        if rows.len() > limit {
+            return Err(super::too_many(limit));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let decoded = (|| -> Result<(String, StateValue), sqlx::Error> {
+                Ok((
+                    row.try_get(0)?,
+                    StateValue {
+                        data: row.try_get(1)?,
+                        etag: row.try_get(2)?,
+                        expires_at: None,
+                    },
+                ))
+            })()
+            .map_err(|e| self.error(e))?;
+            if decoded.0.starts_with(prefix) {
+                out.push(decoded);
+            }
+        }
+        Ok(out)
+    }
+
     async fn get(&self, key: &str, _consistency: Consistency) -> Result<Option<StateValue>, ComponentError> {
         self.check_key(key)?;
         let row: Option<AnyRow> = sqlx::query(self.queries.get.clone())
