@@ -285,3 +285,141 @@ impl DaprApp {
         }
     }
 }
+
+/// One POST an HTTP app received: its path, JSON body and headers.
+#[derive(Clone, Debug)]
+pub struct HttpDelivery {
+    pub path: String,
+    pub body: serde_json::Value,
+    pub headers: HashMap<String, String>,
+}
+
+/// How an HTTP app answers a POST: by path, body, and how many times this
+/// event id came before. Answers (HTTP status, body).
+pub type HttpAnswer = Arc<dyn Fn(&str, &serde_json::Value, usize) -> (u16, String) + Send + Sync>;
+
+/// An app behind Dapr's HTTP app channel: serves `GET /dapr/subscribe`
+/// (404 when `subscribe` is null), `GET /healthz` (200 while healthy,
+/// 503 otherwise), and records every POST.
+pub struct HttpApp {
+    pub port: u16,
+    received: Arc<Mutex<Vec<HttpDelivery>>>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    _stop: oneshot::Sender<()>,
+}
+
+#[derive(Clone)]
+struct HttpAppState {
+    subscribe: serde_json::Value,
+    answer: HttpAnswer,
+    received: Arc<Mutex<Vec<HttpDelivery>>>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub fn http_success() -> HttpAnswer {
+    Arc::new(|_, _, _| (200, r#"{"status":"SUCCESS"}"#.to_owned()))
+}
+
+impl HttpApp {
+    pub async fn start(subscribe: serde_json::Value, answer: HttpAnswer) -> HttpApp {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        use axum::response::IntoResponse;
+        use std::sync::atomic::Ordering;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let state = HttpAppState {
+            subscribe,
+            answer,
+            received: Arc::new(Mutex::new(Vec::new())),
+            healthy: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
+        let (received, healthy) = (state.received.clone(), state.healthy.clone());
+        async fn list_subscriptions(State(s): State<HttpAppState>) -> axum::response::Response {
+            if s.subscribe.is_null() {
+                StatusCode::NOT_FOUND.into_response()
+            } else {
+                axum::Json(s.subscribe.clone()).into_response()
+            }
+        }
+        async fn health(State(s): State<HttpAppState>) -> StatusCode {
+            if s.healthy.load(Ordering::SeqCst) {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+        async fn post(
+            State(s): State<HttpAppState>,
+            uri: Uri,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::response::Response {
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let headers = headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                .collect();
+            let path = uri.path().to_owned();
+            let before = {
+                let mut received = s.received.lock().unwrap_or_else(|p| p.into_inner());
+                let id = body["id"].clone();
+                let before = received.iter().filter(|d| d.body["id"] == id && !id.is_null()).count();
+                received.push(HttpDelivery {
+                    path: path.clone(),
+                    body: body.clone(),
+                    headers,
+                });
+                before
+            };
+            let (status, text) = (s.answer)(&path, &body, before);
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), text).into_response()
+        }
+        let router = axum::Router::new()
+            .route("/dapr/subscribe", axum::routing::get(list_subscriptions))
+            .route("/healthz", axum::routing::get(health))
+            .fallback(axum::routing::post(post))
+            .with_state(state);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        HttpApp {
+            port,
+            received,
+            healthy,
+            _stop: stop,
+        }
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn received(&self) -> Vec<HttpDelivery> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The `data` of each event POSTed to `path`.
+    pub fn data_at(&self, path: &str) -> Vec<serde_json::Value> {
+        self.received()
+            .into_iter()
+            .filter(|d| d.path == path)
+            .map(|d| d.body["data"].clone())
+            .collect()
+    }
+
+    /// Waits until `n` events reached `path`.
+    pub async fn wait_at(&self, path: &str, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        eventually(&format!("{n} events at {path}"), timeout, || async {
+            let data = self.data_at(path);
+            (data.len() >= n).then_some(data)
+        })
+        .await
+    }
+}

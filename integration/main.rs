@@ -4,11 +4,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod app_channel;
 mod apps;
 mod chaos;
 mod configuration;
 mod dapr_grpc;
 mod dapr_http;
+mod dapr_resources;
 mod hostile;
 mod linked_tasks;
 mod lock;

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Dapr SDKs the SDK tests drive, outside the checkout (cached
-# between runs): `dapr` from PyPI into a virtualenv, and `@dapr/dapr` from
+# between runs): `dapr` with its app extensions (the grpc and fastapi
+# extras, and uvicorn) from PyPI into a virtualenv, and `@dapr/dapr` from
 # npm into a node_modules folder. Called by .ci/run; safe to run again.
 set -euo pipefail
 venv="${LAYOTTO_SDK_VENV:-$HOME/.cache/layotto-sdk-venv}"
 # Pinned to the SDK line the tests were written against.
-want="dapr==1.19.0"
+# Since 1.19 the app extensions (dapr.ext.grpc, dapr.ext.fastapi) ship
+# inside the `dapr` wheel as extras.
+want="dapr[grpc,fastapi]==1.19.0"
+exts="uvicorn==0.54.0"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-if ! "$venv/bin/python" -c "import dapr.clients" 2>/dev/null; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$want" >&2 || \
-    "$venv/bin/pip" install --quiet --disable-pip-version-check dapr >&2
+if ! "$venv/bin/python" -c "import dapr.clients, dapr.ext.grpc, dapr.ext.fastapi, uvicorn" 2>/dev/null; then
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$want" $exts >&2
 fi
 # The JavaScript SDK, in a folder the tests find through LAYOTTO_SDK_NODE.
 node_dir="${LAYOTTO_SDK_NODE:-$HOME/.cache/layotto-sdk-node}"

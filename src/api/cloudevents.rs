@@ -185,11 +185,9 @@ pub fn unwrap(data: &[u8], topic: &str, pubsub_name: &str, metadata: HashMap<Str
         spec_version,
         data_content_type,
         data,
-        topic: if event_topic.is_empty() {
-            topic.into()
-        } else {
-            event_topic
-        },
+        // The topic it was delivered on, as daprd gives it: an event
+        // republished to a dead-letter topic still carries its first one.
+        topic: if topic.is_empty() { event_topic } else { topic.into() },
         pubsub_name: if event_pubsub.is_empty() {
             pubsub_name.into()
         } else {

@@ -523,6 +523,7 @@ async fn follow_app(
             if !keep {
                 info!(pubsub = %sub.pubsub_name, topic = %sub.topic, "The app dropped a subscription");
                 let _ = stop_one.send(true);
+                forget_active(&ctx, sub);
             }
             keep
         });
@@ -549,13 +550,26 @@ async fn follow_app(
                 routes,
                 healthy: healthy.clone(),
             }));
+            // Listed in the metadata once the broker subscription stands.
+            let (live, is_live) = oneshot::channel();
+            let (listed_ctx, listed) = (ctx.clone(), sub.clone());
+            tokio::spawn(async move {
+                if is_live.await.is_ok() {
+                    let mut active = listed_ctx
+                        .active_subscriptions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if !active.contains(&listed) {
+                        active.push(listed);
+                    }
+                }
+            });
             let id = runners
-                .spawn(run_subscription(ctx.clone(), spec, sink, stop_rx, None))
+                .spawn(run_subscription(ctx.clone(), spec, sink, stop_rx, Some(live)))
                 .id();
             runner_of.insert(id, sub.clone());
             running.insert(sub, stop_one);
         }
-        *ctx.active_subscriptions.lock().unwrap_or_else(|p| p.into_inner()) = running.keys().cloned().collect();
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
         loop {
@@ -579,6 +593,7 @@ async fn follow_app(
                     if running.get(&sub).is_some_and(|stop_one| !*stop_one.borrow()) {
                         warn!(pubsub = %sub.pubsub_name, topic = %sub.topic, %how, "A subscription runner stopped unexpectedly; starting it again");
                         running.remove(&sub);
+                        forget_active(&ctx, &sub);
                         sleep.as_mut().reset(tokio::time::Instant::now() + restarts.next_delay());
                     }
                 }
@@ -588,7 +603,18 @@ async fn follow_app(
     for stop_one in running.values() {
         let _ = stop_one.send(true);
     }
+    ctx.active_subscriptions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
     while runners.join_next().await.is_some() {}
+}
+
+fn forget_active(ctx: &ApiContext, sub: &AppSubscription) {
+    ctx.active_subscriptions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|s| s != sub);
 }
 
 #[cfg(test)]

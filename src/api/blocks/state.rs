@@ -377,7 +377,7 @@ pub async fn query(ctx: &ApiContext, store_name: &str, query_text: &str) -> Resu
         .await
         .map_err(|e| match BlockError::from(e) {
             BlockError::Unimplemented(_) => BlockError::Unimplemented(format!(
-                "state store {} ({}) does not support the query API; query a sqlite, postgresql, mysql or in-memory store",
+                "state store '{}' ({}) does not support the query API; query a sqlite, postgresql, mysql or in-memory store",
                 quote(store_name),
                 store.handle.spec().type_name
             )),
