@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod coordination;
+mod dapr;
 mod harness;
 mod pubsub;
 
@@ -66,6 +67,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wanted("sequencer") {
             coordination::sequencer().await?;
+        }
+        if wanted("dapr-state") {
+            dapr::run().await?;
         }
         anyhow::Ok(())
     })
@@ -257,9 +261,9 @@ async fn state_redis() -> anyhow::Result<()> {
     Ok(())
 }
 
-const BENCH_KEY: &str = "layotto-bench-key";
+pub(crate) const BENCH_KEY: &str = "layotto-bench-key";
 
-fn get_request() -> GetStateRequest {
+pub(crate) fn get_request() -> GetStateRequest {
     GetStateRequest {
         store_name: "s".into(),
         key: BENCH_KEY.into(),
@@ -267,7 +271,7 @@ fn get_request() -> GetStateRequest {
     }
 }
 
-fn save_request() -> SaveStateRequest {
+pub(crate) fn save_request() -> SaveStateRequest {
     SaveStateRequest {
         store_name: "s".into(),
         states: vec![StateItem {
@@ -309,7 +313,7 @@ impl Echo for DirectHello {
 
 /// Serves the baseline on a single-threaded runtime of its own, as the
 /// sidecar serves on its event loop: the same stack, the same threads.
-async fn serve_echo() -> anyhow::Result<SocketAddr> {
+pub(crate) async fn serve_echo() -> anyhow::Result<SocketAddr> {
     let hello = HelloWorld::new(&ComponentSpec::new("helloworld", "helloworld").with_metadata("hello", "greeting"));
     let incoming = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     incoming.set_nonblocking(true)?;

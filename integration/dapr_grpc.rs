@@ -349,3 +349,129 @@ async fn bulk_publish_over_http_answers_as_daprd() {
     }
     rt.shutdown().await;
 }
+
+/// Dapr's SubscribeTopicEventsAlpha1: initial response, events, and
+/// `event_processed` answers (RETRY delivered again, DROP to the stream's
+/// dead-letter topic), with the subscription listed as STREAMING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dapr_streaming_subscriptions_deliver_and_settle() {
+    use dapr::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as Req;
+    use dapr::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType as Resp;
+    let rt = support::start("[app]\napp_id = \"streams\"\n[pub_subs.ps]\ntype = \"in-memory\"\n").await;
+    support::wait_ready(&rt).await;
+    let mut client = dapr_client(&rt).await;
+    let topic = support::unique("stream");
+    let dead = format!("{topic}-dead");
+    let open = |topic: &str, dead_letter: Option<String>| {
+        let (requests, rx) = tokio::sync::mpsc::channel(16);
+        let initial = dapr::SubscribeTopicEventsRequestAlpha1 {
+            subscribe_topic_events_request_type: Some(Req::InitialRequest(
+                dapr::SubscribeTopicEventsRequestInitialAlpha1 {
+                    pubsub_name: "ps".into(),
+                    topic: topic.into(),
+                    metadata: HashMap::new(),
+                    dead_letter_topic: dead_letter,
+                },
+            )),
+        };
+        (requests, rx, initial)
+    };
+    let (requests, rx, initial) = open(&topic, Some(dead.clone()));
+    requests.send(initial).await.expect("send");
+    let mut events = client
+        .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first = events.message().await.expect("stream").expect("initial response");
+    assert!(matches!(
+        first.subscribe_topic_events_response_type,
+        Some(Resp::InitialResponse(_))
+    ));
+    let (dead_requests, dead_rx, dead_initial) = open(&dead, None);
+    dead_requests.send(dead_initial).await.expect("send");
+    let mut dead_events = client
+        .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(dead_rx))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    dead_events.message().await.expect("stream").expect("initial response");
+
+    let meta = client
+        .get_metadata(dapr::GetMetadataRequest {})
+        .await
+        .expect("metadata")
+        .into_inner();
+    assert!(
+        meta.subscriptions
+            .iter()
+            .any(|s| s.topic == topic && s.r#type == dapr::PubsubSubscriptionType::Streaming as i32),
+        "{:?}",
+        meta.subscriptions
+    );
+
+    for data in ["retry", "drop"] {
+        client
+            .publish_event(dapr::PublishEventRequest {
+                pubsub_name: "ps".into(),
+                topic: topic.clone(),
+                data: data.as_bytes().to_vec(),
+                data_content_type: "text/plain".into(),
+                metadata: HashMap::new(),
+            })
+            .await
+            .expect("publish");
+    }
+    let answer = |id: String, status: dapr::topic_event_response::TopicEventResponseStatus| {
+        dapr::SubscribeTopicEventsRequestAlpha1 {
+            subscribe_topic_events_request_type: Some(Req::EventProcessed(
+                dapr::SubscribeTopicEventsRequestProcessedAlpha1 {
+                    id,
+                    status: Some(dapr::TopicEventResponse { status: status as i32 }),
+                },
+            )),
+        }
+    };
+    use dapr::topic_event_response::TopicEventResponseStatus as S;
+    let mut retried = 0;
+    let mut dropped = false;
+    while retried < 2 || !dropped {
+        let message = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("an event in time")
+            .expect("stream")
+            .expect("open");
+        let Some(Resp::EventMessage(event)) = message.subscribe_topic_events_response_type else {
+            continue;
+        };
+        assert_eq!(event.topic, topic);
+        let status = match (event.data.as_slice(), retried) {
+            (b"retry", 0) => {
+                retried += 1;
+                S::Retry
+            }
+            (b"retry", _) => {
+                retried += 1;
+                S::Success
+            }
+            _ => {
+                dropped = true;
+                S::Drop
+            }
+        };
+        requests.send(answer(event.id, status)).await.expect("answer");
+    }
+    let dead_letter = tokio::time::timeout(Duration::from_secs(10), dead_events.message())
+        .await
+        .expect("a dead letter in time")
+        .expect("stream")
+        .expect("open");
+    let Some(Resp::EventMessage(event)) = dead_letter.subscribe_topic_events_response_type else {
+        panic!("expected an event, got {dead_letter:?}");
+    };
+    assert_eq!(
+        (event.data.as_slice(), event.topic.as_str()),
+        (b"drop".as_slice(), dead.as_str())
+    );
+    rt.shutdown().await;
+}

@@ -628,3 +628,101 @@ async fn configuration_get_over_http_matches_daprd() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_queries_over_http_match_daprd() {
+    let rt = support::start(
+        "[app]\napp_id = \"dapr-http\"\n[state.s]\ntype = \"in-memory\"\n[state.r]\ntype = \"redis\"\nmetadata = { redisHost = \"127.0.0.1:6379\" }\n",
+    )
+    .await;
+    support::wait_ready(&rt).await;
+    let http = reqwest::Client::new();
+    let url = base(&rt);
+    let saved = http
+        .post(format!("{url}/state/s"))
+        .json(&json!([
+            { "key": "1", "value": { "city": "Seattle", "n": 3 } },
+            { "key": "2", "value": { "city": "Portland", "n": 1 } },
+            { "key": "3", "value": { "city": "Seattle", "n": 2 } },
+        ]))
+        .send()
+        .await
+        .expect("save");
+    assert_eq!(saved.status(), StatusCode::NO_CONTENT);
+    let query = format!("{}/v1.0-alpha1/state/s/query", base(&rt).trim_end_matches("/v1.0"));
+    let answer: Value = http
+        .post(&query)
+        .body(r#"{"filter":{"EQ":{"city":"Seattle"}},"sort":[{"key":"n"}],"page":{"limit":1}}"#)
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["results"][0]["key"], "3");
+    assert_eq!(answer["results"][0]["data"], json!({ "city": "Seattle", "n": 2 }));
+    let token = answer["token"].as_str().expect("a next page").to_owned();
+    let etag = http
+        .get(format!("{url}/state/s/3"))
+        .send()
+        .await
+        .expect("get")
+        .headers()["etag"]
+        .to_str()
+        .expect("etag")
+        .to_owned();
+    assert_eq!(answer["results"][0]["etag"], etag);
+    let next: Value = http
+        .put(&query)
+        .body(format!(
+            r#"{{"filter":{{"EQ":{{"city":"Seattle"}}}},"sort":[{{"key":"n"}}],"page":{{"limit":1,"token":"{token}"}}}}"#
+        ))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(next["results"][0]["key"], "1");
+    assert!(next.get("token").is_none(), "the last page has no token: {next}");
+
+    // A query that does not parse: daprd's 500 ERR_STATE_QUERY.
+    let bad = http
+        .post(&query)
+        .body(r#"{"filter":{"LIKE":{}}}"#)
+        .send()
+        .await
+        .expect("query");
+    let (status, code, message) = error_code(bad).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "ERR_STATE_QUERY")
+    );
+    assert!(message.contains("LIKE"), "{message}");
+    // A store that cannot run queries, and one that does not exist.
+    if support::backend_available("Redis", "127.0.0.1:6379") {
+        let redis = http
+            .post(query.replace("/state/s/", "/state/r/"))
+            .body("{}")
+            .send()
+            .await
+            .expect("query");
+        let (status, code, _) = error_code(redis).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "ERR_STATE_STORE_NOT_SUPPORTED")
+        );
+    }
+    let missing = http
+        .post(query.replace("/state/s/", "/state/nope/"))
+        .body("{}")
+        .send()
+        .await
+        .expect("query");
+    let (status, code, _) = error_code(missing).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "ERR_STATE_STORE_NOT_FOUND")
+    );
+    rt.shutdown().await;
+}

@@ -99,6 +99,42 @@ pub struct ServerConfig {
     /// as daprd's `--metrics-port`); they are also on the actuator's
     /// `/metrics`. Default none.
     pub metrics: Option<SocketAddr>,
+    /// The largest request body Dapr's HTTP API reads, in bytes; a number,
+    /// or a quantity as daprd's `--max-body-size` takes it (`4Mi`,
+    /// `512Ki`, `10M`). Default `4Mi`.
+    pub max_body_size: usize,
+}
+
+/// daprd's default `--max-body-size`: 4 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 4 * 1024 * 1024;
+
+/// A size as Kubernetes writes quantities: `4Mi`, `512Ki`, `1Gi`, `10M`,
+/// `1000`.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        other => {
+            return Err(format!(
+                "'{other}' is not a size unit; write e.g. 4Mi, 512Ki or a number of bytes"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{text}' is not a size above zero; write e.g. 4Mi, 512Ki or a number of bytes"))
 }
 
 /// `[app]`: the application this sidecar serves.
@@ -288,6 +324,7 @@ impl Default for Config {
                 idle_timeout: Duration::from_secs(300),
                 api_token: None,
                 metrics: None,
+                max_body_size: DEFAULT_MAX_BODY_SIZE,
             },
             app: AppConfig {
                 app_id: String::new(),
@@ -400,6 +437,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     .map(|loaded| loaded.config)
 }
 
+/// The flag path that sets `app.protocol` only when the config file sets
+/// neither it nor `app.callback_protocol` (`--app-port` without
+/// `--app-protocol`).
+pub const DEFAULT_APP_PROTOCOL: &str = "app.protocol?";
+
 /// How the sidecar was launched: a config file, Dapr resource folders and
 /// settings given as daprd-style flags.
 #[derive(Clone, Debug, Default)]
@@ -478,6 +520,13 @@ pub fn load_launch(launch: &Launch) -> Result<Loaded, ConfigError> {
         None => Map::new(),
     };
     for (path, value) in &launch.flags {
+        if path == DEFAULT_APP_PROTOCOL {
+            let app = tree.get("app").and_then(Value::as_object);
+            if app.is_some_and(|a| a.contains_key("protocol") || a.contains_key("callback_protocol")) {
+                continue;
+            }
+        }
+        let path = path.trim_end_matches('?');
         let segments: Vec<&str> = path.split('.').collect();
         set_path(&mut tree, &segments, value.clone());
     }
@@ -740,6 +789,13 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             idle_timeout: s.duration("idle_timeout", &mut problems).unwrap_or(d.idle_timeout),
             api_token: s.string("api_token", &mut problems).filter(|t| !t.is_empty()),
             metrics: s.optional_addr("metrics", &mut problems).unwrap_or(d.metrics),
+            max_body_size: match s.string("max_body_size", &mut problems) {
+                None => d.max_body_size,
+                Some(text) => parse_size(&text).unwrap_or_else(|e| {
+                    problems.push("server.max_body_size", e);
+                    d.max_body_size
+                }),
+            },
         };
         s.finish(&mut problems);
         if server.max_calls_in_flight == 0 {

@@ -129,6 +129,10 @@ struct DaprdFlags {
     /// Seconds of graceful shutdown (`server.shutdown_grace_period`).
     #[arg(long)]
     dapr_graceful_shutdown_seconds: Option<u64>,
+    /// The largest HTTP request body (`server.max_body_size`): `4Mi`,
+    /// `512Ki`, or bytes.
+    #[arg(long)]
+    max_body_size: Option<String>,
     /// Accepted for daprd compatibility and ignored: standalone is the
     /// only mode.
     #[arg(long)]
@@ -153,7 +157,8 @@ impl DaprdFlags {
         if let Some(port) = self.app_port {
             out.push(("app.port".into(), json!(port)));
             if self.app_protocol.is_none() {
-                out.push(("app.protocol".into(), json!("http")));
+                // daprd's default, unless the config file names one.
+                out.push((config::DEFAULT_APP_PROTOCOL.into(), json!("http")));
             }
         }
         if let Some(protocol) = &self.app_protocol {
@@ -191,6 +196,9 @@ impl DaprdFlags {
             if let Some(n) = self.app_health_threshold {
                 out.push(("app.health_check.threshold".into(), json!(n)));
             }
+        }
+        if let Some(size) = &self.max_body_size {
+            out.push(("server.max_body_size".into(), json!(size)));
         }
         if let Some(s) = self.dapr_graceful_shutdown_seconds {
             out.push(("server.shutdown_grace_period".into(), json!(format!("{s}s"))));

@@ -403,7 +403,13 @@ impl Serving {
         let dapr_http = dapr_listener.map(|(listener, _)| {
             let (stop, stop_rx) = watch::channel(false);
             let limits = api::conn::ConnLimits::of(&config.server);
-            let task = tokio::spawn(api::dapr_http::serve(ctx.clone(), listener, limits, stopped(stop_rx)));
+            let task = tokio::spawn(api::dapr_http::serve(
+                ctx.clone(),
+                listener,
+                limits,
+                config.server.max_body_size,
+                stopped(stop_rx),
+            ));
             (stop, task)
         });
 
@@ -449,6 +455,12 @@ impl Serving {
                 async move { api::grpc::serve(ctx_for_grpc, grpc_listener, &limits, stopped(grpc_stop_rx)).await },
             );
         serving.grpc = Some((grpc_stop, grpc_task));
+        if ctx.app_channel.is_none() && !ctx.declared_subscriptions.is_empty() {
+            warn!(
+                subscriptions = ctx.declared_subscriptions.len(),
+                "Declarative subscriptions need an app to deliver to (app.port); none is configured"
+            );
+        }
         serving.subscriptions = ctx.app_channel.clone().map(|app| Subscriptions::start(ctx, app));
         status.set_runtime(Health::Up, "");
         info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, "Layotto is serving");

@@ -36,10 +36,9 @@ use super::blocks::metadata;
 use super::conn::ConnLimits;
 use crate::supervisor::Health;
 
-/// daprd's default `--max-body-size`.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
-pub fn router(ctx: Arc<ApiContext>) -> Router {
+/// Dapr's HTTP API; request bodies above `max_body_bytes` are refused
+/// (413) before any handler reads them.
+pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(outbound))
@@ -87,7 +86,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         )
         .route("/v1.0-alpha1/lock/{store}", post(blocks::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(blocks::unlock))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), require_token))
         .layer(axum::middleware::from_fn_with_state(ctx.cut_off.clone(), guard))
         .with_state(ctx)
@@ -156,9 +155,10 @@ pub async fn serve(
     ctx: Arc<ApiContext>,
     listener: TcpListener,
     limits: ConnLimits,
+    max_body_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    super::conn::serve_http(listener, limits, router(ctx), shutdown).await
+    super::conn::serve_http(listener, limits, router(ctx, max_body_bytes), shutdown).await
 }
 
 async fn healthz(State(ctx): State<Arc<ApiContext>>) -> Response {

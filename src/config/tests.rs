@@ -633,3 +633,56 @@ fn a_dapr_configuration_file_is_read_for_what_we_implement() {
         loaded.ignored
     );
 }
+
+#[test]
+fn app_port_flag_defaults_the_protocol_to_http_unless_the_file_names_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let launch = |file: Option<&str>| {
+        let config = file.map(|text| {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).expect("write");
+            path
+        });
+        load_launch(&Launch {
+            config,
+            resources: Vec::new(),
+            flags: vec![
+                ("app.port".into(), Value::from(3000)),
+                (DEFAULT_APP_PROTOCOL.into(), Value::from("http")),
+            ],
+        })
+        .expect("loads")
+        .config
+    };
+    assert_eq!(launch(None).app.callback_protocol, CallbackProtocol::Http);
+    let named = launch(Some("[app]\ncallback_protocol = \"dapr\"\n"));
+    assert_eq!(named.app.callback_protocol, CallbackProtocol::Dapr);
+    assert_eq!(named.app.grpc_callback_port, 3000);
+}
+
+#[test]
+fn the_http_body_limit_takes_daprd_quantities() {
+    for (text, bytes) in [
+        ("4Mi", 4 << 20),
+        ("512Ki", 512 << 10),
+        ("10M", 10_000_000),
+        ("1000", 1000),
+    ] {
+        let config = toml(&format!("[server]\nmax_body_size = \"{text}\"\n")).expect(text);
+        assert_eq!(config.server.max_body_size, bytes, "{text}");
+    }
+    assert_eq!(
+        toml("[server]\nmax_body_size = 2048\n")
+            .expect("a number")
+            .server
+            .max_body_size,
+        2048
+    );
+    for bad in ["0", "4Xi", "-1", "99999999999999999999Gi"] {
+        let found = problems(&format!("[server]\nmax_body_size = \"{bad}\"\n"));
+        assert!(
+            found.iter().any(|p| p.starts_with("server.max_body_size:")),
+            "{bad}: {found:?}"
+        );
+    }
+}
