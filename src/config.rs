@@ -1131,9 +1131,24 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
             instance_id: String::new(),
             secret_refs,
         };
-        match kind.validate(&spec) {
+        // A secret reference may stand for any key, required ones
+        // included: its value is checked once resolved, at start.
+        // (Errors about the stand-in, under its key or another the type
+        // reads it as, are left to then.)
+        const STAND_IN: &str = "${secretKeyRef}";
+        let mut probe = spec.clone();
+        for r in &spec.secret_refs {
+            probe
+                .metadata
+                .entry(r.inject_as.clone())
+                .or_insert_with(|| STAND_IN.to_owned());
+        }
+        match kind.validate(&probe) {
             Some(errors) => {
                 for e in errors {
+                    if spec.secret_refs.iter().any(|r| r.inject_as == e.key) || e.message.contains(STAND_IN) {
+                        continue;
+                    }
                     problems.push(format!("{path}.metadata.{}", e.key), e.message);
                 }
             }

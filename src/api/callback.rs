@@ -512,3 +512,57 @@ fn to_prost(v: &serde_json::Value) -> prost_types::Value {
     };
     prost_types::Value { kind: Some(kind) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_answers_are_read_as_daprd_reads_them() {
+        for (body, outcome) in [
+            ("", Outcome::Success),
+            ("not json", Outcome::Success),
+            ("{}", Outcome::Success),
+            (r#"{"status":""}"#, Outcome::Success),
+            (r#"{"status":"SUCCESS"}"#, Outcome::Success),
+            (r#"{"status":"RETRY"}"#, Outcome::Retry),
+            (r#"{"status":"DROP"}"#, Outcome::Drop),
+            (r#"{"status":"success"}"#, Outcome::Retry),
+            (r#"{"status":1}"#, Outcome::Retry),
+        ] {
+            assert_eq!(http_outcome(body.as_bytes()), outcome, "{body}");
+        }
+    }
+
+    #[test]
+    fn dapr_subscribe_entries_are_read_without_regard_to_case() {
+        let listed: Value = serde_json::from_str(
+            r#"[
+                {"pubsubName": "ps", "Topic": "a", "route": "orders", "deadLetterTopic": "dead", "metadata": {"rawPayload": "true"}},
+                {"pubsubname": "ps", "topic": "b", "routes": {"rules": [{"match": "event.type == \"x\"", "path": "x"}], "default": "/d"}},
+                {"pubsubname": "ps", "topic": "no-route"},
+                {"pubsubname": "ps", "topic": "bad", "routes": {"rules": [{"match": "event.type ==", "path": "/x"}]}}
+            ]"#,
+        )
+        .expect("json");
+        let subs: Vec<AppSubscription> = listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(Value::as_object)
+            .filter_map(from_json)
+            .collect();
+        assert_eq!(subs.len(), 2, "{subs:?}");
+        assert_eq!(
+            (subs[0].topic.as_str(), subs[0].routes.default.as_str()),
+            ("a", "/orders")
+        );
+        assert_eq!(subs[0].dead_letter_topic.as_deref(), Some("dead"));
+        assert_eq!(subs[0].metadata, [("rawPayload".to_owned(), "true".to_owned())]);
+        assert_eq!(
+            subs[1].routes.rules,
+            [("event.type == \"x\"".to_owned(), "/x".to_owned())]
+        );
+        assert_eq!(subs[1].routes.default, "/d");
+    }
+}

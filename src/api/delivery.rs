@@ -147,7 +147,11 @@ impl RouteTable {
         for (program, path) in &self.rules {
             let mut context = cel::Context::default();
             context.add_variable_from_value("event", value.clone());
-            match program.execute(&context) {
+            // The events are the publishers': whatever one holds, a rule
+            // that trips over it is a failed delivery, never a lost task.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&context)))
+                .map_err(|panic| format!("a routing rule panicked: {}", panic_message(&*panic)))?;
+            match outcome {
                 Ok(cel::Value::Bool(true)) => return Ok(Route::To(path.clone())),
                 Ok(cel::Value::Bool(false)) => {}
                 Ok(other) => return Err(format!("a routing rule gave {other:?}, not true or false")),

@@ -686,3 +686,26 @@ fn the_http_body_limit_takes_daprd_quantities() {
         );
     }
 }
+
+#[test]
+fn a_secret_reference_may_stand_for_a_required_key() {
+    let config = toml(
+        r#"
+        [secret_store.env]
+        type = "local.env"
+        [state.r]
+        type = "redis"
+        metadata = { redisHost = { secretKeyRef = { name = "REDIS_HOST", store = "env" } } }
+        [pub_subs.p]
+        type = "rabbitmq"
+        auth = { secretStore = "env" }
+        metadata = { connectionString = { secretKeyRef = { name = "AMQP" } } }
+        "#,
+    )
+    .expect("a secret may stand for a required key");
+    assert_eq!(
+        config.components_of(Kind::State)[0].secret_refs[0].inject_as,
+        "redisHost"
+    );
+    assert_eq!(config.components_of(Kind::PubSubs)[0].secret_refs[0].store, "env");
+}

@@ -122,3 +122,63 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
         supervisor.stop(Duration::from_secs(5)).await;
     });
 }
+
+fn event(kind: &str) -> crate::api::cloudevents::TopicEvent {
+    let body = serde_json::json!({
+        "specversion": "1.0", "id": "1", "source": "app", "type": "order.created",
+        "datacontenttype": "application/json", "data": { "kind": kind, "total": 120 },
+    });
+    crate::api::cloudevents::unwrap(body.to_string().as_bytes(), "orders", "ps", HashMap::new())
+}
+
+fn table(rules: &[(&str, &str)], default: &str) -> super::RouteTable {
+    super::RouteTable::new(&crate::config::Routes {
+        rules: rules.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect(),
+        default: default.to_owned(),
+    })
+    .expect("compiles")
+}
+
+fn path(route: Result<super::Route, String>) -> Option<String> {
+    match route.expect("evaluates") {
+        super::Route::To(path) => Some(path),
+        super::Route::Nowhere => None,
+    }
+}
+
+#[test]
+fn cel_rules_pick_the_first_true_route_then_the_default() {
+    let rules = table(
+        &[
+            (r#"event.data.kind == "big" && event.data.total > 100"#, "/big"),
+            (r#"event.type.startsWith("order.")"#, "/orders"),
+        ],
+        "/rest",
+    );
+    assert_eq!(path(rules.pick(&event("big"))).as_deref(), Some("/big"));
+    assert_eq!(path(rules.pick(&event("small"))).as_deref(), Some("/orders"));
+    let none = table(&[(r#"event.topic == "other""#, "/x")], "");
+    assert_eq!(path(none.pick(&event("big"))), None, "no match and no default: dropped");
+    let no_rules = table(&[], "");
+    assert_eq!(
+        path(no_rules.pick(&event("big"))).as_deref(),
+        Some(""),
+        "one path for everything"
+    );
+    // A rule that does not give a boolean, or fails, is a failed delivery.
+    assert!(table(&[("event.data.total", "/x")], "").pick(&event("big")).is_err());
+    assert!(
+        table(&[("event.data.missing.deeper == 1", "/x")], "")
+            .pick(&event("big"))
+            .is_err()
+    );
+}
+
+#[test]
+fn routing_rules_that_do_not_compile_are_refused() {
+    let routes = crate::config::Routes {
+        rules: vec![("event.type ==".into(), "/x".into())],
+        default: String::new(),
+    };
+    assert!(super::RouteTable::new(&routes).is_err());
+}
