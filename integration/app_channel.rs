@@ -91,7 +91,9 @@ async fn an_http_app_gets_routed_events_retries_and_dead_letters() {
         { "pubsubname": "ps", "topic": "no-route" }
     ]);
     let app = HttpApp::start(subscribe, by_kind()).await;
-    let rt = support::start(&sidecar_config(app.port, "")).await;
+    let config =
+        sidecar_config(app.port, "").replace("protocol = \"http\"", "protocol = \"http\"\napi_token = \"app-t0ken\"");
+    let rt = support::start(&config).await;
     support::wait_ready(&rt).await;
     // The subscriptions stand once the metadata lists them.
     let metadata = wait_subscribed(&rt, 2).await;
@@ -141,6 +143,11 @@ async fn an_http_app_gets_routed_events_retries_and_dead_letters() {
     let delivery = app.received().into_iter().find(|d| d.path == "/big").expect("big");
     assert_eq!(delivery.headers["content-type"], "application/cloudevents+json");
     assert_eq!(delivery.headers.get("pubsubname").map(String::as_str), Some("ps"));
+    assert_eq!(
+        delivery.headers.get("dapr-api-token").map(String::as_str),
+        Some("app-t0ken"),
+        "APP_API_TOKEN travels with every callback"
+    );
     assert_eq!(delivery.body["topic"], topic);
     assert_eq!(delivery.body["pubsubname"], "ps");
     assert_eq!(delivery.body["type"], "com.dapr.event.sent");

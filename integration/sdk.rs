@@ -156,19 +156,37 @@ fn sdk_node() -> Option<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_sdk_uses_state_publish_secrets_locks_and_metadata_over_http() {
+    run_javascript_sdk(None).await;
+}
+
+/// The same with `DAPR_API_TOKEN` set: the SDK sends it on every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_sdk_works_with_an_api_token() {
+    run_javascript_sdk(Some("js-t0ken")).await;
+}
+
+async fn run_javascript_sdk(token: Option<&'static str>) {
     let Some(dir) = sdk_node() else {
         return;
     };
     // ES modules resolve packages from their own folder: run a copy there.
-    let script = dir.join("js_state.mjs");
+    let script = dir.join(format!("js_state_{}.mjs", token.is_some()));
     std::fs::copy("integration/sdk/js_state.mjs", &script).expect("copy the script");
-    let (rt, _client) = support::start_ready(SDK_APP).await;
+    let server = token
+        .map(|t| format!("[server]\napi_token = \"{t}\"\n"))
+        .unwrap_or_default();
+    let rt = support::start(&format!("{server}{SDK_APP}")).await;
+    support::wait_ready(&rt).await;
     let http_port = rt.dapr_http_addr().expect("dapr http").port().to_string();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
+        let mut node = Command::new("node");
+        node.arg(script)
             .env("DAPR_HTTP_PORT", http_port)
-            .output()
+            .env_remove("DAPR_API_TOKEN");
+        if let Some(token) = token {
+            node.env("DAPR_API_TOKEN", token);
+        }
+        node.output()
     })
     .await
     .expect("joined")

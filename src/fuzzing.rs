@@ -101,3 +101,32 @@ pub fn configuration_delete(app_id: &str, query: ConfigurationQuery) -> Result<V
 pub fn secret(key: &str) -> Result<(), BlockError> {
     required(key, "key")
 }
+
+/// Dapr's state query language (`QueryStateAlpha1`) over `(key, value)`
+/// entries: the keys of the page, and the next page's token.
+pub fn state_query(query: &str, entries: Vec<(String, Vec<u8>)>) -> Result<(Vec<String>, Option<String>), String> {
+    let query = state::query::Query::parse(query)?;
+    let (page, token) = query.run(entries.into_iter().map(|(k, v)| (k, v, ())).collect());
+    Ok((page.into_iter().map(|(k, _, _)| k).collect(), token))
+}
+
+/// A subscription's routing rules (CEL) over a message as a broker
+/// delivers it: the path it goes to, `None` when no rule matches.
+pub fn route(rules: &[(String, String)], default: &str, delivered: &[u8]) -> Result<Option<String>, String> {
+    let table = crate::api::delivery::RouteTable::new(&crate::config::Routes {
+        rules: rules.to_vec(),
+        default: default.to_owned(),
+    })?;
+    let event = crate::api::cloudevents::unwrap(delivered, "topic", "pubsub", Default::default());
+    table.path_for(&event)
+}
+
+/// How an HTTP app's 2xx answer settles an event.
+pub fn app_answer(body: &[u8]) -> pubsub::Outcome {
+    crate::api::callback::http_outcome(body)
+}
+
+/// The subscriptions an HTTP app lists at `GET /dapr/subscribe`.
+pub fn dapr_subscribe(body: &[u8]) -> Result<Vec<crate::api::callback::AppSubscription>, String> {
+    crate::api::callback::parse_subscribe(body).map_err(|e| e.to_string())
+}

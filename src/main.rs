@@ -148,8 +148,13 @@ impl DaprdFlags {
             .first()
             .cloned()
             .unwrap_or_else(|| "0.0.0.0".to_owned());
+        // Checked by the config's validation, which names the field.
         let addr = |port: u16| {
-            Value::String(std::net::SocketAddr::new(host.parse().unwrap_or([0, 0, 0, 0].into()), port).to_string())
+            Value::String(if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            })
         };
         if let Some(id) = &self.app_id {
             out.push(("app.app_id".into(), json!(id)));

@@ -359,6 +359,7 @@ fuzz_target!(|input: Input| {
                 pubsub: store,
                 topic,
                 metadata: metadata.map(),
+                dead_letter_topic: None,
             };
             let req = pubsub::subscribe_request(&sub, &spec);
             assert!(req.max_in_flight > 0);

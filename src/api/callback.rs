@@ -204,20 +204,7 @@ impl AppCallback {
             warn!(%status, "The app answered GET /dapr/subscribe with an error; no programmatic subscriptions");
             return Ok(Vec::new());
         }
-        let body = response.bytes().await?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Vec::new());
-        }
-        let listed: Value = serde_json::from_slice(&body)
-            .map_err(|e| CallbackError(format!("GET /dapr/subscribe answered a body that is not JSON: {e}")))?;
-        let Value::Array(items) = listed else {
-            return Err(CallbackError("GET /dapr/subscribe must answer a JSON array".into()));
-        };
-        Ok(items
-            .iter()
-            .filter_map(Value::as_object)
-            .filter_map(from_json)
-            .collect())
+        parse_subscribe(&response.bytes().await?)
     }
 
     /// Delivers one event to `route`. A gRPC error is a retry, except
@@ -361,7 +348,7 @@ impl<T> OkOrUnimplemented for Result<T, tonic::Status> {
 /// daprd's reading of a 2xx answer: no body, a body that is not JSON, or
 /// no `status` is SUCCESS; `SUCCESS`, `RETRY`, `DROP` (exactly so) say
 /// what they mean; any other status is a retry.
-fn http_outcome(body: &[u8]) -> Outcome {
+pub(crate) fn http_outcome(body: &[u8]) -> Outcome {
     let Ok(Value::Object(answer)) = serde_json::from_slice::<Value>(body) else {
         return Outcome::Success;
     };
@@ -388,6 +375,24 @@ fn json_text(map: &serde_json::Map<String, Value>, name: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The subscriptions in a `GET /dapr/subscribe` answer: a JSON array (an
+/// empty body is none).
+pub(crate) fn parse_subscribe(body: &[u8]) -> Result<Vec<AppSubscription>, CallbackError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let listed: Value = serde_json::from_slice(body)
+        .map_err(|e| CallbackError(format!("GET /dapr/subscribe answered a body that is not JSON: {e}")))?;
+    let Value::Array(items) = listed else {
+        return Err(CallbackError("GET /dapr/subscribe must answer a JSON array".into()));
+    };
+    Ok(items
+        .iter()
+        .filter_map(Value::as_object)
+        .filter_map(from_json)
+        .collect())
 }
 
 /// One element of `/dapr/subscribe`.

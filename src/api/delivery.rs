@@ -137,6 +137,15 @@ impl RouteTable {
         })
     }
 
+    /// The path for `event`; `None` when no rule matches and there is no
+    /// default.
+    pub(crate) fn path_for(&self, event: &TopicEvent) -> Result<Option<String>, String> {
+        self.pick(event).map(|route| match route {
+            Route::To(path) => Some(path),
+            Route::Nowhere => None,
+        })
+    }
+
     fn pick(&self, event: &TopicEvent) -> Result<Route, String> {
         if self.rules.is_empty() {
             // Layotto apps and Dapr gRPC apps without routes: one path

@@ -64,27 +64,47 @@ pub fn load(dirs: &[PathBuf], app_id: &str) -> Result<Resources, Vec<Problem>> {
                     continue;
                 }
             };
-            for (index, document) in text.split("\n---").enumerate() {
-                let at = if index == 0 {
-                    name.clone()
-                } else {
-                    format!("{name}#{}", index + 1)
-                };
-                let tree = match super::parse(document, Format::Yaml) {
-                    Ok(tree) => tree,
-                    Err(message) => {
-                        problems.push(problem(&at, "", message));
-                        continue;
-                    }
-                };
-                if tree.is_empty() {
-                    continue;
-                }
-                document_into(&at, tree, app_id, &mut out, &mut seen, &mut problems);
-            }
+            file_into(&name, &text, app_id, &mut out, &mut seen, &mut problems);
         }
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// The documents of one file's text, read as [`load`] reads each file
+/// (for the fuzz targets).
+pub fn load_text(name: &str, text: &str, app_id: &str) -> Result<Resources, Vec<Problem>> {
+    let mut out = Resources::default();
+    let mut problems = Vec::new();
+    file_into(name, text, app_id, &mut out, &mut BTreeMap::new(), &mut problems);
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+fn file_into(
+    name: &str,
+    text: &str,
+    app_id: &str,
+    out: &mut Resources,
+    seen: &mut BTreeMap<(String, String), String>,
+    problems: &mut Vec<Problem>,
+) {
+    for (index, document) in text.split("\n---").enumerate() {
+        let at = if index == 0 {
+            name.to_owned()
+        } else {
+            format!("{name}#{}", index + 1)
+        };
+        let tree = match super::parse(document, Format::Yaml) {
+            Ok(tree) => tree,
+            Err(message) => {
+                problems.push(problem(&at, "", message));
+                continue;
+            }
+        };
+        if tree.is_empty() {
+            continue;
+        }
+        document_into(&at, tree, app_id, out, seen, problems);
+    }
 }
 
 fn read(file: &Path) -> Result<String, String> {
