@@ -91,8 +91,10 @@ async fn an_http_app_gets_routed_events_retries_and_dead_letters() {
         { "pubsubname": "ps", "topic": "no-route" }
     ]);
     let app = HttpApp::start(subscribe, by_kind()).await;
-    let config =
-        sidecar_config(app.port, "").replace("protocol = \"http\"", "protocol = \"http\"\napi_token = \"app-t0ken\"");
+    let config = sidecar_config(app.port, "").replace(
+        "protocol = \"http\"",
+        "protocol = \"http\"\napi_token = \"app-t0ken\"\nmax_concurrency = 2",
+    );
     let rt = support::start(&config).await;
     support::wait_ready(&rt).await;
     // The subscriptions stand once the metadata lists them.
@@ -110,7 +112,7 @@ async fn an_http_app_gets_routed_events_retries_and_dead_letters() {
     );
     assert_eq!(
         metadata["appConnectionProperties"],
-        json!({ "port": app.port, "protocol": "http", "channelAddress": "127.0.0.1" })
+        json!({ "port": app.port, "protocol": "http", "channelAddress": "127.0.0.1", "maxConcurrency": 2 })
     );
 
     for kind in ["big", "small", "retry", "drop", "gone", "fail"] {

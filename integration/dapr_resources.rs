@@ -118,7 +118,11 @@ async fn a_folder_of_dapr_resources_starts_with_daprd_flags_and_serves() {
     let mut child = tokio::process::Command::new(support::layotto_bin())
         .args(["start", "--resources-path"])
         .arg(&resources)
-        .args(["--app-id", "orderprocessing", "--app-port", &app.port.to_string()])
+        // daprd's one-dash spelling, and flags `dapr run` passes that this
+        // sidecar accepts without using.
+        .args(["-app-id", "orderprocessing", "--app-port", &app.port.to_string()])
+        .args(["--placement-host-address", "localhost:50005", "--enable-metrics"])
+        .args(["--app-max-concurrency", "-1"])
         .args([
             "--dapr-grpc-port",
             &grpc.to_string(),

@@ -163,6 +163,10 @@ pub struct AppConfig {
     /// Feature names reported as enabled in the metadata API (from a Dapr
     /// `Configuration`'s `features`). Default none.
     pub features: Vec<String>,
+    /// Calls to the app at once, deliveries and configuration updates
+    /// together (daprd's `--app-max-concurrency`); more wait. Default no
+    /// limit.
+    pub max_concurrency: Option<usize>,
 }
 
 /// `[app.health_check]`: Dapr's app health checks.
@@ -334,6 +338,7 @@ impl Default for Config {
                 health_check: None,
                 api_token: None,
                 features: Vec::new(),
+                max_concurrency: None,
             },
             supervisor: SupervisorConfig {
                 backoff_min: Duration::from_millis(200),
@@ -907,6 +912,7 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             health_check,
             api_token: s.string("api_token", &mut problems).filter(|t| !t.is_empty()),
             features: s.string_list("features", &mut problems).unwrap_or_default(),
+            max_concurrency: s.integer::<usize>("max_concurrency", &mut problems).filter(|n| *n > 0),
         };
         s.finish(&mut problems);
         if app.app_id.contains('.') {

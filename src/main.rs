@@ -133,13 +133,60 @@ struct DaprdFlags {
     /// `512Ki`, or bytes.
     #[arg(long)]
     max_body_size: Option<String>,
+    /// Calls to the app at once, over every app call (`app.max_concurrency`);
+    /// -1 (daprd's default) or 0 is no limit.
+    #[arg(long, allow_hyphen_values = true)]
+    app_max_concurrency: Option<i64>,
     /// Accepted for daprd compatibility and ignored: standalone is the
     /// only mode.
     #[arg(long)]
     mode: Option<String>,
+    /// daprd flags for its control plane and diagnostics (`dapr run`
+    /// passes some of them): accepted, and listed at start-up as not
+    /// used.
+    #[arg(long)]
+    placement_host_address: Option<String>,
+    #[arg(long)]
+    scheduler_host_address: Option<String>,
+    #[arg(long)]
+    sentry_address: Option<String>,
+    #[arg(long)]
+    control_plane_address: Option<String>,
+    #[arg(long)]
+    profile_port: Option<u16>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_profiling: Option<String>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_api_logging: Option<String>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_metrics: Option<String>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    enable_mtls: Option<String>,
 }
 
 impl DaprdFlags {
+    /// The daprd flags given that this sidecar does not use.
+    fn unused(&self) -> Vec<String> {
+        let given = [
+            ("--mode", self.mode.is_some()),
+            ("--dapr-internal-grpc-port", self.dapr_internal_grpc_port.is_some()),
+            ("--placement-host-address", self.placement_host_address.is_some()),
+            ("--scheduler-host-address", self.scheduler_host_address.is_some()),
+            ("--sentry-address", self.sentry_address.is_some()),
+            ("--control-plane-address", self.control_plane_address.is_some()),
+            ("--profile-port", self.profile_port.is_some()),
+            ("--enable-profiling", self.enable_profiling.is_some()),
+            ("--enable-api-logging", self.enable_api_logging.is_some()),
+            ("--enable-metrics", self.enable_metrics.is_some()),
+            ("--enable-mtls", self.enable_mtls.is_some()),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(flag, _)| format!("{flag} (not used by this sidecar)"))
+            .collect()
+    }
+
     fn settings(&self) -> Vec<(String, serde_json::Value)> {
         use serde_json::{Value, json};
         let mut out: Vec<(String, Value)> = Vec::new();
@@ -202,6 +249,9 @@ impl DaprdFlags {
                 out.push(("app.health_check.threshold".into(), json!(n)));
             }
         }
+        if let Some(n) = self.app_max_concurrency.filter(|n| *n > 0) {
+            out.push(("app.max_concurrency".into(), json!(n)));
+        }
         if let Some(size) = &self.max_body_size {
             out.push(("server.max_body_size".into(), json!(size)));
         }
@@ -225,16 +275,36 @@ impl ConfigArg {
         } else {
             None
         };
-        config::load_launch(&config::Launch {
+        let mut loaded = config::load_launch(&config::Launch {
             config,
             resources: self.resources_path.clone(),
             flags: self.daprd.settings(),
-        })
+        })?;
+        loaded.ignored.extend(self.daprd.unused());
+        Ok(loaded)
     }
 }
 
+/// daprd takes its long flags with one dash too (`-app-id`); so does
+/// this binary, by rewriting them before parsing.
+fn daprd_style_args() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .map(|arg| match arg.to_str() {
+            Some(text)
+                if text.len() > 2
+                    && text.starts_with('-')
+                    && !text.starts_with("--")
+                    && text[1..].starts_with(|c: char| c.is_ascii_alphabetic()) =>
+            {
+                format!("-{text}").into()
+            }
+            _ => arg,
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(daprd_style_args());
     match cli.command {
         Command::Validate { config } => match config.load() {
             Ok(config::Loaded { config, source, .. }) => {

@@ -56,6 +56,8 @@ pub struct AppCallback {
     client: Client,
     token: Option<Arc<str>>,
     app_id: Arc<str>,
+    /// `app.max_concurrency`: places for calls to the app.
+    places: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Why a call to the app failed.
@@ -116,7 +118,16 @@ impl AppCallback {
             client,
             token: app.api_token.as_deref().map(Arc::from),
             app_id: Arc::from(app.app_id.as_str()),
+            places: app.max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         })
+    }
+
+    /// Waits for a place under `app.max_concurrency`, when it is set.
+    async fn place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.places {
+            Some(places) => places.clone().acquire_owned().await.ok(),
+            None => None,
+        }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -211,6 +222,7 @@ impl AppCallback {
     /// UNIMPLEMENTED, which drops (Dapr's rule); over HTTP the app's
     /// status and `{"status"}` answer decide, as in daprd.
     pub async fn deliver(&self, event: &TopicEvent, route: &str) -> Result<Outcome, CallbackError> {
+        let _place = self.place().await;
         let answer = match self.client.clone() {
             Client::Layotto(mut client) => client
                 .on_topic_event(self.request(layotto_event(event)))
@@ -299,6 +311,7 @@ impl AppCallback {
         let Client::Http { client, base } = &self.client else {
             return Err(CallbackError("configuration updates go to HTTP apps only".into()));
         };
+        let _place = self.place().await;
         let response = self
             .http(client.post(format!("{base}/configuration/{store}/{key}")))
             .header("content-type", "application/json")

@@ -255,6 +255,9 @@ async fn metadata(State(ctx): State<Arc<ApiContext>>) -> Response {
     }
     if let Some(app) = &metadata.app_connection {
         let mut props = json!({ "port": app.port, "protocol": app.protocol, "channelAddress": app.channel_address });
+        if app.max_concurrency > 0 {
+            props["maxConcurrency"] = json!(app.max_concurrency);
+        }
         if let Some((path, interval, timeout, threshold)) = &app.health {
             let mut health =
                 json!({ "healthProbeInterval": interval, "healthProbeTimeout": timeout, "healthThreshold": threshold });

@@ -396,12 +396,13 @@ fn connection_limits_are_at_least_one() {
 #[test]
 fn app_protocol_port_and_health_checks_are_read_as_daprd_names_them() {
     let config = toml(
-        "[app]\napp_id = \"checkout\"\nprotocol = \"http\"\nport = 3000\napi_token = \"t\"\n[app.health_check]\npath = \"/ready\"\n",
+        "[app]\napp_id = \"checkout\"\nprotocol = \"http\"\nport = 3000\napi_token = \"t\"\nmax_concurrency = 4\n[app.health_check]\npath = \"/ready\"\n",
     )
     .expect("valid");
     assert_eq!(config.app.callback_protocol, CallbackProtocol::Http);
     assert_eq!(config.app.grpc_callback_port, 3000);
     assert_eq!(config.app.api_token.as_deref(), Some("t"));
+    assert_eq!(config.app.max_concurrency, Some(4));
     let check = config.app.health_check.expect("checks on");
     assert_eq!(
         (check.path.as_str(), check.interval, check.timeout, check.threshold),

@@ -66,6 +66,8 @@ pub struct AppConnection {
     /// `http` or `grpc`.
     pub protocol: String,
     pub channel_address: String,
+    /// `app.max_concurrency`; 0 for no limit.
+    pub max_concurrency: usize,
     /// `(path, interval, timeout, threshold)`, when health checks run;
     /// durations as Go writes them (`5s`, `500ms`).
     pub health: Option<(String, String, String, u32)>,
@@ -141,6 +143,7 @@ pub fn get(ctx: &ApiContext) -> Metadata {
         }
         .into(),
         channel_address: app.grpc_callback_host.clone(),
+        max_concurrency: app.max_concurrency.unwrap_or(0),
         health: app.health_check.as_ref().map(|h| {
             let path = if app.callback_protocol == CallbackProtocol::Http {
                 h.path.clone()

@@ -447,7 +447,7 @@ impl Dapr for DaprService {
                 port: i32::from(a.port),
                 protocol: a.protocol,
                 channel_address: a.channel_address,
-                max_concurrency: 0,
+                max_concurrency: i32::try_from(a.max_concurrency).unwrap_or(i32::MAX),
                 health: a.health.map(
                     |(path, interval, timeout, threshold)| pb::AppConnectionHealthProperties {
                         health_check_path: path,
