@@ -277,20 +277,7 @@ async fn configuration_subscriptions_over_http_post_changes_to_the_app() {
     let id = subscribed["id"].as_str().expect("an id").to_owned();
 
     // A change made through the Layotto API reaches the app as a POST.
-    let mut layotto = support::client(&rt).await;
-    layotto
-        .save_configuration(layotto::proto::runtime::v1::SaveConfigurationRequest {
-            store_name: "cfg".into(),
-            app_id: "http-app".into(),
-            items: vec![layotto::proto::runtime::v1::ConfigurationItem {
-                key: key.clone(),
-                content: "on".into(),
-                ..Default::default()
-            }],
-            metadata: Default::default(),
-        })
-        .await
-        .expect("save configuration");
+    support::save_configuration(&rt, "cfg", "http-app", &key, "on").await;
     let path = format!("/configuration/cfg/{key}");
     let update = support::eventually("the update POSTed", Duration::from_secs(10), || async {
         app.received()

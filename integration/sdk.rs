@@ -240,20 +240,7 @@ async fn the_python_sdk_subscribes_to_configuration_then_shuts_the_sidecar_down(
     .await
     .unwrap_or(false);
     assert!(subscribed, "the script subscribed: {out}");
-    let mut client = support::client(&rt).await;
-    client
-        .save_configuration(layotto::proto::runtime::v1::SaveConfigurationRequest {
-            store_name: "config".into(),
-            app_id: "sdk-config".into(),
-            items: vec![layotto::proto::runtime::v1::ConfigurationItem {
-                key: key.clone(),
-                content: "on".into(),
-                ..Default::default()
-            }],
-            metadata: Default::default(),
-        })
-        .await
-        .expect("save configuration");
+    support::save_configuration(&rt, "config", "sdk-config", &key, "on").await;
     while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
         out.push_str(&line);
         out.push('\n');
@@ -357,22 +344,34 @@ async fn wait_subscribed(rt: &layotto::Runtime, n: usize) {
     .await;
 }
 
+/// A Python app from `script` on a free port, for a fresh topic, and a
+/// sidecar delivering to it with `app` (given the port and topic) in its
+/// `[app]` section; `None` when the SDK or the backends are missing.
+async fn python_app(
+    script: &str,
+    app_id: &str,
+    app: impl Fn(u16, &str) -> String,
+) -> Option<(PythonApp, layotto::Runtime, String)> {
+    let python = sdk_python()?;
+    if !python_backends() {
+        return None;
+    }
+    let (port, topic) = (free_port(), support::unique(app_id));
+    let process = PythonApp::start(&python, script, port, &topic);
+    let rt = support::start(&python_sidecar(app_id, &app(port, &topic))).await;
+    support::wait_ready(&rt).await;
+    Some((process, rt, topic))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpc_app_gets_routed_retried_and_dead_lettered_events() {
-    let Some(python) = sdk_python() else {
+    let Some((app, rt, topic)) = python_app("integration/sdk/python_grpc_app.py", "py-grpc-app", |port, _| {
+        format!("protocol = \"grpc\"\nport = {port}")
+    })
+    .await
+    else {
         return;
     };
-    if !python_backends() {
-        return;
-    }
-    let (port, topic) = (free_port(), support::unique("py-grpc"));
-    let app = PythonApp::start(&python, "integration/sdk/python_grpc_app.py", port, &topic);
-    let rt = support::start(&python_sidecar(
-        "py-grpc-app",
-        &format!("protocol = \"grpc\"\nport = {port}"),
-    ))
-    .await;
-    support::wait_ready(&rt).await;
     wait_subscribed(&rt, 2).await;
     publish_kinds(&rt, &topic, &["big", "small", "retry", "drop"]).await;
     app.wait_for(&[
@@ -388,16 +387,9 @@ async fn a_python_grpc_app_gets_routed_retried_and_dead_lettered_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_http_app_gets_routed_retried_and_dead_lettered_events() {
-    let Some(python) = sdk_python() else {
-        return;
-    };
-    if !python_backends() {
-        return;
-    }
-    let (port, topic) = (free_port(), support::unique("py-http"));
-    let app = PythonApp::start(&python, "integration/sdk/python_http_app.py", port, &topic);
-    let rules = format!(
-        r#"protocol = "http"
+    let Some((app, rt, topic)) = python_app("integration/sdk/python_http_app.py", "py-http-app", |port, topic| {
+        format!(
+            r#"protocol = "http"
 port = {port}
 [app.health_check]
 interval = "200ms"
@@ -406,9 +398,12 @@ timeout = "200ms"
 pubsub_name = "ps"
 topic = "{topic}-rules"
 routes = {{ rules = [{{ match = 'event.data.kind == "big"', path = "/big" }}], default = "/rest" }}"#
-    );
-    let rt = support::start(&python_sidecar("py-http-app", &rules)).await;
-    support::wait_ready(&rt).await;
+        )
+    })
+    .await
+    else {
+        return;
+    };
     wait_subscribed(&rt, 3).await;
     publish_kinds(&rt, &topic, &["small", "retry", "drop"]).await;
     publish_kinds(&rt, &format!("{topic}-rules"), &["big", "small"]).await;

@@ -149,6 +149,26 @@ pub fn rpc_labels<'a>(method: &'a str, code: &'a str) -> [(&'static str, &'a str
     ]
 }
 
+/// Sets configuration item `key` of `store` to `value` through Layotto's
+/// API (the in-memory config store has no other writer).
+pub async fn save_configuration(rt: &Runtime, store: &str, app_id: &str, key: &str, value: &str) {
+    use layotto::proto::runtime::v1 as pb;
+    client(rt)
+        .await
+        .save_configuration(pb::SaveConfigurationRequest {
+            store_name: store.into(),
+            app_id: app_id.into(),
+            items: vec![pb::ConfigurationItem {
+                key: key.into(),
+                content: value.into(),
+                ..Default::default()
+            }],
+            metadata: Default::default(),
+        })
+        .await
+        .expect("save configuration");
+}
+
 /// Polls `check` until it answers `Some`, or fails the test at `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
