@@ -17,12 +17,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/layotto --create-home layotto
 COPY --from=build /out/layotto /usr/local/bin/layotto
-COPY config/ /etc/layotto/
+# `layotto start` reads config/default.toml under its working directory;
+# a launch with --resources-path and no -c reads only the resources.
+COPY config/ /var/lib/layotto/config/
 # Inside a container the listeners must face the network, not loopback.
+# Flags (--dapr-grpc-port, ...) win over these, as on a command line.
 ENV LAYOTTO__SERVER__GRPC=0.0.0.0:34904 \
     LAYOTTO__SERVER__ACTUATOR=0.0.0.0:34999 \
-    LAYOTTO__SERVER__DAPR_HTTP=0.0.0.0:3500 \
-    RUNTIME_CONFIG=/etc/layotto/default.toml
+    LAYOTTO__SERVER__DAPR_HTTP=0.0.0.0:3500
 USER layotto
 WORKDIR /var/lib/layotto
 EXPOSE 34904 34999 3500

@@ -131,8 +131,9 @@ async fn a_folder_of_dapr_resources_starts_with_daprd_flags_and_serves() {
         ])
         .args(["--metrics-port", &metrics.to_string(), "--log-level", "warn"])
         .args(["--dapr-listen-addresses", "127.0.0.1"])
-        // The native overrides still apply.
+        // The native overrides still apply, under the flags.
         .env("LAYOTTO__SERVER__ACTUATOR", format!("127.0.0.1:{actuator}"))
+        .env("LAYOTTO__SERVER__DAPR_HTTP", "127.0.0.1:1")
         .env_remove("DAPR_API_TOKEN")
         .env_remove("APP_ID")
         .stdout(std::process::Stdio::null())

@@ -524,17 +524,7 @@ pub fn load_launch(launch: &Launch) -> Result<Loaded, ConfigError> {
         None if launch.resources.is_empty() => parse(EMBEDDED_DEFAULT, Format::Toml).map_err(|m| one(&source, m))?,
         None => Map::new(),
     };
-    for (path, value) in &launch.flags {
-        if path == DEFAULT_APP_PROTOCOL {
-            let app = tree.get("app").and_then(Value::as_object);
-            if app.is_some_and(|a| a.contains_key("protocol") || a.contains_key("callback_protocol")) {
-                continue;
-            }
-        }
-        let path = path.trim_end_matches('?');
-        let segments: Vec<&str> = path.split('.').collect();
-        set_path(&mut tree, &segments, value.clone());
-    }
+    apply_flags(&mut tree, &launch.flags);
     if !launch.resources.is_empty() {
         let dirs: Vec<String> = launch.resources.iter().map(|d| d.display().to_string()).collect();
         source = if source.is_empty() {
@@ -583,6 +573,9 @@ pub fn load_launch(launch: &Launch) -> Result<Loaded, ConfigError> {
         }
     }
     overlay_env(&mut tree, None).map_err(|m| one(&source, m))?;
+    // Flags win over the environment, as a command line does (they were
+    // set before the resources too, for the app id their scopes need).
+    apply_flags(&mut tree, &launch.flags);
     let config = validate(tree).map_err(|problems| ConfigError {
         source_name: source.clone(),
         problems,
@@ -760,6 +753,21 @@ fn set_path(tree: &mut Map<String, Value>, segments: &[&str], value: Value) {
     }
     if let Value::Object(map) = child {
         set_path(map, rest, value);
+    }
+}
+
+/// Sets each flag's config path in the tree.
+fn apply_flags(tree: &mut Map<String, Value>, flags: &[(String, Value)]) {
+    for (path, value) in flags {
+        if path == DEFAULT_APP_PROTOCOL {
+            let app = tree.get("app").and_then(Value::as_object);
+            if app.is_some_and(|a| a.contains_key("protocol") || a.contains_key("callback_protocol")) {
+                continue;
+            }
+        }
+        let path = path.trim_end_matches('?');
+        let segments: Vec<&str> = path.split('.').collect();
+        set_path(tree, &segments, value.clone());
     }
 }
 
