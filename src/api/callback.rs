@@ -17,6 +17,7 @@ use tracing::warn;
 
 use super::blocks::pubsub::Outcome;
 use super::cloudevents::{self, CLOUDEVENT_CONTENT_TYPE, TopicEvent};
+use crate::config::dapr_resources::{field, text};
 use crate::config::{AppConfig, CallbackProtocol, Routes, compile_rule};
 use crate::proto::dapr::runtime::v1 as dapr;
 use crate::proto::dapr::runtime::v1::app_callback_client::AppCallbackClient as DaprClient;
@@ -376,20 +377,6 @@ pub(crate) fn http_outcome(body: &[u8]) -> Outcome {
     }
 }
 
-/// A field of the app's JSON, its name matched without regard to case as
-/// Go's decoder does.
-fn json_field<'a>(map: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
-    map.get(name)
-        .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
-}
-
-fn json_text(map: &serde_json::Map<String, Value>, name: &str) -> String {
-    json_field(map, name)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// The subscriptions in a `GET /dapr/subscribe` answer: a JSON array (an
 /// empty body is none).
 pub(crate) fn parse_subscribe(body: &[u8]) -> Result<Vec<AppSubscription>, CallbackError> {
@@ -411,18 +398,18 @@ pub(crate) fn parse_subscribe(body: &[u8]) -> Result<Vec<AppSubscription>, Callb
 /// One element of `/dapr/subscribe`.
 fn from_json(item: &serde_json::Map<String, Value>) -> Option<AppSubscription> {
     let mut routes = Routes::default();
-    if let Some(Value::Object(r)) = json_field(item, "routes") {
-        routes.default = json_text(r, "default");
-        if let Some(Value::Array(rules)) = json_field(r, "rules") {
+    if let Some(Value::Object(r)) = field(item, "routes") {
+        routes.default = text(r, "default");
+        if let Some(Value::Array(rules)) = field(r, "rules") {
             routes.rules = rules
                 .iter()
                 .filter_map(Value::as_object)
-                .map(|rule| (json_text(rule, "match"), json_text(rule, "path")))
+                .map(|rule| (text(rule, "match"), text(rule, "path")))
                 .collect();
         }
     }
     if routes.default.is_empty() {
-        routes.default = json_text(item, "route");
+        routes.default = text(item, "route");
     }
     // Paths may come without their leading `/`; daprd adds it.
     for path in routes.rules.iter_mut().map(|(_, p)| p).chain([&mut routes.default]) {
@@ -430,7 +417,7 @@ fn from_json(item: &serde_json::Map<String, Value>) -> Option<AppSubscription> {
             path.insert(0, '/');
         }
     }
-    let metadata = match json_field(item, "metadata") {
+    let metadata = match field(item, "metadata") {
         Some(Value::Object(m)) => {
             let mut pairs: Vec<(String, String)> = m
                 .iter()
@@ -447,11 +434,11 @@ fn from_json(item: &serde_json::Map<String, Value>) -> Option<AppSubscription> {
         _ => Vec::new(),
     };
     let sub = AppSubscription {
-        pubsub_name: json_text(item, "pubsubname"),
-        topic: json_text(item, "topic"),
+        pubsub_name: text(item, "pubsubname"),
+        topic: text(item, "topic"),
         metadata,
         routes,
-        dead_letter_topic: Some(json_text(item, "deadLetterTopic")).filter(|t| !t.is_empty()),
+        dead_letter_topic: Some(text(item, "deadLetterTopic")).filter(|t| !t.is_empty()),
         declarative: false,
     };
     if sub.routes.is_empty() {

@@ -130,12 +130,13 @@ fn problem(file: &str, field: &str, message: impl Into<String>) -> Problem {
 
 /// A field, its name matched without regard to case (daprd decodes these
 /// files with Go's JSON rules).
-fn field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     map.get(name)
         .or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
 }
 
-fn text(map: &Map<String, Value>, name: &str) -> String {
+/// A scalar field as text; empty when absent or not a scalar.
+pub(crate) fn text(map: &Map<String, Value>, name: &str) -> String {
     match field(map, name) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
