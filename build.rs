@@ -14,6 +14,7 @@ const API_PROTOS: &[&str] = &[
 const DAPR_PROTOS: &[&str] = &[
     "proto/dapr/proto/runtime/v1/appcallback.proto",
     "proto/dapr/proto/runtime/v1/dapr.proto",
+    "proto/dapr/proto/internals/v1/service_invocation.proto",
 ];
 
 /// Baseline services for the benchmarks; kept out of reflection.

@@ -3,7 +3,7 @@
 //! Dapr HTTP endpoints.
 
 use futures::StreamExt;
-use layotto::proto::runtime::v1::{GetStateRequest, InvokeServiceRequest, SayHelloRequest};
+use layotto::proto::runtime::v1::{GetStateRequest, InvokeServiceRequest, ListFileRequest, SayHelloRequest};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -95,14 +95,26 @@ async fn rpcs_not_built_yet_are_unimplemented_naming_themselves() {
     let rt = support::start(TWO_HELLOS).await;
     let mut client = support::client(&rt).await;
     let err = client
+        .list_file(ListFileRequest::default())
+        .await
+        .expect_err("not built");
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("Runtime/ListFile"), "{}", err.message());
+    // Invocation is built: without name resolution another app id is not
+    // found, and the answer says why.
+    let err = client
         .invoke_service(InvokeServiceRequest {
             id: "other-app".into(),
             ..Default::default()
         })
         .await
-        .expect_err("not built");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("Runtime/InvokeService"), "{}", err.message());
+        .expect_err("nothing resolves other-app");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        err.message().contains("no name resolution is configured"),
+        "{}",
+        err.message()
+    );
     rt.shutdown().await;
 }
 

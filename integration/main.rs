@@ -12,6 +12,7 @@ mod dapr_grpc;
 mod dapr_http;
 mod dapr_resources;
 mod hostile;
+mod invoke;
 mod linked_tasks;
 mod lock;
 mod process;

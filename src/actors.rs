@@ -14,6 +14,7 @@ mod handle;
 pub mod hello;
 mod host;
 pub mod lock;
+pub mod name_resolution;
 pub mod pubsub;
 mod router;
 pub mod secrets;

@@ -73,6 +73,9 @@ pub struct ApiContext {
     /// The app's health as its health checks last found it; `None` when
     /// it is not checked (then it counts as healthy).
     pub app_health: watch::Sender<Option<bool>>,
+    /// Service invocation's caller side: resolution cache, balancing,
+    /// clients of other sidecars.
+    pub invoker: blocks::invoke::Invoker,
     /// The app's callback server, when it runs one.
     pub app_channel: Option<callback::AppCallback>,
     /// Declarative subscriptions, from config or resource files.

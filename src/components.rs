@@ -17,6 +17,7 @@ pub mod faulty;
 pub mod hello;
 pub mod lock;
 pub mod meta;
+pub mod name_resolution;
 pub mod pubsub;
 pub mod redis_client;
 pub mod secrets;
@@ -126,6 +127,16 @@ block_table! {
         configuration::redis::TYPE,
         configuration::postgres::TYPE,
     ];
+    /// The `name_resolution` building block: where other apps' sidecars
+    /// listen, for service invocation.
+    NameResolvers (NameResolution, "name_resolution", name_resolvers): dyn name_resolution::NameResolver = [
+        name_resolution::static_list::TYPE,
+        name_resolution::dns::DNS,
+        name_resolution::dns::KUBERNETES,
+        name_resolution::sqlite::TYPE,
+        name_resolution::redis::TYPE,
+        name_resolution::postgres::TYPE,
+    ];
     /// The `hellos` building block.
     Hellos (Hellos, "hellos", hellos): dyn hello::HelloService = [
         hello::helloworld::TYPE,
@@ -191,6 +202,10 @@ pub struct ComponentSpec {
     pub instance_id: String,
     /// Metadata values to fetch from secret stores at start-up.
     pub secret_refs: Vec<secrets::refs::SecretRef>,
+    /// `host:port` where other sidecars reach this one's internal
+    /// (service invocation) listener, which name resolvers register; `None`
+    /// without one. Set at start-up.
+    pub advertise: Option<String>,
 }
 
 impl ComponentSpec {
@@ -203,6 +218,7 @@ impl ComponentSpec {
             app_id: String::new(),
             instance_id: String::new(),
             secret_refs: Vec::new(),
+            advertise: None,
         }
     }
 
@@ -385,6 +401,7 @@ pub fn dapr_type(kind: Kind, type_name: &str) -> String {
         Kind::SecretStore => "secretstores",
         Kind::ConfigStore => "configuration",
         Kind::Bindings => "bindings",
+        Kind::NameResolution => "nameresolution",
         other => other.as_str(),
     };
     let type_name = match (kind, type_name) {

@@ -103,7 +103,22 @@ pub struct ServerConfig {
     /// or a quantity as daprd's `--max-body-size` takes it (`4Mi`,
     /// `512Ki`, `10M`). Default `4Mi`.
     pub max_body_size: usize,
+    /// The internal listener: other sidecars' service invocations (Dapr's
+    /// `dapr.proto.internals.v1.ServiceInvocation`) and proxied gRPC calls
+    /// arrive here; daprd's `--dapr-internal-grpc-port`. No API token is
+    /// asked on it. Off unless set, or unless a `name_resolution`
+    /// component is configured, which turns it on at `127.0.0.1:50002`
+    /// (daprd's port; loopback, since the traffic is plaintext).
+    pub internal: Option<SocketAddr>,
+    /// The host other sidecars reach the internal listener at, which name
+    /// resolution registers: `DAPR_HOST_IP` when set, else this, else the
+    /// internal listener's own address (`127.0.0.1` when it listens on
+    /// every interface).
+    pub advertise_host: Option<String>,
 }
+
+/// daprd's internal gRPC port, the internal listener's default.
+pub const DEFAULT_INTERNAL_PORT: u16 = 50002;
 
 /// daprd's default `--max-body-size`: 4 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 4 * 1024 * 1024;
@@ -329,6 +344,8 @@ impl Default for Config {
                 api_token: None,
                 metrics: None,
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
+                internal: None,
+                advertise_host: None,
             },
             app: AppConfig {
                 app_id: String::new(),
@@ -777,9 +794,11 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
     let mut root = Section::new(String::new(), tree);
 
-    let server = {
+    let internal_given;
+    let mut server = {
         let d = &defaults.server;
         let mut s = root.section("server", &mut problems);
+        internal_given = s.optional_addr("internal", &mut problems);
         let server = ServerConfig {
             grpc: s.addr("grpc", &mut problems).unwrap_or(d.grpc),
             actuator: s.addr("actuator", &mut problems).unwrap_or(d.actuator),
@@ -809,6 +828,10 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
                     d.max_body_size
                 }),
             },
+            internal: internal_given.unwrap_or(d.internal),
+            advertise_host: s
+                .string("advertise_host", &mut problems)
+                .filter(|h| !h.trim().is_empty()),
         };
         s.finish(&mut problems);
         if server.max_calls_in_flight == 0 {
@@ -1054,6 +1077,10 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    if internal_given.is_none() && components.get(&Kind::NameResolution).is_some_and(|c| !c.is_empty()) {
+        server.internal = Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_INTERNAL_PORT)));
+    }
+
     let problems = problems.into_vec();
     if problems.is_empty() {
         Ok(Config {
@@ -1144,6 +1171,7 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
             app_id: String::new(),
             instance_id: String::new(),
             secret_refs,
+            advertise: None,
         };
         // A secret reference may stand for any key, required ones
         // included: its value is checked once resolved, at start.

@@ -70,6 +70,11 @@ pub mod proto {
                 tonic::include_proto!("dapr.proto.common.v1");
             }
         }
+        pub mod internals {
+            pub mod v1 {
+                tonic::include_proto!("dapr.proto.internals.v1");
+            }
+        }
         pub mod runtime {
             pub mod v1 {
                 tonic::include_proto!("dapr.proto.runtime.v1");

@@ -92,8 +92,8 @@ struct DaprdFlags {
     /// Dapr's HTTP API port (`server.dapr_http`).
     #[arg(long, env = "DAPR_HTTP_PORT")]
     dapr_http_port: Option<u16>,
-    /// Accepted for daprd compatibility: service invocation between
-    /// sidecars is not built yet, so nothing listens on it.
+    /// The internal listener's port (`server.internal`): other sidecars'
+    /// service invocations and proxied gRPC calls.
     #[arg(long)]
     dapr_internal_grpc_port: Option<u16>,
     /// The port serving Prometheus metrics (`server.metrics`).
@@ -169,7 +169,6 @@ impl DaprdFlags {
     fn unused(&self) -> Vec<String> {
         let given = [
             ("--mode", self.mode.is_some()),
-            ("--dapr-internal-grpc-port", self.dapr_internal_grpc_port.is_some()),
             ("--placement-host-address", self.placement_host_address.is_some()),
             ("--scheduler-host-address", self.scheduler_host_address.is_some()),
             ("--sentry-address", self.sentry_address.is_some()),
@@ -224,6 +223,9 @@ impl DaprdFlags {
         }
         if let Some(port) = self.dapr_http_port {
             out.push(("server.dapr_http".into(), addr(port)));
+        }
+        if let Some(port) = self.dapr_internal_grpc_port {
+            out.push(("server.internal".into(), addr(port)));
         }
         if let Some(port) = self.metrics_port {
             out.push(("server.metrics".into(), addr(port)));

@@ -24,6 +24,11 @@ pub struct Metrics {
     component_restarts: IntCounterVec,
     grpc_requests: IntCounterVec,
     grpc_duration: HistogramVec,
+    invoke_requests: IntCounterVec,
+    invoke_duration: HistogramVec,
+    invoke_retries: IntCounterVec,
+    resolution_cache: IntCounterVec,
+    app_ids: TopicLabels,
 }
 
 /// Latency buckets for gRPC calls, 100µs to 10s.
@@ -88,6 +93,40 @@ impl Metrics {
             &["name", "topic"],
         )
         .expect("metric definition is valid");
+        let invoke_requests = IntCounterVec::new(
+            Opts::new(
+                "layotto_invoke_requests_total",
+                "Service invocations sent, by target app id, method class (the HTTP verb, or grpc) \
+                 and outcome (ok, app_error, failed)",
+            ),
+            &["app_id", "method_class", "outcome"],
+        )
+        .expect("metric definition is valid");
+        let invoke_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "layotto_invoke_duration_seconds",
+                "Time from an invocation's start to the target's answer",
+            )
+            .buckets(GRPC_BUCKETS.to_vec()),
+            &["app_id", "method_class"],
+        )
+        .expect("metric definition is valid");
+        let invoke_retries = IntCounterVec::new(
+            Opts::new(
+                "layotto_invoke_retries_total",
+                "Invocations tried again on another instance after a connection failure",
+            ),
+            &["app_id"],
+        )
+        .expect("metric definition is valid");
+        let resolution_cache = IntCounterVec::new(
+            Opts::new(
+                "layotto_name_resolution_cache_total",
+                "Name resolution lookups, answered from the cache (hit) or the resolver (miss)",
+            ),
+            &["result"],
+        )
+        .expect("metric definition is valid");
         let build_info = IntGaugeVec::new(
             Opts::new("layotto_build_info", "The running version; always 1"),
             &["version"],
@@ -103,6 +142,10 @@ impl Metrics {
             Box::new(pubsub_published.clone()),
             Box::new(pubsub_delivered.clone()),
             Box::new(pubsub_delivery_duration.clone()),
+            Box::new(invoke_requests.clone()),
+            Box::new(invoke_duration.clone()),
+            Box::new(invoke_retries.clone()),
+            Box::new(resolution_cache.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -118,6 +161,11 @@ impl Metrics {
             component_restarts,
             grpc_requests,
             grpc_duration,
+            invoke_requests,
+            invoke_duration,
+            invoke_retries,
+            resolution_cache,
+            app_ids: TopicLabels::default(),
         })
     }
 
@@ -175,6 +223,29 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Counts one invocation of `app_id` and its duration; `outcome` is
+    /// `ok`, `app_error` (the app answered an error) or `failed`.
+    pub fn observe_invoke(&self, app_id: &str, method_class: &str, outcome: &str, seconds: f64) {
+        let app = self.app_ids.label(app_id);
+        self.invoke_requests
+            .with_label_values(&[&app, method_class, outcome])
+            .inc();
+        self.invoke_duration
+            .with_label_values(&[&app, method_class])
+            .observe(seconds);
+    }
+
+    pub fn count_invoke_retry(&self, app_id: &str) {
+        let app = self.app_ids.label(app_id);
+        self.invoke_retries.with_label_values(&[&app]).inc();
+    }
+
+    pub fn count_resolution(&self, hit: bool) {
+        self.resolution_cache
+            .with_label_values(&[if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -184,9 +255,9 @@ impl Metrics {
     }
 }
 
-/// Topics are named by clients, so the label set is bounded: the first
-/// [`TopicLabels::MAX`] topics seen keep their names, later ones share
-/// `_other`.
+/// Topics (and target app ids) are named by clients, so the label set is
+/// bounded: the first [`TopicLabels::MAX`] seen keep their names, later
+/// ones share `_other`.
 #[derive(Default)]
 struct TopicLabels(std::sync::Mutex<std::collections::HashSet<String>>);
 

@@ -101,6 +101,7 @@ pub struct Runtime {
     grpc_addr: SocketAddr,
     actuator_addr: SocketAddr,
     dapr_http_addr: Option<SocketAddr>,
+    internal_addr: Option<SocketAddr>,
     status: Arc<StatusRegistry>,
     metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
@@ -113,6 +114,7 @@ struct Started {
     grpc_addr: SocketAddr,
     actuator_addr: SocketAddr,
     dapr_http_addr: Option<SocketAddr>,
+    internal_addr: Option<SocketAddr>,
     status: Arc<StatusRegistry>,
     metrics: Arc<Metrics>,
 }
@@ -140,6 +142,7 @@ impl Runtime {
                 grpc_addr: started.grpc_addr,
                 actuator_addr: started.actuator_addr,
                 dapr_http_addr: started.dapr_http_addr,
+                internal_addr: started.internal_addr,
                 status: started.status,
                 metrics: started.metrics,
                 stop: Some(stop_tx),
@@ -167,6 +170,11 @@ impl Runtime {
 
     pub fn dapr_http_addr(&self) -> Option<SocketAddr> {
         self.dapr_http_addr
+    }
+
+    /// The internal (service invocation) listener's address, when it is on.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr
     }
 
     pub fn status(&self) -> &Arc<StatusRegistry> {
@@ -235,6 +243,7 @@ async fn event_loop(
         grpc_addr: serving.grpc_addr,
         actuator_addr: serving.actuator_addr,
         dapr_http_addr: serving.dapr_http_addr,
+        internal_addr: serving.internal_addr,
         status: serving.status.clone(),
         metrics: serving.metrics.clone(),
     };
@@ -286,12 +295,15 @@ struct Serving {
     grpc_addr: SocketAddr,
     actuator_addr: SocketAddr,
     dapr_http_addr: Option<SocketAddr>,
+    internal_addr: Option<SocketAddr>,
     status: Arc<StatusRegistry>,
     metrics: Arc<Metrics>,
     supervisor: Option<SupervisorHandle>,
     escalations: mpsc::UnboundedReceiver<Escalation>,
     /// The gRPC server's stop switch and task, once it serves.
     grpc: Option<(watch::Sender<bool>, GrpcTask)>,
+    /// The internal listener's, when it is on.
+    internal: Option<(watch::Sender<bool>, GrpcTask)>,
     /// The Dapr HTTP API's stop switch and task, when it is configured.
     dapr_http: Option<(watch::Sender<bool>, JoinHandle<std::io::Result<()>>)>,
     /// Delivery of the app's subscriptions, when it has a callback server.
@@ -323,6 +335,34 @@ impl Serving {
             Some(addr) => Some(bind("metrics", addr).await?),
             None => None,
         };
+        let internal_listener = match server.internal {
+            Some(addr) => Some(bind("internal", addr).await?),
+            None => None,
+        };
+        let internal_addr = match (&internal_listener, server.internal) {
+            (Some(listener), Some(addr)) => Some(local_addr(listener, "internal", addr)?),
+            _ => None,
+        };
+        // What name resolution registers for this sidecar.
+        let advertise = internal_addr.map(|addr| {
+            let host = std::env::var("DAPR_HOST_IP")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| server.advertise_host.clone())
+                .unwrap_or_else(|| {
+                    if addr.ip().is_unspecified() {
+                        "127.0.0.1".to_owned()
+                    } else {
+                        addr.ip().to_string()
+                    }
+                });
+            crate::components::name_resolution::join_host_port(&host, addr.port())
+        });
+        for specs in config.components.values_mut() {
+            for spec in specs {
+                spec.advertise = advertise.clone();
+            }
+        }
         let grpc_addr = local_addr(&grpc_listener, "gRPC", server.grpc)?;
         let actuator_addr = local_addr(&actuator_listener, "actuator", server.actuator)?;
         let dapr_http_addr = match &dapr_listener {
@@ -380,6 +420,7 @@ impl Serving {
             shutdown_requested: Default::default(),
             api_token: config.server.api_token.as_deref().map(api::auth::ApiToken::new),
             app_health: watch::channel(None).0,
+            invoker: api::blocks::invoke::Invoker::new(&config.app.app_id),
             app_channel: AppCallback::for_app(&config.app),
             declared_subscriptions: config.subscriptions.clone(),
             active_subscriptions: Default::default(),
@@ -417,11 +458,13 @@ impl Serving {
             grpc_addr,
             actuator_addr,
             dapr_http_addr,
+            internal_addr,
             status: status.clone(),
             metrics,
             supervisor: Some(supervisor),
             escalations,
             grpc: None,
+            internal: None,
             dapr_http,
             subscriptions: None,
             http_stop,
@@ -455,6 +498,13 @@ impl Serving {
                 async move { api::grpc::serve(ctx_for_grpc, grpc_listener, &limits, stopped(grpc_stop_rx)).await },
             );
         serving.grpc = Some((grpc_stop, grpc_task));
+        if let Some(listener) = internal_listener {
+            let (stop, stop_rx) = watch::channel(false);
+            let (limits, ctx) = (config.server.clone(), ctx.clone());
+            let task =
+                tokio::spawn(async move { api::grpc::serve_internal(ctx, listener, &limits, stopped(stop_rx)).await });
+            serving.internal = Some((stop, task));
+        }
         if ctx.app_channel.is_none() && !ctx.declared_subscriptions.is_empty() {
             warn!(
                 subscriptions = ctx.declared_subscriptions.len(),
@@ -463,7 +513,7 @@ impl Serving {
         }
         serving.subscriptions = ctx.app_channel.clone().map(|app| Subscriptions::start(ctx, app));
         status.set_runtime(Health::Up, "");
-        info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, "Layotto is serving");
+        info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, internal = ?serving.internal_addr, "Layotto is serving");
         Ok(serving)
     }
 
@@ -501,8 +551,9 @@ impl Serving {
         let cut_off = &self.cut_off;
         let drain_grpc = drain("gRPC", self.grpc.take(), deadline, cut_off);
         let drain_http = drain("Dapr HTTP", self.dapr_http.take(), deadline, cut_off);
+        let drain_internal = drain("internal", self.internal.take(), deadline, cut_off);
         let drain_calls = async {
-            tokio::join!(drain_grpc, drain_http);
+            tokio::join!(drain_grpc, drain_http, drain_internal);
         };
         let drain_deliveries = async {
             if let Some(subscriptions) = self.subscriptions.take() {

@@ -14,6 +14,7 @@
 
 pub mod configuration;
 pub mod hello;
+pub mod invoke;
 pub mod lock;
 pub mod metadata;
 pub mod pubsub;
@@ -58,6 +59,12 @@ pub enum BlockError {
     /// The component does not support the operation.
     #[error("{0}")]
     Unimplemented(String),
+    /// The caller's deadline passed before the answer came.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The target refused the caller (an access policy).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Anything else, a component's panic included.
     #[error("{0}")]
     Internal(String),

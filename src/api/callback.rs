@@ -15,6 +15,7 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use tracing::warn;
 
+use super::blocks::invoke::{InvokeRequest, InvokeResponse};
 use super::blocks::pubsub::Outcome;
 use super::cloudevents::{self, CLOUDEVENT_CONTENT_TYPE, TopicEvent};
 use crate::config::dapr_resources::{field, text};
@@ -59,6 +60,9 @@ pub struct AppCallback {
     app_id: Arc<str>,
     /// `app.max_concurrency`: places for calls to the app.
     places: Option<Arc<tokio::sync::Semaphore>>,
+    /// The connection to a gRPC app, for invocations (Dapr's
+    /// `AppCallback.OnInvoke`) and proxied gRPC calls.
+    grpc: Option<Channel>,
 }
 
 /// Why a call to the app failed.
@@ -87,6 +91,7 @@ impl AppCallback {
         }
         let host = &app.grpc_callback_host;
         let port = app.grpc_callback_port;
+        let mut grpc = None;
         let client = match app.callback_protocol {
             CallbackProtocol::Http => {
                 let client = reqwest::Client::builder()
@@ -108,6 +113,7 @@ impl AppCallback {
                     .timeout(CALL_TIMEOUT)
                     .tcp_nodelay(true);
                 let channel = endpoint.connect_lazy();
+                grpc = Some(channel.clone());
                 if protocol == CallbackProtocol::Layotto {
                     Client::Layotto(LayottoClient::new(channel))
                 } else {
@@ -120,6 +126,7 @@ impl AppCallback {
             token: app.api_token.as_deref().map(Arc::from),
             app_id: Arc::from(app.app_id.as_str()),
             places: app.max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            grpc,
         })
     }
 
@@ -301,6 +308,126 @@ impl AppCallback {
         Ok(http_outcome(&body))
     }
 
+    /// The connection to a gRPC app (`None` for an HTTP app), for proxied
+    /// gRPC calls; `max_concurrency` is the caller's to take.
+    pub fn grpc_channel(&self) -> Option<Channel> {
+        self.grpc.clone()
+    }
+
+    /// A place under `app.max_concurrency`, held for as long as the
+    /// returned permit lives.
+    pub async fn take_place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.place().await
+    }
+
+    /// Calls a method of the app: over HTTP the method is the path, with
+    /// the verb (POST when none), query string and headers; over gRPC it is
+    /// Dapr's `AppCallback.OnInvoke`. The app's answer comes back as it
+    /// was, error statuses included; only a failure to reach the app is an
+    /// error.
+    pub async fn invoke(&self, req: &InvokeRequest) -> Result<InvokeResponse, CallbackError> {
+        let _place = self.place().await;
+        let timeout = req.timeout.unwrap_or(CALL_TIMEOUT);
+        match &self.client {
+            Client::Http { client, base } => self.http_invoke(client, base, req, timeout).await,
+            _ => {
+                let Some(channel) = self.grpc.clone() else {
+                    return Err(CallbackError("the app has no gRPC channel".into()));
+                };
+                let mut client = DaprClient::new(channel)
+                    .max_decoding_message_size(crate::api::grpc::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(crate::api::grpc::MAX_MESSAGE_BYTES);
+                let message = crate::proto::dapr::common::v1::InvokeRequest {
+                    method: req.method.clone(),
+                    data: Some(prost_types::Any {
+                        type_url: req.type_url.clone(),
+                        value: req.data.clone(),
+                    }),
+                    content_type: req.content_type.clone(),
+                    http_extension: Some(crate::proto::dapr::common::v1::HttpExtension {
+                        verb: dapr_verb(&req.verb),
+                        querystring: req.query.clone(),
+                    }),
+                };
+                let mut request = self.request(message);
+                request.set_timeout(timeout);
+                grpc_metadata(request.metadata_mut(), &req.metadata);
+                match client.on_invoke(request).await {
+                    Ok(response) => {
+                        let headers = metadata_pairs(response.metadata());
+                        let answer = response.into_inner();
+                        let data = answer.data.unwrap_or_default();
+                        Ok(InvokeResponse {
+                            code: 0,
+                            headers,
+                            data: data.value,
+                            type_url: data.type_url,
+                            content_type: answer.content_type,
+                            ..Default::default()
+                        })
+                    }
+                    Err(status) if is_transport_failure(&status) => Err(status.into()),
+                    Err(status) => Ok(InvokeResponse {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                        trailers: metadata_pairs(status.metadata()),
+                        ..Default::default()
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn http_invoke(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        req: &InvokeRequest,
+        timeout: Duration,
+    ) -> Result<InvokeResponse, CallbackError> {
+        let verb = if req.verb.is_empty() { "POST" } else { req.verb.as_str() };
+        let method = reqwest::Method::from_bytes(verb.as_bytes())
+            .map_err(|_| CallbackError(format!("'{verb}' is not an HTTP verb")))?;
+        let mut url = format!("{base}/{}", req.method);
+        if !req.query.is_empty() {
+            url.push('?');
+            url.push_str(&req.query);
+        }
+        let mut request = self.http(client.request(method, url)).timeout(timeout);
+        for (key, value) in &req.metadata {
+            let Some(name) = http_header_name(key) else { continue };
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                request = request.header(name, value);
+            }
+        }
+        if !req.content_type.is_empty() {
+            request = request.header("content-type", req.content_type.as_str());
+        }
+        let response = request.body(req.data.clone()).send().await?;
+        let code = i32::from(response.status().as_u16());
+        let mut content_type = String::new();
+        let mut headers = Vec::new();
+        for (name, value) in response.headers() {
+            let Ok(value) = value.to_str() else { continue };
+            match name.as_str() {
+                "content-type" => content_type = value.to_owned(),
+                "content-length" | "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "date" => {}
+                other => headers.push((other.to_owned(), value.to_owned())),
+            }
+        }
+        let data = response.bytes().await?.to_vec();
+        Ok(InvokeResponse {
+            code,
+            headers,
+            data,
+            content_type,
+            ..Default::default()
+        })
+    }
+
     /// Whether this is Dapr's HTTP app channel.
     pub fn is_http(&self) -> bool {
         matches!(self.client, Client::Http { .. })
@@ -344,6 +471,140 @@ impl AppCallback {
         };
         tokio::time::timeout(timeout, probe).await.unwrap_or(false)
     }
+}
+
+/// The verb as Dapr's enum; POST when none was given, as daprd calls
+/// gRPC apps.
+fn dapr_verb(verb: &str) -> i32 {
+    use crate::proto::dapr::common::v1::http_extension::Verb;
+    let verb = match verb {
+        "GET" => Verb::Get,
+        "HEAD" => Verb::Head,
+        "PUT" => Verb::Put,
+        "DELETE" => Verb::Delete,
+        "CONNECT" => Verb::Connect,
+        "OPTIONS" => Verb::Options,
+        "TRACE" => Verb::Trace,
+        "PATCH" => Verb::Patch,
+        "" => Verb::None,
+        _ => Verb::Post,
+    };
+    verb as i32
+}
+
+/// Whether a gRPC call failed to reach the app at all.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable && status.metadata().is_empty() && status.message().contains("transport")
+        || status.code() == Code::Unavailable && status.message().contains("connect")
+}
+
+/// Headers never sent to an HTTP app: the transport's own, binary values,
+/// and what is set separately (daprd's `InternalMetadataToHTTPHeader`).
+fn http_header_name(key: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if key.ends_with("-bin")
+        || matches!(
+            key,
+            "content-type"
+                | "content-length"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "te"
+                | "host"
+                | "destination-app-id"
+                | TOKEN_HEADER
+        )
+    {
+        return None;
+    }
+    if key.starts_with(':') || key.starts_with("grpc-") {
+        return Some(format!("dapr-{}", key.trim_start_matches(':')).into());
+    }
+    Some(key.into())
+}
+
+/// HTTP headers that gRPC apps get prefixed with `dapr-` (daprd's
+/// `isPermanentHTTPHeader` list).
+const PERMANENT_HTTP_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "authorization",
+    "cache-control",
+    "cookie",
+    "date",
+    "expect",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "max-forwards",
+    "origin",
+    "pragma",
+    "referer",
+    "user-agent",
+    "via",
+    "warning",
+];
+
+/// Writes invocation metadata as a gRPC app's request metadata.
+fn grpc_metadata(map: &mut tonic::metadata::MetadataMap, pairs: &[(String, String)]) {
+    use tonic::metadata::{BinaryMetadataValue, MetadataKey, MetadataValue};
+    for (key, value) in pairs {
+        if key == "grpc-trace-bin" {
+            use base64::Engine;
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(value.trim_end_matches('='))
+                && let Ok(k) = MetadataKey::from_bytes(key.as_bytes())
+            {
+                map.append_bin(k, BinaryMetadataValue::from_bytes(&bytes));
+            }
+            continue;
+        }
+        if key.ends_with("-bin")
+            || key.starts_with("grpc-")
+            || key.starts_with(':')
+            || matches!(
+                key.as_str(),
+                "content-type" | "content-length" | "te" | "connection" | TOKEN_HEADER
+            )
+        {
+            continue;
+        }
+        let name = if PERMANENT_HTTP_HEADERS.contains(&key.as_str()) {
+            format!("dapr-{key}")
+        } else {
+            key.clone()
+        };
+        if let (Ok(k), Ok(v)) = (
+            MetadataKey::from_bytes(name.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            map.append(k, v);
+        }
+    }
+}
+
+/// A gRPC answer's ASCII metadata as pairs.
+fn metadata_pairs(map: &tonic::metadata::MetadataMap) -> Vec<(String, String)> {
+    map.iter()
+        .filter_map(|entry| match entry {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                let key = k.as_str();
+                if key.starts_with("grpc-") || key == "content-type" || key == "date" {
+                    return None;
+                }
+                v.to_str().ok().map(|v| (key.to_owned(), v.to_owned()))
+            }
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect()
 }
 
 trait OkOrUnimplemented {

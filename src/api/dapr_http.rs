@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 mod blocks;
 mod errors;
+mod invoke;
 mod state;
 
 use axum::Router;
@@ -86,6 +87,11 @@ pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
         )
         .route("/v1.0-alpha1/lock/{store}", post(blocks::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(blocks::unlock))
+        .route("/v1.0/invoke/{*rest}", axum::routing::any(invoke::invoke))
+        // As in daprd, every other path and verb lands in invocation,
+        // which needs a dapr-app-id header there.
+        .fallback(invoke::invoke)
+        .method_not_allowed_fallback(invoke::invoke)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), require_token))
         .layer(axum::middleware::from_fn_with_state(ctx.cut_off.clone(), guard))

@@ -13,8 +13,10 @@ mod configuration;
 mod dapr;
 mod health;
 mod hello;
+pub(crate) mod invoke;
 mod lock;
 mod metrics_layer;
+mod proxy;
 mod pubsub;
 pub use metrics_layer::GrpcMetricsLayer;
 mod runtime;
@@ -33,12 +35,14 @@ use tonic::transport::Server;
 
 use super::ApiContext;
 use crate::config::ServerConfig;
+use crate::proto::dapr::internals::v1::service_invocation_server::ServiceInvocationServer;
 use crate::proto::dapr::runtime::v1::dapr_server::DaprServer;
 use crate::proto::runtime::v1::runtime_server::RuntimeServer;
+use tonic::service::Routes;
 
 /// Largest message accepted or sent: 16 MiB, above gRPC's 4 MiB default so
 /// that bulk state and file chunks fit.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Every `"package.Service/Method"` this server answers.
 pub fn served_methods() -> HashSet<String> {
@@ -111,13 +115,86 @@ pub async fn serve(
         .layer(auth::ApiTokenLayer(
             limits.api_token.as_deref().map(crate::api::auth::ApiToken::new),
         ))
-        .add_service(runtime)
-        .add_service(dapr_api)
-        .add_service(health_service)
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
+        .add_routes(with_proxy(
+            ctx.clone(),
+            Routes::new(runtime)
+                .add_service(dapr_api)
+                .add_service(health_service)
+                .add_optional(reflection_v1)
+                .add_optional(reflection_v1alpha),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     feeder.abort();
     served
+}
+
+/// Adds an optional service to routes.
+trait AddOptional {
+    fn add_optional<S>(self, svc: Option<S>) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static;
+}
+
+impl AddOptional for Routes {
+    fn add_optional<S>(self, svc: Option<S>) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        match svc {
+            Some(svc) => self.add_service(svc),
+            None => self,
+        }
+    }
+}
+
+/// Routes whose unknown services go to the gRPC proxy.
+fn with_proxy(ctx: Arc<ApiContext>, routes: Routes) -> Routes {
+    let proxy = tower::service_fn(move |req: axum::extract::Request| {
+        let ctx = ctx.clone();
+        let answer: futures::future::BoxFuture<'static, Result<_, std::convert::Infallible>> =
+            Box::pin(async move { Ok(proxy::proxy(ctx, req).await) });
+        answer
+    });
+    let router = routes.into_axum_router().fallback_service(proxy);
+    Routes::from(router)
+}
+
+/// Serves the internal listener: other sidecars' invocations (Dapr's
+/// `ServiceInvocation`) and proxied gRPC calls for this sidecar's app. No
+/// API token is asked here, as in daprd.
+pub async fn serve_internal(
+    ctx: Arc<ApiContext>,
+    listener: TcpListener,
+    limits: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let internal = ServiceInvocationServer::new(invoke::InternalService { ctx: ctx.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = super::conn::incoming(listener, super::conn::ConnLimits::of(limits), ctx.lingering.clone());
+    Server::builder()
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
+        .layer(
+            metrics_layer::GrpcMetricsLayer::new(ctx.metrics.clone(), served_methods())
+                .limit_in_flight(limits.max_calls_in_flight)
+                .cut_off_on(ctx.cut_off.clone()),
+        )
+        .add_routes(with_proxy(ctx.clone(), Routes::new(internal)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
 }

@@ -441,8 +441,61 @@ pub fn configuration(tree: &Map<String, Value>) -> (Map<String, Value>, Vec<Stri
                     .collect();
                 native.insert("app".into(), json!({ "features": enabled }));
             }
+            "nameResolution" => match name_resolution(value) {
+                Ok(section) => {
+                    native.insert("name_resolution".into(), section);
+                }
+                Err(e) => ignored.push(format!("spec.nameResolution ({e})")),
+            },
             other => ignored.push(format!("spec.{other}")),
         }
     }
     (native, ignored)
+}
+
+/// Dapr's `spec.nameResolution` (`component`, `version`, `configuration`)
+/// as the native `name_resolution` section: one component named after its
+/// type, the configuration flattened into metadata (nested keys joined by
+/// `.`, lists by `,`).
+fn name_resolution(value: &Value) -> Result<Value, String> {
+    let spec = value.as_object().ok_or("expected a mapping")?;
+    let component = text(spec, "component");
+    if component.is_empty() {
+        return Err("component is empty".into());
+    }
+    let mut metadata = Map::new();
+    if let Some(configuration) = spec.get("configuration").and_then(Value::as_object) {
+        flatten("", configuration, &mut metadata);
+    }
+    Ok(json!({ component.to_owned(): { "type": component, "metadata": metadata } }))
+}
+
+fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Map<String, Value>) {
+    for (key, value) in map {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Object(inner) => flatten(&path, inner, out),
+            Value::Array(items) => {
+                let joined: Vec<String> = items
+                    .iter()
+                    .map(|i| match i {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                out.insert(path, Value::String(joined.join(",")));
+            }
+            Value::String(s) => {
+                out.insert(path, Value::String(s.clone()));
+            }
+            Value::Null => {}
+            other => {
+                out.insert(path, Value::String(other.to_string()));
+            }
+        }
+    }
 }

@@ -53,6 +53,16 @@ impl IntoResponse for DaprError {
     }
 }
 
+/// How daprd answers a failed invocation: 404 without a target, 403 when
+/// the target refused the caller, else 500, all `ERR_DIRECT_INVOKE`.
+pub fn invoke_error(e: BlockError) -> DaprError {
+    let status = match &e {
+        BlockError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    DaprError::new(status, "ERR_DIRECT_INVOKE", e.to_string())
+}
+
 /// A state operation, for the error code daprd answers its failures with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateOp {

@@ -59,6 +59,7 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
             shutdown_requested: Default::default(),
             api_token: None,
             app_health: watch::channel(None).0,
+            invoker: crate::api::blocks::invoke::Invoker::new(""),
             app_channel: None,
             declared_subscriptions: Vec::new(),
             active_subscriptions: Default::default(),

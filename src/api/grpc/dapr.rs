@@ -71,6 +71,13 @@ type ConfigurationStream =
 
 #[tonic::async_trait]
 impl Dapr for DaprService {
+    async fn invoke_service(
+        &self,
+        req: Request<pb::InvokeServiceRequest>,
+    ) -> Result<Response<common::InvokeResponse>, Status> {
+        super::invoke::dapr_invoke(&self.ctx, req).await
+    }
+
     async fn get_state(&self, req: Request<pb::GetStateRequest>) -> Result<Response<pb::GetStateResponse>, Status> {
         let req = req.into_inner();
         let get = state::GetState {

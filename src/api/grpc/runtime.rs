@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{configuration, hello, lock, pubsub, secrets, sequencer, state};
+use super::{configuration, hello, invoke, lock, pubsub, secrets, sequencer, state};
 use crate::api::ApiContext;
 use crate::proto::runtime::v1 as pb;
 use crate::proto::runtime::v1::runtime_server::Runtime;
@@ -54,6 +54,13 @@ macro_rules! not_built {
 
 #[tonic::async_trait]
 impl Runtime for RuntimeService {
+    async fn invoke_service(
+        &self,
+        req: Request<pb::InvokeServiceRequest>,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
+        invoke::layotto_invoke(&self.ctx, req).await
+    }
+
     async fn say_hello(&self, req: Request<pb::SayHelloRequest>) -> Result<Response<pb::SayHelloResponse>, Status> {
         hello::say_hello(&self.ctx, req.into_inner()).await.map(Response::new)
     }
@@ -135,7 +142,6 @@ impl Runtime for RuntimeService {
     }
 
     not_built! {
-        invoke_service(pb::InvokeServiceRequest) -> pb::InvokeResponse = "InvokeService";
         list_file(pb::ListFileRequest) -> pb::ListFileResp = "ListFile";
         del_file(pb::DelFileRequest) -> () = "DelFile";
         get_file_meta(pb::GetFileMetaRequest) -> pb::GetFileMetaResponse = "GetFileMeta";

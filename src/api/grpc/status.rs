@@ -15,6 +15,8 @@ impl From<BlockError> for Status {
             BlockError::Unavailable(_) => Code::Unavailable,
             BlockError::ResourceExhausted(_) => Code::ResourceExhausted,
             BlockError::Unimplemented(_) => Code::Unimplemented,
+            BlockError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            BlockError::PermissionDenied(_) => Code::PermissionDenied,
             BlockError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -1,0 +1,412 @@
+//! Service invocation end to end: an app calls another app by its id
+//! through its sidecar, the target's sidecar and the target app, on
+//! Layotto's InvokeService, Dapr's gRPC InvokeService and Dapr's HTTP
+//! invoke; instances behind a shared registry (redis, sqlite, postgresql)
+//! share the calls and one killed with SIGKILL costs at most one failure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use layotto::proto::dapr::common::v1 as common;
+use layotto::proto::dapr::runtime::v1 as dapr;
+use layotto::proto::dapr::runtime::v1::dapr_client::DaprClient;
+use layotto::proto::runtime::v1 as pb;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::support::{self, Service, Sidecar, backend_available, eventually, free_port, unique};
+
+/// An HTTP app that answers every request with what it got, as JSON, and
+/// its name; `teapot` answers 418 with a body of its own.
+struct EchoApp {
+    port: u16,
+    _stop: oneshot::Sender<()>,
+}
+
+impl EchoApp {
+    async fn start(name: &str) -> EchoApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let name: Arc<str> = name.into();
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let name = name.clone();
+            async move {
+                if uri.path() == "/teapot" {
+                    return (
+                        StatusCode::IM_A_TEAPOT,
+                        [("content-type", "text/plain"), ("x-why", "tea")],
+                        "short and stout",
+                    )
+                        .into_response();
+                }
+                let headers: HashMap<String, String> = headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect();
+                let echo = json!({
+                    "name": &*name,
+                    "verb": method.as_str(),
+                    "path": uri.path(),
+                    "query": uri.query().unwrap_or_default(),
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
+                });
+                (
+                    [("content-type", "application/json"), ("x-echo", "yes")],
+                    echo.to_string(),
+                )
+                    .into_response()
+            }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        EchoApp { port, _stop: stop }
+    }
+}
+
+fn http_app(port: u16) -> String {
+    format!("[app]\napp_id = \"{{}}\"\nport = {port}\nprotocol = \"http\"\n")
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn echo_of(data: &[u8]) -> Value {
+    serde_json::from_slice(data).unwrap_or_else(|e| panic!("not an echo ({e}): {}", String::from_utf8_lossy(data)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_front_ends_reach_the_target_app_with_everything_intact() {
+    let target_app = EchoApp::start("orders").await;
+    let mut callee_config = support::config(&http_app(target_app.port).replace("{}", "orders"));
+    callee_config.server.internal = Some("127.0.0.1:0".parse().expect("addr"));
+    let callee = layotto::Runtime::start(callee_config).await.expect("callee starts");
+    let internal = callee.internal_addr().expect("internal listener");
+
+    let caller = support::start(&format!(
+        "[app]\napp_id = \"checkout\"\n[name_resolution.apps]\ntype = \"static\"\nmetadata = {{ orders = \"{internal}\" }}\n"
+    ))
+    .await;
+    support::wait_ready(&caller).await;
+
+    // Layotto's InvokeService: method, verb, query, body, content type and
+    // headers reach the app; its content type comes back.
+    let mut layotto = support::client(&caller).await;
+    let mut request = tonic::Request::new(pb::InvokeServiceRequest {
+        id: "orders".into(),
+        message: Some(pb::CommonInvokeRequest {
+            method: "/orders/42".into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: b"{\"qty\":1}".to_vec(),
+            }),
+            content_type: "application/json".into(),
+            http_extension: Some(pb::HttpExtension {
+                verb: pb::http_extension::Verb::Put as i32,
+                querystring: "a=1&b=2".into(),
+            }),
+        }),
+    });
+    request
+        .metadata_mut()
+        .insert("x-tenant", "acme".parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert("traceparent", TRACEPARENT.parse().expect("ascii"));
+    let response = layotto.invoke_service(request).await.expect("Layotto InvokeService");
+    assert_eq!(
+        response.metadata().get("x-echo").and_then(|v| v.to_str().ok()),
+        Some("yes")
+    );
+    let answer = response.into_inner();
+    assert_eq!(answer.content_type, "application/json");
+    let echo = echo_of(&answer.data.expect("data").value);
+    assert_eq!(echo["verb"], "PUT");
+    assert_eq!(echo["path"], "/orders/42");
+    assert_eq!(echo["query"], "a=1&b=2");
+    assert_eq!(echo["body"], "{\"qty\":1}");
+    assert_eq!(echo["headers"]["content-type"], "application/json");
+    assert_eq!(echo["headers"]["x-tenant"], "acme");
+    assert_eq!(echo["headers"]["dapr-caller-app-id"], "checkout");
+    assert_eq!(echo["headers"]["dapr-callee-app-id"], "orders");
+    let traceparent = echo["headers"]["traceparent"]
+        .as_str()
+        .expect("a traceparent reaches the app");
+    assert!(traceparent.contains(TRACE_ID), "{traceparent}");
+    assert_ne!(traceparent, TRACEPARENT, "the sidecars' spans are children");
+    assert!(echo["headers"].get("dapr-api-token").is_none());
+
+    // The app's error comes back as it sent it: 418 is no gRPC code, so
+    // UNKNOWN with the app's body.
+    let teapot = layotto
+        .invoke_service(pb::InvokeServiceRequest {
+            id: "orders".into(),
+            message: Some(pb::CommonInvokeRequest {
+                method: "teapot".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("418");
+    assert_eq!(teapot.code(), tonic::Code::Unknown);
+    assert_eq!(teapot.message(), "short and stout");
+
+    // Dapr's gRPC InvokeService.
+    let mut dapr = DaprClient::connect(format!("http://{}", caller.grpc_addr()))
+        .await
+        .expect("connect");
+    let answer = dapr
+        .invoke_service(dapr::InvokeServiceRequest {
+            id: "orders".into(),
+            message: Some(common::InvokeRequest {
+                method: "ping".into(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"hi".to_vec(),
+                }),
+                content_type: "text/plain".into(),
+                http_extension: Some(common::HttpExtension {
+                    verb: common::http_extension::Verb::Post as i32,
+                    querystring: String::new(),
+                }),
+            }),
+        })
+        .await
+        .expect("Dapr InvokeService")
+        .into_inner();
+    let echo = echo_of(&answer.data.expect("data").value);
+    assert_eq!(
+        (echo["verb"].as_str(), echo["path"].as_str(), echo["body"].as_str()),
+        (Some("POST"), Some("/ping"), Some("hi"))
+    );
+
+    // Dapr's HTTP invoke, in both forms.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", caller.dapr_http_addr().expect("dapr http"));
+    let response = http
+        .patch(format!("{base}/v1.0/invoke/orders/method/items/7?x=y"))
+        .header("x-tenant", "acme")
+        .header("traceparent", TRACEPARENT)
+        .body("patched")
+        .send()
+        .await
+        .expect("HTTP invoke");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers().get("x-echo").and_then(|v| v.to_str().ok()),
+        Some("yes")
+    );
+    let echo: Value = response.json().await.expect("json");
+    assert_eq!(echo["verb"], "PATCH");
+    assert_eq!(echo["path"], "/items/7");
+    assert_eq!(echo["query"], "x=y");
+    assert_eq!(echo["body"], "patched");
+    assert!(
+        echo["headers"]["traceparent"]
+            .as_str()
+            .is_some_and(|t| t.contains(TRACE_ID))
+    );
+    let response = http
+        .delete(format!("{base}/carts/9"))
+        .header("dapr-app-id", "orders")
+        .send()
+        .await
+        .expect("dapr-app-id form");
+    let echo: Value = response.json().await.expect("json");
+    assert_eq!(
+        (echo["verb"].as_str(), echo["path"].as_str()),
+        (Some("DELETE"), Some("/carts/9"))
+    );
+    assert!(
+        echo["headers"].get("dapr-app-id").is_none(),
+        "the header is not passed on"
+    );
+    let teapot = http
+        .get(format!("{base}/v1.0/invoke/orders/method/teapot"))
+        .send()
+        .await
+        .expect("teapot");
+    assert_eq!(teapot.status(), 418);
+    assert_eq!(teapot.headers().get("x-why").and_then(|v| v.to_str().ok()), Some("tea"));
+    assert_eq!(teapot.text().await.expect("body"), "short and stout");
+    let no_target = http.get(format!("{base}/not/a/route")).send().await.expect("no target");
+    assert_eq!(no_target.status(), 404);
+    assert_eq!(
+        no_target.json::<Value>().await.expect("json")["errorCode"],
+        "ERR_DIRECT_INVOKE"
+    );
+
+    // An app id nobody serves: NOT_FOUND naming it, at once.
+    let started = std::time::Instant::now();
+    let missing = layotto
+        .invoke_service(pb::InvokeServiceRequest {
+            id: "nobody".into(),
+            message: Some(pb::CommonInvokeRequest::default()),
+        })
+        .await
+        .expect_err("unknown app id");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+    assert!(missing.message().contains("nobody"), "{}", missing.message());
+    println!("unknown app id answered in {:?}", started.elapsed());
+
+    // A target whose sidecar is gone: UNAVAILABLE, not a hang.
+    callee.shutdown().await;
+    let gone = layotto
+        .invoke_service(pb::InvokeServiceRequest {
+            id: "orders".into(),
+            message: Some(pb::CommonInvokeRequest::default()),
+        })
+        .await
+        .expect_err("sidecar down");
+    assert_eq!(gone.code(), tonic::Code::Unavailable, "{gone:?}");
+
+    let metrics = support::metrics(&caller).await;
+    assert!(
+        metrics.contains("layotto_invoke_requests_total{app_id=\"orders\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("layotto_name_resolution_cache_total{result=\"hit\"}"));
+    caller.shutdown().await;
+}
+
+/// Which app answered a Layotto InvokeService through `sidecar`.
+async fn who_answers(
+    client: &mut layotto::proto::runtime::v1::runtime_client::RuntimeClient<tonic::transport::Channel>,
+    app_id: &str,
+) -> Result<String, tonic::Status> {
+    let answer = client
+        .invoke_service(pb::InvokeServiceRequest {
+            id: app_id.into(),
+            message: Some(pb::CommonInvokeRequest {
+                method: "who".into(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    Ok(echo_of(&answer.data.unwrap_or_default().value)["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Two instances of one app id behind `resolution` (a TOML table body),
+/// one caller: both get calls; after one is killed with SIGKILL at most one
+/// call fails, then all succeed; when it returns it gets calls again.
+async fn failover(resolution: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app_id = unique("inv");
+    let apps = [EchoApp::start("one").await, EchoApp::start("two").await];
+    let mut instances = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
+        let config = format!(
+            "[server]\ninternal = \"127.0.0.1:{}\"\n[app]\napp_id = \"{app_id}\"\nport = {}\nprotocol = \"http\"\n[name_resolution.registry]\n{resolution}\n",
+            free_port(),
+            app.port
+        );
+        instances.push(Sidecar::start_with(dir.path(), &format!("instance{i}"), &config).await);
+    }
+    let caller_config = format!(
+        "[server]\ninternal = \"127.0.0.1:{}\"\n[app]\napp_id = \"caller-{app_id}\"\n[name_resolution.registry]\n{resolution}\n",
+        free_port()
+    );
+    let caller = Sidecar::start_with(dir.path(), "caller", &caller_config).await;
+    let mut client = support::client_at(caller.grpc_addr()).await;
+
+    let seen = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    eventually("calls to reach both instances", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let app_id = app_id.clone();
+        let seen = seen.clone();
+        async move {
+            for _ in 0..4 {
+                if let Ok(name) = who_answers(&mut client, &app_id).await {
+                    *seen.lock().expect("lock").entry(name).or_insert(0) += 1;
+                }
+            }
+            (seen.lock().expect("lock").len() == 2).then_some(())
+        }
+    })
+    .await;
+    println!("calls before the kill: {:?}", seen.lock().expect("lock"));
+
+    instances[0].kill().await;
+    let mut failures = 0;
+    for _ in 0..20 {
+        match who_answers(&mut client, &app_id).await {
+            Ok(name) => assert_eq!(name, "two", "only the live instance answers"),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures <= 1, "{failures} calls failed after the kill");
+
+    instances[0].spawn().await;
+    eventually(
+        "the returned instance to get calls again",
+        Duration::from_secs(30),
+        || {
+            let mut client = client.clone();
+            let app_id = app_id.clone();
+            async move {
+                for _ in 0..4 {
+                    if who_answers(&mut client, &app_id).await.ok().as_deref() == Some("one") {
+                        return Some(());
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await;
+    drop(caller);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_resolution_fails_over_and_back() {
+    if !backend_available(Service::Redis.name(), Service::Redis.addr()) {
+        return;
+    }
+    let prefix = unique("nr");
+    failover(&format!(
+        "type = \"redis\"\nmetadata = {{ redisHost = \"{}\", keyPrefix = \"{prefix}||\", updateInterval = \"2s\" }}",
+        Service::Redis.addr()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_resolution_fails_over_and_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("hosts.db");
+    failover(&format!(
+        "type = \"sqlite\"\nmetadata = {{ connectionString = \"{}\", updateInterval = \"2s\" }}",
+        file.display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_resolution_fails_over_and_back() {
+    if !backend_available(Service::Postgres.name(), Service::Postgres.addr()) {
+        return;
+    }
+    let table = unique("hosts").replace('-', "_");
+    failover(&format!(
+        "type = \"postgresql\"\nmetadata = {{ connectionString = \"{}\", tableName = \"{table}\", updateInterval = \"2s\" }}",
+        "postgres://postgres@127.0.0.1:5432/test"
+    ))
+    .await;
+}
