@@ -473,23 +473,14 @@ impl AppCallback {
     }
 }
 
-/// The verb as Dapr's enum; POST when none was given, as daprd calls
-/// gRPC apps.
+/// The verb as Dapr's enum; an unknown one is sent as POST, as daprd
+/// calls gRPC apps.
 fn dapr_verb(verb: &str) -> i32 {
     use crate::proto::dapr::common::v1::http_extension::Verb;
-    let verb = match verb {
-        "GET" => Verb::Get,
-        "HEAD" => Verb::Head,
-        "PUT" => Verb::Put,
-        "DELETE" => Verb::Delete,
-        "CONNECT" => Verb::Connect,
-        "OPTIONS" => Verb::Options,
-        "TRACE" => Verb::Trace,
-        "PATCH" => Verb::Patch,
-        "" => Verb::None,
-        _ => Verb::Post,
-    };
-    verb as i32
+    match super::blocks::invoke::verb_number(verb) {
+        n if n == Verb::None as i32 && !verb.is_empty() => Verb::Post as i32,
+        n => n,
+    }
 }
 
 /// Whether a gRPC call failed to reach the app at all.

@@ -98,6 +98,14 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
+    let mut routes = Routes::new(runtime).add_service(dapr_api).add_service(health_service);
+    if let Some(reflection) = reflection_v1 {
+        routes = routes.add_service(reflection);
+    }
+    if let Some(reflection) = reflection_v1alpha {
+        routes = routes.add_service(reflection);
+    }
+
     // TCP keep-alive finds a peer that vanished without a FIN; the
     // handshake and idle timeouts close connections that carry nothing;
     // a closed connection lingers so that no reset loses its last answers.
@@ -115,51 +123,11 @@ pub async fn serve(
         .layer(auth::ApiTokenLayer(
             limits.api_token.as_deref().map(crate::api::auth::ApiToken::new),
         ))
-        .add_routes(with_proxy(
-            ctx.clone(),
-            Routes::new(runtime)
-                .add_service(dapr_api)
-                .add_service(health_service)
-                .add_optional(reflection_v1)
-                .add_optional(reflection_v1alpha),
-        ))
+        .add_routes(with_proxy(ctx.clone(), routes))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     feeder.abort();
     served
-}
-
-/// Adds an optional service to routes.
-trait AddOptional {
-    fn add_optional<S>(self, svc: Option<S>) -> Self
-    where
-        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
-            + tonic::server::NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Response: axum::response::IntoResponse,
-        S::Future: Send + 'static;
-}
-
-impl AddOptional for Routes {
-    fn add_optional<S>(self, svc: Option<S>) -> Self
-    where
-        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
-            + tonic::server::NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Response: axum::response::IntoResponse,
-        S::Future: Send + 'static,
-    {
-        match svc {
-            Some(svc) => self.add_service(svc),
-            None => self,
-        }
-    }
 }
 
 /// Routes whose unknown services go to the gRPC proxy.

@@ -559,8 +559,8 @@ fn from_lists(map: HashMap<String, internals::ListStringValue>) -> Vec<(String, 
         .collect()
 }
 
-/// The HTTP verb as Dapr's enum.
-fn verb_number(verb: &str) -> i32 {
+/// The HTTP verb as Dapr's enum; NONE for none or an unknown one.
+pub fn verb_number(verb: &str) -> i32 {
     use common::http_extension::Verb;
     let verb = match verb {
         "GET" => Verb::Get,
