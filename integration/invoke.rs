@@ -410,3 +410,130 @@ async fn postgresql_resolution_fails_over_and_back() {
     ))
     .await;
 }
+
+/// A certificate authority made for one test.
+struct TestCa {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let pem = params.self_signed(&key).expect("CA").pem();
+        TestCa {
+            pem,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// Writes `ca.pem`, `cert.pem` and `key.pem` of a sidecar certificate
+    /// under `dir` (a name other than the loopback address, as peers are
+    /// known by their CA, not their names).
+    fn issue_into(&self, dir: &std::path::Path) {
+        let mut params = rcgen::CertificateParams::new(vec!["sidecar.example".to_owned()]).expect("params");
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        std::fs::create_dir_all(dir).expect("dir");
+        // Written to the side and renamed over, as a secret update does.
+        for (name, text) in [
+            ("ca.pem", self.pem.clone()),
+            ("cert.pem", cert.pem()),
+            ("key.pem", key.serialize_pem()),
+        ] {
+            let staged = dir.join(format!(".{name}.new"));
+            std::fs::write(&staged, text).expect("write");
+            std::fs::rename(&staged, dir.join(name)).expect("rename");
+        }
+    }
+}
+
+fn mtls_section(dir: &std::path::Path) -> String {
+    format!(
+        "[server.mtls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nreload_interval = \"100ms\"\n",
+        dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_refuses_a_sidecar_from_another_ca_and_follows_certificate_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ours, theirs) = (TestCa::new("ours"), TestCa::new("theirs"));
+    for (who, ca) in [("callee", &ours), ("friend", &ours), ("stranger", &theirs)] {
+        ca.issue_into(&dir.path().join(who));
+    }
+    let target_app = EchoApp::start("orders").await;
+    let callee = support::start(&format!(
+        "[server]\ninternal = \"127.0.0.1:0\"\n{}{}",
+        mtls_section(&dir.path().join("callee")),
+        http_app(target_app.port).replace("{}", "orders")
+    ))
+    .await;
+    let internal = callee.internal_addr().expect("internal listener");
+    let caller = |who: &str| {
+        format!(
+            "{}[app]\napp_id = \"{who}\"\n[name_resolution.apps]\ntype = \"static\"\nmetadata = {{ orders = \"{internal}\" }}\n",
+            mtls_section(&dir.path().join(who))
+        )
+    };
+    let friend = support::start(&caller("friend")).await;
+    let stranger = support::start(&caller("stranger")).await;
+    let call = |sidecar: &layotto::Runtime| {
+        let addr = sidecar.grpc_addr();
+        async move {
+            let mut client = support::client_at(addr).await;
+            who_answers(&mut client, "orders").await
+        }
+    };
+
+    // Same CA: the call goes through, TLS both ways.
+    assert_eq!(call(&friend).await.expect("same CA"), "orders");
+    // Another CA: refused, and said so.
+    let refused = call(&stranger).await.expect_err("another CA");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // No certificate at all (a plaintext client): refused too.
+    let mut plain = layotto::proto::dapr::internals::v1::service_invocation_client::ServiceInvocationClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{internal}"))
+            .expect("endpoint")
+            .connect_lazy(),
+    );
+    let plaintext = plain
+        .call_local(layotto::proto::dapr::internals::v1::InternalInvokeRequest::default())
+        .await
+        .expect_err("plaintext on an mTLS listener");
+    // The client reads the TLS alert as a broken HTTP/2 frame.
+    println!("a plaintext client gets: {plaintext:?}");
+
+    // The stranger's files are replaced by ones from our CA: it is let in
+    // once it has re-read them, without a restart.
+    ours.issue_into(&dir.path().join("stranger"));
+    eventually("the renewed certificate to be used", Duration::from_secs(10), || {
+        let call = call(&stranger);
+        async move { call.await.ok() }
+    })
+    .await;
+    // And the other way: the friend's files now hold the other CA's.
+    theirs.issue_into(&dir.path().join("friend"));
+    eventually("the foreign certificate to be refused", Duration::from_secs(10), || {
+        let call = call(&friend);
+        async move { call.await.err() }
+    })
+    .await;
+    for sidecar in [friend, stranger, callee] {
+        sidecar.shutdown().await;
+    }
+}

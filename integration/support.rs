@@ -24,6 +24,15 @@ pub fn config(toml: &str) -> Config {
     config.server.grpc = any_port;
     config.server.actuator = any_port;
     config.server.dapr_http = Some(any_port);
+    // The internal listener's default port (turned on by name resolution)
+    // would clash between tests running side by side.
+    if config
+        .server
+        .internal
+        .is_some_and(|a| a.port() == layotto::config::DEFAULT_INTERNAL_PORT)
+    {
+        config.server.internal = Some(any_port);
+    }
     config
 }
 

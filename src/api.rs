@@ -20,6 +20,7 @@ pub mod dapr_http;
 pub mod delivery;
 pub mod grpc;
 pub mod linger;
+pub mod mtls;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,9 @@ pub struct ApiContext {
     /// Service invocation's caller side: resolution cache, balancing,
     /// clients of other sidecars.
     pub invoker: blocks::invoke::Invoker,
+    /// Sidecar-to-sidecar mutual TLS, when configured: the internal
+    /// listener's handshakes (the invoker's clients hold it too).
+    pub mtls: Option<Arc<mtls::Mtls>>,
     /// The app's callback server, when it runs one.
     pub app_channel: Option<callback::AppCallback>,
     /// Declarative subscriptions, from config or resource files.

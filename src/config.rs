@@ -115,7 +115,35 @@ pub struct ServerConfig {
     /// internal listener's own address (`127.0.0.1` when it listens on
     /// every interface).
     pub advertise_host: Option<String>,
+    /// Mutual TLS on the internal listener and on this sidecar's calls to
+    /// other sidecars (`[server.mtls]`). Default none: plaintext, which
+    /// is why the internal listener's default address is loopback.
+    pub mtls: Option<MtlsConfig>,
 }
+
+/// The certificate authority, certificate and key of sidecar-to-sidecar
+/// mutual TLS. Both ends present a certificate; one not issued by `ca` is
+/// refused in the handshake. The files are checked every
+/// `reload_interval` and re-read when they change (a renewed
+/// certificate, a Kubernetes secret update); connections made after that
+/// use them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MtlsConfig {
+    /// PEM file of the certificate authority (one or more certificates)
+    /// whose certificates peers must present. Required.
+    pub ca: PathBuf,
+    /// PEM file of this sidecar's certificate chain, leaf first, issued by
+    /// a certificate in `ca`. Required.
+    pub cert: PathBuf,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or
+    /// SEC1). Required.
+    pub key: PathBuf,
+    /// How often the three files are checked for changes. Default `1s`.
+    pub reload_interval: Duration,
+}
+
+/// [`MtlsConfig::reload_interval`]'s default.
+pub const DEFAULT_MTLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// daprd's internal gRPC port, the internal listener's default.
 pub const DEFAULT_INTERNAL_PORT: u16 = 50002;
@@ -346,6 +374,7 @@ impl Default for Config {
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
                 internal: None,
                 advertise_host: None,
+                mtls: None,
             },
             app: AppConfig {
                 app_id: String::new(),
@@ -832,6 +861,34 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             advertise_host: s
                 .string("advertise_host", &mut problems)
                 .filter(|h| !h.trim().is_empty()),
+            mtls: if s.has("mtls") {
+                let mut m = s.section("mtls", &mut problems);
+                let mut file = |key: &str, problems: &mut Problems| match m.string(key, problems) {
+                    Some(path) if !path.trim().is_empty() => PathBuf::from(path),
+                    _ => {
+                        problems.push(format!("server.mtls.{key}"), "required: the path of a PEM file");
+                        PathBuf::new()
+                    }
+                };
+                let ca = file("ca", &mut problems);
+                let cert = file("cert", &mut problems);
+                let key = file("key", &mut problems);
+                let reload_interval = m
+                    .duration("reload_interval", &mut problems)
+                    .unwrap_or(DEFAULT_MTLS_RELOAD_INTERVAL);
+                if reload_interval.is_zero() {
+                    problems.push("server.mtls.reload_interval", "must be longer than zero");
+                }
+                m.finish(&mut problems);
+                Some(MtlsConfig {
+                    ca,
+                    cert,
+                    key,
+                    reload_interval,
+                })
+            } else {
+                None
+            },
         };
         s.finish(&mut problems);
         if server.max_calls_in_flight == 0 {

@@ -93,6 +93,8 @@ pub enum RuntimeError {
     ShutdownRequested,
     #[error("secret references cannot be resolved:\n  - {}", .0.join("\n  - "))]
     SecretRefs(Vec<String>),
+    #[error(transparent)]
+    Mtls(#[from] api::mtls::MtlsError),
 }
 
 /// A running sidecar, seen from outside its event loop. Dropping it shuts
@@ -304,6 +306,8 @@ struct Serving {
     grpc: Option<(watch::Sender<bool>, GrpcTask)>,
     /// The internal listener's, when it is on.
     internal: Option<(watch::Sender<bool>, GrpcTask)>,
+    /// Re-reads the mTLS files when they change, when mTLS is on.
+    mtls_watch: Option<JoinHandle<()>>,
     /// The Dapr HTTP API's stop switch and task, when it is configured.
     dapr_http: Option<(watch::Sender<bool>, JoinHandle<std::io::Result<()>>)>,
     /// Delivery of the app's subscriptions, when it has a callback server.
@@ -325,6 +329,13 @@ struct Serving {
 impl Serving {
     async fn start(mut config: Config) -> Result<Serving, RuntimeError> {
         let server = &config.server;
+        let mtls = server.mtls.as_ref().map(api::mtls::Mtls::load).transpose()?;
+        if let Some(addr) = server.internal
+            && mtls.is_none()
+            && !addr.ip().is_loopback()
+        {
+            warn!(internal = %addr, "The internal listener is reachable beyond loopback without mTLS: sidecar-to-sidecar calls are plaintext; set [server.mtls]");
+        }
         let grpc_listener = bind("gRPC", server.grpc).await?;
         let actuator_listener = bind("actuator", server.actuator).await?;
         let dapr_listener = match server.dapr_http {
@@ -420,7 +431,8 @@ impl Serving {
             shutdown_requested: Default::default(),
             api_token: config.server.api_token.as_deref().map(api::auth::ApiToken::new),
             app_health: watch::channel(None).0,
-            invoker: api::blocks::invoke::Invoker::new(&config.app.app_id),
+            invoker: api::blocks::invoke::Invoker::new(&config.app.app_id, mtls.clone()),
+            mtls: mtls.clone(),
             app_channel: AppCallback::for_app(&config.app),
             declared_subscriptions: config.subscriptions.clone(),
             active_subscriptions: Default::default(),
@@ -465,6 +477,16 @@ impl Serving {
             escalations,
             grpc: None,
             internal: None,
+            mtls_watch: mtls.map(|mtls| {
+                let ctx = Arc::downgrade(&ctx);
+                tokio::spawn(mtls.watch(move || {
+                    // Connections to other sidecars are made afresh with
+                    // the new certificate.
+                    if let Some(ctx) = ctx.upgrade() {
+                        ctx.invoker.forget_connections();
+                    }
+                }))
+            }),
             dapr_http,
             subscriptions: None,
             http_stop,
@@ -542,6 +564,9 @@ impl Serving {
 
     async fn shutdown(mut self) {
         info!(grace = ?self.grace, "Shutting down");
+        if let Some(watch) = self.mtls_watch.take() {
+            watch.abort();
+        }
         self.status.set_runtime(Health::Down, "shutdown");
         let _ = self.stopping.send(true);
         let deadline = Instant::now() + self.grace;

@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -154,15 +155,43 @@ pub async fn serve_internal(
     let internal = ServiceInvocationServer::new(invoke::InternalService { ctx: ctx.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = super::conn::incoming(listener, super::conn::ConnLimits::of(limits), ctx.lingering.clone());
-    Server::builder()
+    let conn_limits = super::conn::ConnLimits::of(limits);
+    let incoming = super::conn::incoming(listener, conn_limits, ctx.lingering.clone());
+    let router = Server::builder()
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(
             metrics_layer::GrpcMetricsLayer::new(ctx.metrics.clone(), served_methods())
                 .limit_in_flight(limits.max_calls_in_flight)
                 .cut_off_on(ctx.cut_off.clone()),
         )
-        .add_routes(with_proxy(ctx.clone(), Routes::new(internal)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .add_routes(with_proxy(ctx.clone(), Routes::new(internal)));
+    match ctx.mtls.clone() {
+        None => router.serve_with_incoming_shutdown(incoming, shutdown).await,
+        Some(mtls) => {
+            // Handshakes run side by side; one that fails (no certificate,
+            // another CA) or stalls past the handshake timeout is dropped
+            // without holding up the others.
+            let handshakes = incoming
+                .map(move |conn| {
+                    let acceptor = mtls.acceptor();
+                    async move {
+                        let conn = conn.ok()?;
+                        match tokio::time::timeout(conn_limits.handshake_timeout, acceptor.accept(conn)).await {
+                            Ok(Ok(tls)) => Some(Ok::<_, std::io::Error>(super::mtls::TlsConn(tls))),
+                            Ok(Err(e)) => {
+                                tracing::info!(error = %e, "Refused a connection to the internal listener: TLS handshake failed");
+                                None
+                            }
+                            Err(_) => None,
+                        }
+                    }
+                })
+                .buffer_unordered(MAX_CONCURRENT_HANDSHAKES)
+                .filter_map(std::future::ready);
+            router.serve_with_incoming_shutdown(handshakes, shutdown).await
+        }
+    }
 }
+
+/// TLS handshakes the internal listener runs at once.
+const MAX_CONCURRENT_HANDSHAKES: usize = 256;

@@ -165,6 +165,26 @@ fn inconsistent_supervisor_settings_are_rejected() {
 }
 
 #[test]
+fn mtls_needs_its_three_files_and_knows_its_fields() {
+    let found = problems("[server.mtls]\nca = \"ca.pem\"\nreload_interval = \"0s\"\ncrt = \"x\"\n");
+    for expected in [
+        "server.mtls.cert: required",
+        "server.mtls.key: required",
+        "server.mtls.reload_interval: must be longer than zero",
+        "server.mtls.crt: unknown field",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "{expected} in {found:?}");
+    }
+    assert!(!found.iter().any(|p| p.starts_with("server.mtls.ca")), "{found:?}");
+    let config = toml("[server.mtls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n").expect("valid");
+    let mtls = config.server.mtls.expect("mtls");
+    assert_eq!(
+        (mtls.ca.to_str(), mtls.reload_interval),
+        (Some("a"), super::DEFAULT_MTLS_RELOAD_INTERVAL)
+    );
+}
+
+#[test]
 fn bad_enums_and_filters_are_named() {
     let found = problems("[app]\ncallback_protocol = \"soap\"\n[log]\nformat = \"xml\"\nlevel = \"[[\"\n");
     assert!(

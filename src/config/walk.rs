@@ -46,6 +46,10 @@ impl Section {
         }
     }
 
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
     pub(super) fn take(&mut self, key: &str) -> Option<Value> {
         self.map.remove(key)
     }

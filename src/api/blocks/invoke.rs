@@ -32,6 +32,8 @@ use crate::proto::dapr::common::v1 as common;
 use crate::proto::dapr::internals::v1 as internals;
 use internals::service_invocation_client::ServiceInvocationClient;
 
+use crate::api::mtls::{Mtls, MtlsConnector};
+
 /// An invocation without a deadline of its own gets this one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a resolution is reused.
@@ -188,10 +190,12 @@ pub struct Invoker {
     next: AtomicUsize,
     skipped: Mutex<HashMap<String, Instant>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Connections to other sidecars use mutual TLS when set.
+    mtls: Option<Arc<Mtls>>,
 }
 
 impl Invoker {
-    pub fn new(app_id: &str) -> Invoker {
+    pub fn new(app_id: &str, mtls: Option<Arc<Mtls>>) -> Invoker {
         Invoker {
             app_id: app_id.to_owned(),
             namespace: crate::components::name_resolution::namespace(),
@@ -202,7 +206,14 @@ impl Invoker {
             next: AtomicUsize::new(0),
             skipped: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
+            mtls,
         }
+    }
+
+    /// Drops the connections to other sidecars, so that the next calls
+    /// connect afresh (after the mTLS certificates changed).
+    pub fn forget_connections(&self) {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The connection to the sidecar at `address`, made on first use.
@@ -215,7 +226,10 @@ impl Invoker {
             .map_err(|e| BlockError::Internal(format!("bad address {}: {e}", quote(address))))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.mtls {
+            Some(mtls) => endpoint.connect_with_connector_lazy(MtlsConnector(mtls.clone())),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -757,7 +771,7 @@ mod tests {
 
     #[test]
     fn round_robin_skips_instances_left_out() {
-        let invoker = Invoker::new("me");
+        let invoker = Invoker::new("me", None);
         let all = vec!["a:1".to_owned(), "b:1".to_owned(), "c:1".to_owned()];
         let firsts: Vec<String> = (0..3).map(|_| invoker.order(&all)[0].clone()).collect();
         assert_eq!(firsts, ["a:1", "b:1", "c:1"]);
