@@ -28,6 +28,7 @@ use layotto::components::ComponentSpec;
 use layotto::components::hello::helloworld::HelloWorld;
 use layotto::config::{self, Format};
 use layotto::metrics::Metrics;
+use layotto::proto::bench::RepeatRequest;
 use layotto::proto::bench::echo_client::EchoClient;
 use layotto::proto::bench::echo_server::{Echo, EchoServer};
 use layotto::proto::runtime::v1::runtime_client::RuntimeClient;
@@ -308,6 +309,21 @@ impl Echo for DirectHello {
 
     async fn save_state(&self, _req: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
         Ok(Response::new(()))
+    }
+
+    type RepeatStream = futures::stream::Iter<std::vec::IntoIter<Result<SayHelloResponse, Status>>>;
+
+    async fn repeat(&self, req: Request<RepeatRequest>) -> Result<Response<Self::RepeatStream>, Status> {
+        let req = req.into_inner();
+        let answers: Vec<_> = (0..req.count.min(1000))
+            .map(|_| {
+                Ok(SayHelloResponse {
+                    hello: req.text.clone(),
+                    data: None,
+                })
+            })
+            .collect();
+        Ok(Response::new(futures::stream::iter(answers)))
     }
 }
 

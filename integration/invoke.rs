@@ -11,6 +11,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
+use layotto::proto::bench::RepeatRequest;
+use layotto::proto::bench::echo_client::EchoClient;
+use layotto::proto::bench::echo_server::{Echo, EchoServer};
 use layotto::proto::dapr::common::v1 as common;
 use layotto::proto::dapr::runtime::v1 as dapr;
 use layotto::proto::dapr::runtime::v1::dapr_client::DaprClient;
@@ -534,6 +537,400 @@ async fn mtls_refuses_a_sidecar_from_another_ca_and_follows_certificate_changes(
     })
     .await;
     for sidecar in [friend, stranger, callee] {
+        sidecar.shutdown().await;
+    }
+}
+
+/// A gRPC app: Dapr's AppCallback.OnInvoke answers with what it got, as
+/// JSON; a plain gRPC service (layotto.bench.v1.Echo), reached only by
+/// gRPC proxying, greets with the metadata it got, streams on `Repeat`,
+/// and fails `SayHello` for the name `fail` with a status and a trailer.
+struct GrpcApp {
+    port: u16,
+    _stop: oneshot::Sender<()>,
+}
+
+#[derive(Clone)]
+struct GrpcAppService {
+    name: Arc<str>,
+}
+
+fn metadata_json(metadata: &tonic::metadata::MetadataMap) -> Value {
+    let map: serde_json::Map<String, Value> = metadata
+        .iter()
+        .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                Some((k.as_str().to_owned(), Value::String(v.to_str().ok()?.to_owned())))
+            }
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect();
+    Value::Object(map)
+}
+
+#[tonic::async_trait]
+impl dapr::app_callback_server::AppCallback for GrpcAppService {
+    async fn on_invoke(
+        &self,
+        request: tonic::Request<common::InvokeRequest>,
+    ) -> Result<tonic::Response<common::InvokeResponse>, tonic::Status> {
+        let metadata = metadata_json(request.metadata());
+        let request = request.into_inner();
+        let extension = request.http_extension.unwrap_or_default();
+        let verb = common::http_extension::Verb::try_from(extension.verb)
+            .map(|v| v.as_str_name())
+            .unwrap_or("?");
+        let echo = json!({
+            "name": &*self.name,
+            "method": request.method,
+            "data": String::from_utf8_lossy(&request.data.unwrap_or_default().value),
+            "content_type": request.content_type,
+            "verb": verb,
+            "querystring": extension.querystring,
+            "metadata": metadata,
+        });
+        Ok(tonic::Response::new(common::InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: echo.to_string().into_bytes(),
+            }),
+            content_type: "application/json".into(),
+        }))
+    }
+
+    async fn list_topic_subscriptions(
+        &self,
+        _: tonic::Request<()>,
+    ) -> Result<tonic::Response<dapr::ListTopicSubscriptionsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+
+    async fn on_topic_event(
+        &self,
+        _: tonic::Request<dapr::TopicEventRequest>,
+    ) -> Result<tonic::Response<dapr::TopicEventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no topics"))
+    }
+
+    async fn list_input_bindings(
+        &self,
+        _: tonic::Request<()>,
+    ) -> Result<tonic::Response<dapr::ListInputBindingsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+
+    async fn on_binding_event(
+        &self,
+        _: tonic::Request<dapr::BindingEventRequest>,
+    ) -> Result<tonic::Response<dapr::BindingEventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no bindings"))
+    }
+}
+
+#[tonic::async_trait]
+impl Echo for GrpcAppService {
+    async fn say_hello(
+        &self,
+        request: tonic::Request<pb::SayHelloRequest>,
+    ) -> Result<tonic::Response<pb::SayHelloResponse>, tonic::Status> {
+        let metadata = metadata_json(request.metadata());
+        let request = request.into_inner();
+        if request.name == "fail" {
+            let mut trailers = tonic::metadata::MetadataMap::new();
+            trailers.insert("x-app-trailer", "kept".parse().expect("ascii"));
+            return Err(tonic::Status::with_metadata(
+                tonic::Code::FailedPrecondition,
+                "out of stock",
+                trailers,
+            ));
+        }
+        let mut response = tonic::Response::new(pb::SayHelloResponse {
+            hello: json!({ "name": &*self.name, "to": request.name, "metadata": metadata }).to_string(),
+            data: request.data,
+        });
+        response
+            .metadata_mut()
+            .insert("x-app-header", "sent".parse().expect("ascii"));
+        Ok(response)
+    }
+
+    async fn get_state(
+        &self,
+        _: tonic::Request<pb::GetStateRequest>,
+    ) -> Result<tonic::Response<pb::GetStateResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no state here"))
+    }
+
+    async fn save_state(&self, _: tonic::Request<pb::SaveStateRequest>) -> Result<tonic::Response<()>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no state here"))
+    }
+
+    type RepeatStream = futures::stream::Iter<std::vec::IntoIter<Result<pb::SayHelloResponse, tonic::Status>>>;
+
+    async fn repeat(
+        &self,
+        request: tonic::Request<RepeatRequest>,
+    ) -> Result<tonic::Response<Self::RepeatStream>, tonic::Status> {
+        let request = request.into_inner();
+        let answers: Vec<_> = (0..request.count.min(100))
+            .map(|i| {
+                Ok(pb::SayHelloResponse {
+                    hello: format!("{} {i}", request.text),
+                    data: None,
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(futures::stream::iter(answers)))
+    }
+}
+
+impl GrpcApp {
+    async fn start(name: &str) -> GrpcApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let service = GrpcAppService { name: name.into() };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(dapr::app_callback_server::AppCallbackServer::new(service.clone()))
+                .add_service(EchoServer::new(service))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        GrpcApp { port, _stop: stop }
+    }
+}
+
+/// A request for the stock app by gRPC proxying, with a header of its own.
+fn with_target<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("dapr-app-id", "stock".parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert("x-custom", "carried".parse().expect("ascii"));
+    request
+}
+
+/// What the gRPC app's OnInvoke echoed.
+fn check_on_invoke(echo: &Value, caller: &str) {
+    assert_eq!(echo["name"], "stock", "{echo}");
+    assert_eq!(echo["method"], "reserve", "{echo}");
+    assert_eq!(echo["data"], "5 units", "{echo}");
+    assert_eq!(echo["content_type"], "text/plain", "{echo}");
+    assert_eq!(echo["verb"], "POST", "{echo}");
+    assert_eq!(echo["querystring"], "sku=42", "{echo}");
+    assert_eq!(echo["metadata"]["dapr-caller-app-id"], caller, "{echo}");
+    assert_eq!(echo["metadata"]["dapr-callee-app-id"], "stock", "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sidecars_and_three_apps_over_every_front_end_proxying_and_the_python_sdk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = format!(
+        "[name_resolution.registry]\ntype = \"sqlite\"\nmetadata = {{ connectionString = \"{}\" }}\n",
+        dir.path().join("hosts.db").display()
+    );
+    let internal = "[server]\ninternal = \"127.0.0.1:0\"\n";
+    let orders_app = EchoApp::start("orders").await;
+    let stock_app = GrpcApp::start("stock").await;
+    let orders = support::start(&format!(
+        "{internal}[app]\napp_id = \"orders\"\nport = {}\nprotocol = \"http\"\n{registry}",
+        orders_app.port
+    ))
+    .await;
+    let stock = support::start(&format!(
+        "{internal}[app]\napp_id = \"stock\"\nport = {}\nprotocol = \"grpc\"\n{registry}",
+        stock_app.port
+    ))
+    .await;
+    // The third app is this test (and the Python script) behind `checkout`.
+    let checkout = support::start(&format!("{internal}[app]\napp_id = \"checkout\"\n{registry}")).await;
+    for sidecar in [&orders, &stock, &checkout] {
+        support::wait_ready(sidecar).await;
+    }
+
+    // Layotto's InvokeService to the gRPC app.
+    let mut layotto = support::client(&checkout).await;
+    let reserve = |ext_querystring: &str| pb::CommonInvokeRequest {
+        method: "reserve".into(),
+        data: Some(prost_types::Any {
+            type_url: String::new(),
+            value: b"5 units".to_vec(),
+        }),
+        content_type: "text/plain".into(),
+        http_extension: Some(pb::HttpExtension {
+            verb: pb::http_extension::Verb::Post as i32,
+            querystring: ext_querystring.into(),
+        }),
+    };
+    let answer = layotto
+        .invoke_service(pb::InvokeServiceRequest {
+            id: "stock".into(),
+            message: Some(reserve("sku=42")),
+        })
+        .await
+        .expect("Layotto InvokeService to a gRPC app")
+        .into_inner();
+    assert_eq!(answer.content_type, "application/json");
+    check_on_invoke(&echo_of(&answer.data.expect("data").value), "checkout");
+
+    // Dapr's gRPC InvokeService, from the orders sidecar this time.
+    let mut dapr = DaprClient::connect(format!("http://{}", orders.grpc_addr()))
+        .await
+        .expect("connect");
+    let answer = dapr
+        .invoke_service(dapr::InvokeServiceRequest {
+            id: "stock".into(),
+            message: Some(common::InvokeRequest {
+                method: "reserve".into(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"5 units".to_vec(),
+                }),
+                content_type: "text/plain".into(),
+                http_extension: Some(common::HttpExtension {
+                    verb: common::http_extension::Verb::Post as i32,
+                    querystring: "sku=42".into(),
+                }),
+            }),
+        })
+        .await
+        .expect("Dapr InvokeService")
+        .into_inner();
+    check_on_invoke(&echo_of(&answer.data.expect("data").value), "orders");
+
+    // Dapr's HTTP invoke to the gRPC app: the verb and query string become
+    // its HTTP extension.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", checkout.dapr_http_addr().expect("dapr http"));
+    let response = http
+        .post(format!("{base}/v1.0/invoke/stock/method/reserve?sku=42"))
+        .header("content-type", "text/plain")
+        .body("5 units")
+        .send()
+        .await
+        .expect("HTTP invoke");
+    assert_eq!(response.status(), 200);
+    check_on_invoke(&response.json().await.expect("json"), "checkout");
+    // And to the HTTP app, from the stock sidecar.
+    let stock_base = format!("http://{}", stock.dapr_http_addr().expect("dapr http"));
+    let echo: Value = http
+        .get(format!("{stock_base}/v1.0/invoke/orders/method/shelves?floor=2"))
+        .header("x-tenant", "acme")
+        .send()
+        .await
+        .expect("HTTP invoke")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (
+            echo["name"].as_str(),
+            echo["verb"].as_str(),
+            echo["path"].as_str(),
+            echo["query"].as_str()
+        ),
+        (Some("orders"), Some("GET"), Some("/shelves"), Some("floor=2"))
+    );
+    assert_eq!(echo["headers"]["x-tenant"], "acme");
+    assert_eq!(echo["headers"]["dapr-caller-app-id"], "stock");
+
+    // gRPC proxying: a plain client of the app's own service, pointed at
+    // its sidecar with dapr-app-id; unary, server streaming, errors.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", checkout.grpc_addr()))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut echo_client = EchoClient::new(channel);
+    let response = echo_client
+        .say_hello(with_target(pb::SayHelloRequest {
+            service_name: String::new(),
+            name: "proxy".into(),
+            data: None,
+        }))
+        .await
+        .expect("proxied unary call");
+    assert_eq!(
+        response.metadata().get("x-app-header").and_then(|v| v.to_str().ok()),
+        Some("sent")
+    );
+    let hello: Value = serde_json::from_str(&response.into_inner().hello).expect("json");
+    assert_eq!(
+        (hello["name"].as_str(), hello["to"].as_str()),
+        (Some("stock"), Some("proxy"))
+    );
+    assert_eq!(hello["metadata"]["x-custom"], "carried");
+    assert_eq!(hello["metadata"]["dapr-caller-app-id"], "checkout");
+    let mut stream = echo_client
+        .repeat(with_target(RepeatRequest {
+            text: "tick".into(),
+            count: 5,
+        }))
+        .await
+        .expect("proxied server stream")
+        .into_inner();
+    let mut ticks = Vec::new();
+    while let Some(item) = stream.message().await.expect("stream item") {
+        ticks.push(item.hello);
+    }
+    assert_eq!(ticks, ["tick 0", "tick 1", "tick 2", "tick 3", "tick 4"]);
+    let failed = echo_client
+        .say_hello(with_target(pb::SayHelloRequest {
+            service_name: String::new(),
+            name: "fail".into(),
+            data: None,
+        }))
+        .await
+        .expect_err("the app's error");
+    assert_eq!(failed.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(failed.message(), "out of stock");
+    assert_eq!(
+        failed.metadata().get("x-app-trailer").and_then(|v| v.to_str().ok()),
+        Some("kept")
+    );
+
+    // The Dapr Python SDK's invoke_method from the checkout app, over
+    // HTTP and over gRPC.
+    if let Some(python) = crate::sdk::sdk_python() {
+        for protocol in ["http", "grpc"] {
+            let (grpc_port, http_port) = (
+                checkout.grpc_addr().port().to_string(),
+                checkout.dapr_http_addr().expect("dapr http").port().to_string(),
+            );
+            let python = python.clone();
+            let output = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(python)
+                    .arg("integration/sdk/python_invoke.py")
+                    .env("DAPR_RUNTIME_HOST", "127.0.0.1")
+                    .env("DAPR_GRPC_PORT", grpc_port)
+                    .env("DAPR_HTTP_PORT", http_port)
+                    .env("DAPR_HEALTH_TIMEOUT", "10")
+                    .env("DAPR_API_METHOD_INVOCATION_PROTOCOL", protocol)
+                    .env("ORDERS_APP", "orders")
+                    .env("STOCK_APP", "stock")
+                    .env("CALLER_APP", "checkout")
+                    .env_remove("DAPR_API_TOKEN")
+                    .output()
+            })
+            .await
+            .expect("joined")
+            .expect("python runs");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                output.status.success() && stdout.contains("all checks passed"),
+                "python sdk over {protocol}:\n{stdout}\n{stderr}"
+            );
+            println!("the Python SDK's invoke_method over {protocol}: {}", stdout.trim());
+        }
+    }
+    for sidecar in [checkout, orders, stock] {
         sidecar.shutdown().await;
     }
 }

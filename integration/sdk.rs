@@ -66,7 +66,7 @@ fn python_backends() -> bool {
 
 /// The virtualenv's python, when the SDK is installed. Under `CI=true` a
 /// missing SDK fails the test; elsewhere it skips with a reason.
-fn sdk_python() -> Option<String> {
+pub(crate) fn sdk_python() -> Option<String> {
     let venv = std::env::var("LAYOTTO_SDK_VENV")
         .unwrap_or_else(|_| format!("{}/.cache/layotto-sdk-venv", std::env::var("HOME").unwrap_or_default()));
     let python = format!("{venv}/bin/python");
