@@ -129,6 +129,7 @@ pub struct Sample {
     pub errors: u64,
     pub per_second: f64,
     pub p50_us: u32,
+    pub p90_us: u32,
     pub p99_us: u32,
 }
 
@@ -146,6 +147,7 @@ impl Sample {
             errors,
             per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
             p50_us: pct(0.50),
+            p90_us: pct(0.90),
             p99_us: pct(0.99),
         }
     }
@@ -160,9 +162,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Medians over the rounds of one variant.
+struct Medians {
+    per_second: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    ok: u64,
+    errors: u64,
+}
+
 /// The rows of one benchmark, printed and written to docs/benchmarks.md.
 pub struct Report {
     name: &'static str,
+    /// The benchmark name that runs it (`cargo bench --bench runtime --
+    /// NAME`); the report's own name unless set.
+    run_by: &'static str,
     title: &'static str,
     variants: Vec<(String, Vec<Sample>)>,
     ratios: Vec<String>,
@@ -172,16 +187,24 @@ impl Report {
     pub fn new(name: &'static str, title: &'static str) -> Report {
         Report {
             name,
+            run_by: name,
             title,
             variants: Vec::new(),
             ratios: Vec::new(),
         }
     }
 
+    /// Names the benchmark that writes this report, when it writes more
+    /// than one.
+    pub fn run_by(mut self, benchmark: &'static str) -> Report {
+        self.run_by = benchmark;
+        self
+    }
+
     pub fn add(&mut self, variant: &str, sample: Sample) {
         eprintln!(
-            "{:>28}: {:>9.0} calls/s  p50 {:>6} µs  p99 {:>6} µs  errors {}",
-            variant, sample.per_second, sample.p50_us, sample.p99_us, sample.errors
+            "{:>28}: {:>9.0} calls/s  p50 {:>6} µs  p90 {:>6} µs  p99 {:>6} µs  errors {}",
+            variant, sample.per_second, sample.p50_us, sample.p90_us, sample.p99_us, sample.errors
         );
         match self.variants.iter_mut().find(|(v, _)| v == variant) {
             Some((_, samples)) => samples.push(sample),
@@ -189,21 +212,22 @@ impl Report {
         }
     }
 
-    fn medians(&self, variant: &str) -> Option<(f64, f64, f64, u64, u64)> {
+    fn medians(&self, variant: &str) -> Option<Medians> {
         let (_, samples) = self.variants.iter().find(|(v, _)| v == variant)?;
-        Some((
-            median(samples.iter().map(|s| s.per_second).collect()),
-            median(samples.iter().map(|s| f64::from(s.p50_us)).collect()),
-            median(samples.iter().map(|s| f64::from(s.p99_us)).collect()),
-            samples.iter().map(|s| s.ok).sum(),
-            samples.iter().map(|s| s.errors).sum(),
-        ))
+        Some(Medians {
+            per_second: median(samples.iter().map(|s| s.per_second).collect()),
+            p50: median(samples.iter().map(|s| f64::from(s.p50_us)).collect()),
+            p90: median(samples.iter().map(|s| f64::from(s.p90_us)).collect()),
+            p99: median(samples.iter().map(|s| f64::from(s.p99_us)).collect()),
+            ok: samples.iter().map(|s| s.ok).sum(),
+            errors: samples.iter().map(|s| s.errors).sum(),
+        })
     }
 
     /// Records `a / b` of median throughput, with what it means.
     pub fn ratio(&mut self, a: &str, b: &str, meaning: &str) {
         if let (Some(a_m), Some(b_m)) = (self.medians(a), self.medians(b)) {
-            let line = format!("**{:.3}**: {meaning}", a_m.0 / b_m.0);
+            let line = format!("**{:.3}**: {meaning}", a_m.per_second / b_m.per_second);
             eprintln!("{line}");
             self.ratios.push(line);
         }
@@ -217,7 +241,22 @@ impl Report {
 
     /// Median p50 and p99 latency of a variant, in microseconds.
     pub fn latency(&self, variant: &str) -> (f64, f64) {
-        self.medians(variant).map(|m| (m.1, m.2)).unwrap_or_default()
+        self.medians(variant).map(|m| (m.p50, m.p99)).unwrap_or_default()
+    }
+
+    /// Records the latency `a` adds over `b` (medians of p50, p90, p99)
+    /// and the ratio of their throughput.
+    pub fn added(&mut self, a: &str, b: &str, meaning: &str) {
+        if let (Some(a_m), Some(b_m)) = (self.medians(a), self.medians(b)) {
+            let line = format!(
+                "{meaning}: added p50 **{:+.0} µs**, p90 **{:+.0} µs**, p99 **{:+.0} µs**; throughput ratio **{:.3}**",
+                a_m.p50 - b_m.p50,
+                a_m.p90 - b_m.p90,
+                a_m.p99 - b_m.p99,
+                a_m.per_second / b_m.per_second
+            );
+            self.note(line);
+        }
     }
 
     /// Writes the report's section of docs/benchmarks.md (unless
@@ -226,11 +265,11 @@ impl Report {
         let mut md = format!(
             "### {}\n\n{}. Measured {} by `cargo bench --bench runtime -- {}`: {} rounds of {} s per variant, alternating, \
              {} calls in flight over {} connections, client and server in one process \
-             on this {}-core machine. Medians over rounds.\n\n| variant | calls/s | p50 µs | p99 µs | calls | errors |\n|---|---:|---:|---:|---:|---:|\n",
+             on this {}-core machine. Medians over rounds.\n\n| variant | calls/s | p50 µs | p90 µs | p99 µs | calls | errors |\n|---|---:|---:|---:|---:|---:|---:|\n",
             self.name,
             self.title,
             humantime::format_rfc3339_seconds(SystemTime::now()),
-            self.name,
+            self.run_by,
             load.rounds,
             load.seconds,
             load.concurrency,
@@ -238,9 +277,10 @@ impl Report {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         );
         for (variant, _) in &self.variants {
-            if let Some((tput, p50, p99, ok, errors)) = self.medians(variant) {
+            if let Some(m) = self.medians(variant) {
                 md.push_str(&format!(
-                    "| {variant} | {tput:.0} | {p50:.0} | {p99:.0} | {ok} | {errors} |\n"
+                    "| {variant} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
+                    m.per_second, m.p50, m.p90, m.p99, m.ok, m.errors
                 ));
             }
         }

@@ -15,6 +15,7 @@
 mod coordination;
 mod dapr;
 mod harness;
+mod invoke;
 mod pubsub;
 
 use std::collections::BTreeMap;
@@ -71,6 +72,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wanted("dapr-state") {
             dapr::run().await?;
+        }
+        if wanted("invoke") {
+            invoke::run().await?;
         }
         anyhow::Ok(())
     })
@@ -287,7 +291,7 @@ pub(crate) fn save_request() -> SaveStateRequest {
 /// same metrics layer, with no actor in between: SayHello greets with
 /// `HelloWorld::greet`; GetState answers a fixed 64-byte value, SaveState
 /// nothing.
-struct DirectHello(HelloWorld);
+pub(crate) struct DirectHello(pub(crate) HelloWorld);
 
 #[tonic::async_trait]
 impl Echo for DirectHello {
