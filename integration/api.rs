@@ -3,7 +3,9 @@
 //! Dapr HTTP endpoints.
 
 use futures::StreamExt;
-use layotto::proto::runtime::v1::{GetStateRequest, InvokeServiceRequest, ListFileRequest, SayHelloRequest};
+use layotto::proto::runtime::v1::{
+    GetStateRequest, InvokeBindingRequest, InvokeServiceRequest, ListFileRequest, SayHelloRequest,
+};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -91,15 +93,37 @@ async fn a_block_with_no_components_is_a_failed_precondition() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpcs_not_built_yet_are_unimplemented_naming_themselves() {
+async fn unknown_services_are_unimplemented_and_unconfigured_blocks_say_so() {
     let rt = support::start(TWO_HELLOS).await;
     let mut client = support::client(&rt).await;
+    // A service the sidecar does not serve, without dapr-app-id to proxy it.
+    let mut echo = layotto::proto::bench::echo_client::EchoClient::new(support::channel(&rt).await);
+    let err = echo
+        .say_hello(SayHelloRequest::default())
+        .await
+        .expect_err("not served");
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(
+        err.message().contains("layotto.bench.v1.Echo/SayHello"),
+        "{}",
+        err.message()
+    );
+    // Built blocks with nothing configured say so.
+    let err = client
+        .invoke_binding(InvokeBindingRequest {
+            name: "b".into(),
+            operation: "create".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no bindings");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("no bindings component"), "{}", err.message());
     let err = client
         .list_file(ListFileRequest::default())
         .await
-        .expect_err("not built");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("Runtime/ListFile"), "{}", err.message());
+        .expect_err("no request");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     // Invocation is built: without name resolution another app id is not
     // found, and the answer says why.
     let err = client

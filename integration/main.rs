@@ -6,11 +6,13 @@
 mod api;
 mod app_channel;
 mod apps;
+mod bindings;
 mod chaos;
 mod configuration;
 mod dapr_grpc;
 mod dapr_http;
 mod dapr_resources;
+mod file;
 mod hostile;
 mod invoke;
 mod linked_tasks;

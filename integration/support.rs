@@ -782,6 +782,11 @@ impl Sidecar {
 
     /// A sidecar of the binary for `config_text`, on free ports, kept in
     /// `dir`.
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     pub async fn start_with(dir: &std::path::Path, name: &str, config_text: &str) -> Sidecar {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config_text).expect("write config");

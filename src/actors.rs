@@ -9,7 +9,9 @@
 //! requests to one component proceed at once, and catches a panic or a fatal
 //! error at that boundary and stops, for its supervisor to restart.
 
+pub mod bindings;
 pub mod configuration;
+pub mod file;
 mod handle;
 pub mod hello;
 mod host;

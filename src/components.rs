@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+pub mod bindings;
 pub mod configuration;
 #[cfg(feature = "test-components")]
 pub mod faulty;
+pub mod file;
 pub mod hello;
 pub mod lock;
 pub mod meta;
@@ -116,7 +118,7 @@ macro_rules! block_table {
 }
 
 block_table! {
-    reserved: [Bindings => "bindings", File => "file"];
+    reserved: [];
     /// The `secret_store` building block.
     SecretStores (SecretStore, "secret_store", secret_stores): dyn secrets::SecretStore =
         [secrets::env::TYPE, secrets::file::TYPE];
@@ -158,6 +160,18 @@ block_table! {
         pubsub::rabbitmq::TYPE,
         pubsub::nats::TYPE,
         pubsub::mqtt::TYPE,
+    ];
+    /// The `file` building block.
+    FileStores (File, "file", files): dyn file::FileStore = [
+        file::local::TYPE,
+        file::s3::AWS_S3,
+        file::s3::MINIO,
+    ];
+    /// The `bindings` building block: output bindings.
+    OutputBindings (Bindings, "bindings", bindings): dyn bindings::OutputBinding = [
+        bindings::http::TYPE,
+        bindings::redis::TYPE,
+        bindings::localstorage::TYPE,
     ];
     /// The `lock` building block.
     Locks (Lock, "lock", locks): dyn lock::LockStore = [

@@ -1279,6 +1279,22 @@ fn metadata_values(
 ) -> (BTreeMap<String, String>, Vec<SecretRef>) {
     let mut metadata = BTreeMap::new();
     let mut refs = Vec::new();
+    // Layotto's file stores take an array of endpoint settings; one entry
+    // is read as the metadata.
+    let value = match value {
+        Value::Array(mut items) if items.len() <= 1 => items.pop().unwrap_or_else(|| Value::Object(Map::new())),
+        Value::Array(items) => {
+            problems.push(
+                path,
+                format!(
+                    "{} entries; one component takes one set of settings (configure a component per endpoint)",
+                    items.len()
+                ),
+            );
+            return (metadata, refs);
+        }
+        other => other,
+    };
     let Value::Object(map) = value else {
         problems.push(
             path,

@@ -12,7 +12,9 @@
 //! Every block fails with one type, [`BlockError`]; each front end maps it
 //! in one file (`api::grpc::status` for gRPC).
 
+pub mod bindings;
 pub mod configuration;
+pub mod file;
 pub mod hello;
 pub mod invoke;
 pub mod lock;
@@ -73,6 +75,11 @@ pub enum BlockError {
 impl BlockError {
     pub(crate) fn invalid(message: impl Into<String>) -> BlockError {
         BlockError::InvalidArgument(message.into())
+    }
+
+    /// A component's error met outside a call (in a stream it answered).
+    pub(crate) fn from_component(e: ComponentError) -> BlockError {
+        component_kind(&e)(e.to_string())
     }
 }
 

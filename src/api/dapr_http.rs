@@ -18,6 +18,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+mod bindings;
 mod blocks;
 mod errors;
 mod invoke;
@@ -88,6 +89,7 @@ pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
         .route("/v1.0-alpha1/lock/{store}", post(blocks::try_lock))
         .route("/v1.0-alpha1/unlock/{store}", post(blocks::unlock))
         .route("/v1.0/invoke/{*rest}", axum::routing::any(invoke::invoke))
+        .route("/v1.0/bindings/{name}", post(bindings::invoke).put(bindings::invoke))
         // As in daprd, every other path and verb lands in invocation,
         // which needs a dapr-app-id header there.
         .fallback(invoke::invoke)

@@ -8,9 +8,11 @@
 //! gRPC status.
 
 mod auth;
+mod bindings;
 pub(crate) mod codec;
 mod configuration;
 mod dapr;
+mod file;
 mod health;
 mod hello;
 pub(crate) mod invoke;

@@ -116,11 +116,13 @@ fn all_problems_are_reported_at_once_with_their_paths() {
 
 #[test]
 fn a_type_of_a_block_not_built_yet_is_rejected() {
-    let found = problems("[file.f]\ntype = \"local\"\n");
-    assert_eq!(
-        found,
-        vec!["file.f.type: unknown type 'local' for file; no file component types are implemented yet"]
+    let found = problems("[bindings.b]\ntype = \"kafka\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("bindings.b.type: unknown type 'kafka'"),
+        "{found:?}"
     );
+    assert!(found[0].contains("localstorage"), "names the known types: {found:?}");
 }
 
 #[test]
@@ -258,6 +260,26 @@ fn layotto_config_json_is_translated() {
     assert_eq!(config.app.app_id, "app1");
     assert_eq!(config.app.grpc_callback_port, 9999);
     assert_eq!(config.components_of(Kind::Hellos)[0].meta("hello"), Some("greeting"));
+}
+
+#[test]
+fn layotto_file_stores_take_their_array_of_settings() {
+    let json = r#"{"servers": [{"listeners": [{"address": "127.0.0.1:4000", "filter_chains": [{"filters": [
+        {"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {"file": {
+          "file_demo": {"type": "minio", "metadata": [{"endpoint": "127.0.0.1:9000", "accessKeyID": "layotto",
+            "accessKeySecret": "layotto_secret", "SSL": false, "region": "us-east-1"}]},
+          "local_demo": {"type": "local", "metadata": {}}
+        }}}}
+    ]}]}]}]}"#;
+    let config = load_str(json, Format::Json, "config.json", Some(BTreeMap::new())).expect("valid");
+    let files = config.components_of(Kind::File);
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].meta("endpoint"), Some("127.0.0.1:9000"));
+    assert_eq!(files[0].meta("SSL"), Some("false"));
+
+    let two = json.replace("}]},", "}, {\"endpoint\": \"x\"}]},");
+    let e = load_str(&two, Format::Json, "config.json", Some(BTreeMap::new())).expect_err("two endpoints");
+    assert!(e.to_string().contains("file.file_demo.metadata: 2 entries"), "{e}");
 }
 
 #[test]

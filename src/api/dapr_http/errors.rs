@@ -53,6 +53,22 @@ impl IntoResponse for DaprError {
     }
 }
 
+/// How daprd answers a failed output binding call: 500
+/// `ERR_INVOKE_OUTPUT_BINDING` whatever the cause (an unknown binding, an
+/// operation it does not do, the binding's own failure), the message
+/// naming the binding; 503 while the component is down.
+pub fn binding_error(name: &str, e: BlockError) -> DaprError {
+    let status = match &e {
+        BlockError::Unavailable(_) | BlockError::ResourceExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = match e {
+        BlockError::Internal(message) if message.starts_with("error invoking output binding") => message,
+        other => format!("error invoking output binding {name}: {other}"),
+    };
+    DaprError::new(status, "ERR_INVOKE_OUTPUT_BINDING", message)
+}
+
 /// How daprd answers a failed invocation: 404 without a target, 403 when
 /// the target refused the caller, else 500, all `ERR_DIRECT_INVOKE`.
 pub fn invoke_error(e: BlockError) -> DaprError {

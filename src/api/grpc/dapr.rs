@@ -204,6 +204,39 @@ impl Dapr for DaprService {
         Ok(Response::new(()))
     }
 
+    /// The answer's metadata also goes out as `metadata.<key>` headers, as
+    /// daprd sends it.
+    async fn invoke_binding(
+        &self,
+        req: Request<pb::InvokeBindingRequest>,
+    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
+        let req = req.into_inner();
+        let answer = crate::api::blocks::bindings::invoke(
+            &self.ctx,
+            &req.name,
+            crate::api::blocks::bindings::BindingRequest {
+                operation: req.operation,
+                data: req.data,
+                metadata: req.metadata.into_iter().collect(),
+            },
+        )
+        .await?;
+        let mut response = Response::new(pb::InvokeBindingResponse {
+            data: answer.data.unwrap_or_default(),
+            metadata: answer.metadata.clone().into_iter().collect(),
+        });
+        for (key, value) in &answer.metadata {
+            let name = format!("metadata.{}", key.to_ascii_lowercase());
+            if let (Ok(name), Ok(value)) = (
+                tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes()),
+                value.parse(),
+            ) {
+                response.metadata_mut().insert(name, value);
+            }
+        }
+        Ok(response)
+    }
+
     async fn bulk_publish_event_alpha1(
         &self,
         req: Request<pb::BulkPublishRequest>,

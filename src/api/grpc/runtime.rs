@@ -2,14 +2,13 @@
 //! building block. An rpc whose building block has not landed answers
 //! UNIMPLEMENTED, naming itself.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{configuration, hello, invoke, lock, pubsub, secrets, sequencer, state};
+use super::{bindings, configuration, file, hello, invoke, lock, pubsub, secrets, sequencer, state};
 use crate::api::ApiContext;
 use crate::proto::runtime::v1 as pb;
 use crate::proto::runtime::v1::runtime_server::Runtime;
@@ -24,33 +23,7 @@ impl RuntimeService {
     }
 }
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn not_built(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "spec.proto.runtime.v1.Runtime/{rpc} is not implemented by this version of layotto-rs"
-    ))
-}
-
-/// Unary rpcs whose building block is not built yet. Spelled in the shape
-/// `async_trait` gives trait methods, since the attribute does not see
-/// inside macro calls.
-macro_rules! not_built {
-    ($($method:ident($req:ty) -> $resp:ty = $rpc:literal;)*) => {
-        $(
-            fn $method<'life0, 'async_trait>(
-                &'life0 self,
-                _: Request<$req>,
-            ) -> Pin<Box<dyn Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
-            where
-                'life0: 'async_trait,
-                Self: 'async_trait,
-            {
-                Box::pin(async { Err(not_built($rpc)) })
-            }
-        )*
-    };
-}
+pub(super) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Runtime for RuntimeService {
@@ -141,11 +114,30 @@ impl Runtime for RuntimeService {
             .map(Response::new)
     }
 
-    not_built! {
-        list_file(pb::ListFileRequest) -> pb::ListFileResp = "ListFile";
-        del_file(pb::DelFileRequest) -> () = "DelFile";
-        get_file_meta(pb::GetFileMetaRequest) -> pb::GetFileMetaResponse = "GetFileMeta";
-        invoke_binding(pb::InvokeBindingRequest) -> pb::InvokeBindingResponse = "InvokeBinding";
+    async fn list_file(&self, req: Request<pb::ListFileRequest>) -> Result<Response<pb::ListFileResp>, Status> {
+        file::list_file(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn del_file(&self, req: Request<pb::DelFileRequest>) -> Result<Response<()>, Status> {
+        file::del_file(&self.ctx, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_file_meta(
+        &self,
+        req: Request<pb::GetFileMetaRequest>,
+    ) -> Result<Response<pb::GetFileMetaResponse>, Status> {
+        file::get_file_meta(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn invoke_binding(
+        &self,
+        req: Request<pb::InvokeBindingRequest>,
+    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
+        bindings::invoke_binding(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_configuration(
@@ -199,11 +191,11 @@ impl Runtime for RuntimeService {
 
     type GetFileStream = ResponseStream<pb::GetFileResponse>;
 
-    async fn get_file(&self, _: Request<pb::GetFileRequest>) -> Result<Response<Self::GetFileStream>, Status> {
-        Err(not_built("GetFile"))
+    async fn get_file(&self, req: Request<pb::GetFileRequest>) -> Result<Response<Self::GetFileStream>, Status> {
+        file::get_file(&self.ctx, req.into_inner()).await.map(Response::new)
     }
 
-    async fn put_file(&self, _: Request<Streaming<pb::PutFileRequest>>) -> Result<Response<()>, Status> {
-        Err(not_built("PutFile"))
+    async fn put_file(&self, req: Request<Streaming<pb::PutFileRequest>>) -> Result<Response<()>, Status> {
+        file::put_file(&self.ctx, req.into_inner()).await.map(Response::new)
     }
 }

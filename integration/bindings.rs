@@ -1,0 +1,426 @@
+//! The output bindings' conformance suite, through Layotto's InvokeBinding
+//! (and Dapr's gRPC and HTTP APIs for their own shapes), against every
+//! binding type: `http` (a small HTTP server in the test), `redis` (the
+//! machine's Redis, keys of this run's own), `localstorage` (a temporary
+//! directory). Also Layotto's `bindings.http` config shape.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use layotto::proto::dapr::runtime::v1 as dapr;
+use layotto::proto::dapr::runtime::v1::dapr_client::DaprClient;
+use layotto::proto::runtime::v1 as pb;
+use layotto::proto::runtime::v1::runtime_client::RuntimeClient;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::support::{self, Service, backend_available, unique};
+
+/// One request the HTTP server got.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// An HTTP server recording requests; `.../missing` answers 404, anything
+/// else 200 with `answer` and header `x-answer: yes`.
+struct HttpServer {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl HttpServer {
+    async fn start() -> HttpServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let record = record.clone();
+            async move {
+                record.lock().expect("lock").push(Seen {
+                    method: method.to_string(),
+                    path: uri.path().to_owned(),
+                    headers: headers
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                        .collect(),
+                    body: body.to_vec(),
+                });
+                if uri.path().ends_with("/missing") {
+                    return (StatusCode::NOT_FOUND, "no such thing").into_response();
+                }
+                ([("x-answer", "yes")], "answer").into_response()
+            }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        HttpServer {
+            port,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("a request arrived")
+    }
+}
+
+async fn invoke(
+    client: &mut RuntimeClient<Channel>,
+    name: &str,
+    operation: &str,
+    data: &[u8],
+    metadata: &[(&str, &str)],
+) -> Result<pb::InvokeBindingResponse, tonic::Status> {
+    client
+        .invoke_binding(pb::InvokeBindingRequest {
+            name: name.into(),
+            operation: operation.into(),
+            data: data.to_vec(),
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Every binding refuses what it does not do, naming what it does.
+async fn refuses_unknown_operations(client: &mut RuntimeClient<Channel>, name: &str, supported: &[&str]) {
+    let e = invoke(client, name, "frobnicate", b"", &[])
+        .await
+        .expect_err("unknown operation");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    for op in supported {
+        assert!(e.message().contains(op), "{op} named in: {}", e.message());
+    }
+    let e = invoke(client, name, "", b"", &[]).await.expect_err("no operation");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_binding_conformance() {
+    let server = HttpServer::start().await;
+    let (rt, mut client) = support::start_ready(&format!(
+        "[bindings.web]\ntype = \"http\"\nmetadata = {{ url = \"http://127.0.0.1:{}/base\" }}\n",
+        server.port
+    ))
+    .await;
+    // post: path, headers (capitalised keys), body; the answer's status
+    // and headers in the metadata.
+    let answer = invoke(
+        &mut client,
+        "web",
+        "post",
+        b"{\"a\":1}",
+        &[
+            ("path", "/orders/1"),
+            ("X-Tenant", "acme"),
+            ("lowercase", "not a header"),
+        ],
+    )
+    .await
+    .expect("post");
+    assert_eq!(answer.data, b"answer");
+    assert_eq!(answer.metadata.get("statusCode").map(String::as_str), Some("200"));
+    assert_eq!(answer.metadata.get("status").map(String::as_str), Some("200 OK"));
+    assert_eq!(answer.metadata.get("X-Answer").map(String::as_str), Some("yes"));
+    let seen = server.last();
+    assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", "/base/orders/1"));
+    assert_eq!(seen.body, b"{\"a\":1}");
+    assert_eq!(seen.headers.get("x-tenant").map(String::as_str), Some("acme"));
+    assert!(!seen.headers.contains_key("lowercase"));
+    assert_eq!(
+        seen.headers.get("content-type").map(String::as_str),
+        Some("application/json; charset=utf-8")
+    );
+    // Every verb; create is a POST; only post, put and patch send a body.
+    for (operation, method) in [
+        ("get", "GET"),
+        ("head", "HEAD"),
+        ("put", "PUT"),
+        ("patch", "PATCH"),
+        ("delete", "DELETE"),
+        ("options", "OPTIONS"),
+        ("create", "POST"),
+    ] {
+        invoke(&mut client, "web", operation, b"x", &[]).await.expect(operation);
+        let seen = server.last();
+        assert_eq!(seen.method, method);
+        let with_body = matches!(method, "POST" | "PUT" | "PATCH");
+        assert_eq!(seen.body.is_empty(), !with_body, "{operation}");
+    }
+    // A status outside 2xx is an error saying so; unless asked otherwise.
+    let e = invoke(&mut client, "web", "get", b"", &[("path", "missing")])
+        .await
+        .expect_err("404");
+    assert_eq!(e.code(), Code::Internal);
+    assert!(e.message().contains("received status code 404"), "{}", e.message());
+    let answer = invoke(
+        &mut client,
+        "web",
+        "get",
+        b"",
+        &[("path", "missing"), ("errorIfNot2XX", "false")],
+    )
+    .await
+    .expect("404 as data");
+    assert_eq!(answer.metadata.get("statusCode").map(String::as_str), Some("404"));
+    assert_eq!(answer.data, b"no such thing");
+    refuses_unknown_operations(&mut client, "web", &["get", "post", "options", "trace"]).await;
+    let unknown = invoke(&mut client, "nope", "get", b"", &[])
+        .await
+        .expect_err("unknown binding");
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(unknown.message().contains("web"), "{}", unknown.message());
+
+    // Dapr's HTTP API: data re-encoded as JSON, metadata.* headers, 200.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", rt.dapr_http_addr().expect("dapr http"));
+    let response = http
+        .post(format!("{base}/v1.0/bindings/web"))
+        .json(&serde_json::json!({ "data": "hello", "operation": "post", "metadata": { "path": "p" } }))
+        .send()
+        .await
+        .expect("HTTP binding call");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("metadata.statusCode")
+            .and_then(|v| v.to_str().ok()),
+        Some("200")
+    );
+    assert_eq!(response.text().await.expect("body"), "answer");
+    assert_eq!(server.last().body, b"\"hello\"", "daprd passes data as JSON");
+    let failed = http
+        .post(format!("{base}/v1.0/bindings/web"))
+        .json(&serde_json::json!({ "operation": "get", "metadata": { "path": "missing" } }))
+        .send()
+        .await
+        .expect("404 through HTTP");
+    assert_eq!(failed.status(), 500);
+    let body: Value = failed.json().await.expect("json");
+    assert_eq!(body["errorCode"], "ERR_INVOKE_OUTPUT_BINDING");
+    let malformed = http
+        .post(format!("{base}/v1.0/bindings/web"))
+        .body("{not json")
+        .send()
+        .await
+        .expect("bad body");
+    assert_eq!(malformed.status(), 400);
+
+    // Dapr's gRPC API: the answer's metadata also as headers.
+    let mut dapr = DaprClient::connect(format!("http://{}", rt.grpc_addr()))
+        .await
+        .expect("connect");
+    let response = dapr
+        .invoke_binding(dapr::InvokeBindingRequest {
+            name: "web".into(),
+            data: b"x".to_vec(),
+            metadata: HashMap::new(),
+            operation: "get".into(),
+        })
+        .await
+        .expect("Dapr InvokeBinding");
+    assert_eq!(
+        response
+            .metadata()
+            .get("metadata.statuscode")
+            .and_then(|v| v.to_str().ok()),
+        Some("200")
+    );
+    assert_eq!(response.into_inner().data, b"answer");
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_binding_conformance() {
+    if !backend_available(Service::Redis.name(), Service::Redis.addr()) {
+        return;
+    }
+    let (rt, mut client) = support::start_ready(&format!(
+        "[bindings.cache]\ntype = \"redis\"\nmetadata = {{ redisHost = \"{}\" }}\n",
+        Service::Redis.addr()
+    ))
+    .await;
+    let key = unique("binding");
+    let counter = unique("counter");
+    invoke(
+        &mut client,
+        "cache",
+        "create",
+        b"v1",
+        &[("key", &key), ("ttlInSeconds", "100")],
+    )
+    .await
+    .expect("create");
+    let got = invoke(&mut client, "cache", "get", b"", &[("key", &key)])
+        .await
+        .expect("get");
+    assert_eq!(got.data, b"v1");
+    let mut redis = redis::Client::open(format!("redis://{}", Service::Redis.addr()))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut redis).await.expect("TTL");
+    assert!((1..=100).contains(&ttl), "ttl {ttl}");
+    // get with delete takes it away.
+    let taken = invoke(&mut client, "cache", "get", b"", &[("key", &key), ("delete", "true")])
+        .await
+        .expect("getdel");
+    assert_eq!(taken.data, b"v1");
+    let empty = invoke(&mut client, "cache", "get", b"", &[("key", &key)])
+        .await
+        .expect("get missing");
+    assert!(empty.data.is_empty());
+    invoke(&mut client, "cache", "create", b"v2", &[("key", &key)])
+        .await
+        .expect("create");
+    invoke(&mut client, "cache", "delete", b"", &[("key", &key)])
+        .await
+        .expect("delete");
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("EXISTS");
+    assert_eq!(exists, 0);
+    for _ in 0..3 {
+        invoke(&mut client, "cache", "increment", b"", &[("key", &counter)])
+            .await
+            .expect("increment");
+    }
+    let count: i64 = redis::cmd("GET")
+        .arg(&counter)
+        .query_async(&mut redis)
+        .await
+        .expect("GET");
+    assert_eq!(count, 3);
+    let _: i64 = redis::cmd("DEL")
+        .arg(&counter)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    let e = invoke(&mut client, "cache", "get", b"", &[]).await.expect_err("no key");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = invoke(
+        &mut client,
+        "cache",
+        "create",
+        b"x",
+        &[("key", &key), ("ttlInSeconds", "soon")],
+    )
+    .await
+    .expect_err("bad ttl");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    refuses_unknown_operations(&mut client, "cache", &["create", "get", "delete", "increment"]).await;
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localstorage_binding_conformance() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let (rt, mut client) = support::start_ready(&format!(
+        "[bindings.disk]\ntype = \"localstorage\"\nmetadata = {{ rootPath = \"{}\" }}\n",
+        root.path().display()
+    ))
+    .await;
+    let created = invoke(&mut client, "disk", "create", b"raw bytes!", &[("fileName", "a/b.txt")])
+        .await
+        .expect("create");
+    let created: Value = serde_json::from_slice(&created.data).expect("json");
+    assert_eq!(created["fileName"], "a/b.txt");
+    assert_eq!(std::fs::read(root.path().join("a/b.txt")).expect("file"), b"raw bytes!");
+    let got = invoke(&mut client, "disk", "get", b"", &[("fileName", "a/b.txt")])
+        .await
+        .expect("get");
+    assert_eq!(got.data, b"raw bytes!");
+    // Without a name, a new one.
+    let named = invoke(&mut client, "disk", "create", b"x!", &[])
+        .await
+        .expect("create unnamed");
+    let named: Value = serde_json::from_slice(&named.data).expect("json");
+    assert!(!named["fileName"].as_str().unwrap_or_default().is_empty());
+    let listed = invoke(&mut client, "disk", "list", b"", &[]).await.expect("list");
+    let listed: Vec<String> = serde_json::from_slice(&listed.data).expect("json list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().any(|p| p.ends_with("a/b.txt")));
+    invoke(&mut client, "disk", "delete", b"", &[("fileName", "a/b.txt")])
+        .await
+        .expect("delete");
+    let gone = invoke(&mut client, "disk", "get", b"", &[("fileName", "a/b.txt")])
+        .await
+        .expect_err("deleted");
+    assert_ne!(gone.code(), Code::Ok);
+    // The root holds: .. and absolute paths outside are refused.
+    let escape = format!("../{}/x", outside.path().file_name().expect("name").to_string_lossy());
+    for name in [escape.as_str(), &outside.path().join("x").display().to_string()] {
+        let e = invoke(&mut client, "disk", "create", b"x", &[("fileName", name)])
+            .await
+            .expect_err("outside the root");
+        assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
+    }
+    assert!(!outside.path().join("x").exists());
+    refuses_unknown_operations(&mut client, "disk", &["create", "get", "list", "delete"]).await;
+    rt.shutdown().await;
+}
+
+/// Layotto's own shape of an http binding (configs/config.json declares
+/// `bindings.http`): the config starts and InvokeBinding reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layotto_bindings_http_example_starts_and_reaches_the_server() {
+    let server = HttpServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = format!(
+        r#"{{"servers": [{{"default_log_path": "stdout", "routers": [], "listeners": [{{"name": "grpc", "address": "127.0.0.1:{grpc}", "bind_port": true,
+          "filter_chains": [{{"filters": [{{"type": "grpc", "config": {{"server_name": "runtime", "grpc_config": {{
+            "hellos": {{"quick_start_demo": {{"type": "helloworld", "hello": "greeting"}}}},
+            "bindings": {{"http": {{"type": "http", "metadata": {{"url": "http://127.0.0.1:{port}/api"}}}}}}
+          }}}}}}]}}]}},
+          {{"name": "actuator", "address": "127.0.0.1:{actuator}", "filter_chains": [{{"filters": []}}]}}]}}]}}"#,
+        grpc = support::free_port(),
+        actuator = support::free_port(),
+        port = server.port
+    );
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, json).expect("write");
+    let config = layotto::config::load(&path).expect("Layotto's shape is valid");
+    let mut config = config;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.grpc = any;
+    config.server.actuator = any;
+    let rt = layotto::Runtime::start(config).await.expect("starts");
+    support::wait_ready(&rt).await;
+    let mut client = support::client(&rt).await;
+    invoke(&mut client, "http", "get", b"", &[("path", "ping")])
+        .await
+        .expect("reaches the server");
+    assert_eq!(server.last().path, "/api/ping");
+    rt.shutdown().await;
+}
