@@ -424,3 +424,264 @@ async fn layotto_bindings_http_example_starts_and_reaches_the_server() {
     assert_eq!(server.last().path, "/api/ping");
     rt.shutdown().await;
 }
+
+/// exec, query with parameters, close, on one SQL binding; `rows` reads
+/// the query's answer as (id, name) pairs in the type's JSON shape.
+async fn sql_binding(
+    section: &str,
+    table: &str,
+    placeholder: fn(usize) -> String,
+    rows: fn(&Value) -> Vec<(i64, String)>,
+) {
+    let (rt, mut client) = support::start_ready(section).await;
+    let exec = |sql: String, params: &str| {
+        let mut metadata = vec![("sql", sql)];
+        if !params.is_empty() {
+            metadata.push(("params", params.to_owned()));
+        }
+        metadata
+    };
+    let run = |client: &mut RuntimeClient<Channel>, op: &'static str, metadata: Vec<(&'static str, String)>| {
+        let mut client = client.clone();
+        async move {
+            let metadata: Vec<(&str, &str)> = metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            invoke(&mut client, "db", op, b"", &metadata).await
+        }
+    };
+    run(
+        &mut client,
+        "exec",
+        exec(
+            format!("CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(40))"),
+            "",
+        ),
+    )
+    .await
+    .expect("create table");
+    let inserted = run(
+        &mut client,
+        "exec",
+        exec(
+            format!(
+                "INSERT INTO {table} (id, name) VALUES ({}, {}), ({}, {})",
+                placeholder(1),
+                placeholder(2),
+                placeholder(3),
+                placeholder(4)
+            ),
+            "[1, \"one\", 2, \"two\"]",
+        ),
+    )
+    .await
+    .expect("insert");
+    assert_eq!(inserted.metadata.get("rows-affected").map(String::as_str), Some("2"));
+    for key in ["operation", "sql", "start-time", "end-time", "duration"] {
+        assert!(inserted.metadata.contains_key(key), "{key} in {:?}", inserted.metadata);
+    }
+    let queried = run(
+        &mut client,
+        "query",
+        exec(
+            format!(
+                "SELECT id, name FROM {table} WHERE id >= {} ORDER BY id",
+                placeholder(1)
+            ),
+            "[1]",
+        ),
+    )
+    .await
+    .expect("query");
+    let json: Value = serde_json::from_slice(&queried.data).expect("json rows");
+    assert_eq!(rows(&json), [(1, "one".to_owned()), (2, "two".to_owned())], "{json}");
+    let bad = run(&mut client, "query", exec("SELEC nonsense".into(), ""))
+        .await
+        .expect_err("bad sql");
+    assert_eq!(bad.code(), Code::Internal);
+    let bad_params = run(&mut client, "query", exec("SELECT 1".into(), "{not an array"))
+        .await
+        .expect_err("bad params");
+    assert_eq!(bad_params.code(), Code::InvalidArgument);
+    let no_sql = invoke(&mut client, "db", "exec", b"", &[]).await.expect_err("no sql");
+    assert_eq!(no_sql.code(), Code::InvalidArgument);
+    run(&mut client, "exec", exec(format!("DROP TABLE {table}"), ""))
+        .await
+        .expect("drop");
+    refuses_unknown_operations(&mut client, "db", &["exec", "query", "close"]).await;
+    invoke(&mut client, "db", "close", b"", &[]).await.expect("close");
+    let closed = run(&mut client, "query", exec("SELECT 1".into(), ""))
+        .await
+        .expect_err("closed");
+    assert!(closed.message().contains("component is closed"), "{}", closed.message());
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_binding_conformance() {
+    if !backend_available(Service::Postgres.name(), Service::Postgres.addr()) {
+        return;
+    }
+    let table = unique("binding").replace('-', "_");
+    sql_binding(
+        "[bindings.db]\ntype = \"postgresql\"\nmetadata = { connectionString = \"postgres://postgres@127.0.0.1:5432/test\" }\n",
+        &table,
+        |n| format!("${n}"),
+        |json| {
+            json.as_array()
+                .expect("array of rows")
+                .iter()
+                .map(|row| (row[0].as_i64().expect("id"), row[1].as_str().expect("name").to_owned()))
+                .collect()
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_binding_conformance() {
+    if !backend_available(Service::Mariadb.name(), Service::Mariadb.addr()) {
+        return;
+    }
+    let table = unique("binding").replace('-', "_");
+    sql_binding(
+        "[bindings.db]\ntype = \"mysql\"\nmetadata = { url = \"root:@tcp(127.0.0.1:3306)/test\" }\n",
+        &table,
+        |_| "?".to_owned(),
+        |json| {
+            json.as_array()
+                .expect("array of rows")
+                .iter()
+                .map(|row| {
+                    (
+                        row["id"].as_i64().expect("id"),
+                        row["name"].as_str().expect("name").to_owned(),
+                    )
+                })
+                .collect()
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_binding_conformance() {
+    use lapin::options::{BasicGetOptions, QueueDeleteOptions};
+    if !backend_available(Service::Rabbitmq.name(), Service::Rabbitmq.addr()) {
+        return;
+    }
+    let queue = unique("binding-queue");
+    let (rt, mut client) = support::start_ready(&format!(
+        "[bindings.queue]\ntype = \"rabbitmq\"\nmetadata = {{ host = \"amqp://guest:guest@127.0.0.1:5672\", queueName = \"{queue}\", maxPriority = \"5\" }}\n"
+    ))
+    .await;
+    invoke(
+        &mut client,
+        "queue",
+        "create",
+        b"first",
+        &[
+            ("ttlInSeconds", "60"),
+            ("priority", "3"),
+            ("contentType", "application/json"),
+            ("x-trace", "t1"),
+        ],
+    )
+    .await
+    .expect("create");
+    let connection = lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672", Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let message = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic_get")
+        .expect("a message in the queue");
+    assert_eq!(message.delivery.data, b"first");
+    let properties = &message.delivery.properties;
+    assert_eq!(properties.expiration().as_ref().map(|e| e.as_str()), Some("60000"));
+    assert_eq!(*properties.priority(), Some(3));
+    assert_eq!(
+        properties.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(*properties.delivery_mode(), Some(2));
+    let headers = properties.headers().as_ref().expect("headers");
+    assert!(headers.inner().contains_key("x-trace"));
+    let e = invoke(&mut client, "queue", "create", b"x", &[("priority", "high")])
+        .await
+        .expect_err("bad priority");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    refuses_unknown_operations(&mut client, "queue", &["create"]).await;
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_binding_conformance() {
+    if !backend_available(Service::Mosquitto.name(), Service::Mosquitto.addr()) {
+        return;
+    }
+    let topic = unique("binding/topic");
+    let other = unique("binding/other");
+    let (rt, mut client) = support::start_ready(&format!(
+        "[bindings.mq]\ntype = \"mqtt3\"\nmetadata = {{ url = \"tcp://127.0.0.1:1883\", topic = \"{topic}\", consumerID = \"{}\" }}\n",
+        unique("c")
+    ))
+    .await;
+    let mut options = rumqttc::MqttOptions::new(unique("watcher"), "127.0.0.1", 1883);
+    options.set_keep_alive(std::time::Duration::from_secs(30));
+    let (watcher, mut events) = rumqttc::AsyncClient::new(options, 16);
+    watcher
+        .subscribe(&topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    watcher
+        .subscribe(&other, rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let received = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let record = received.clone();
+    let (subscribed_tx, subscribed) = oneshot::channel::<()>();
+    let mut subscribed_tx = Some(subscribed_tx);
+    let mut subacks = 0;
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            match event {
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                    subacks += 1;
+                    if subacks == 2
+                        && let Some(tx) = subscribed_tx.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                    record.lock().expect("lock").push((p.topic.clone(), p.payload.to_vec()));
+                }
+                _ => {}
+            }
+        }
+    });
+    subscribed.await.expect("subscribed");
+    invoke(&mut client, "mq", "create", b"to the default topic", &[])
+        .await
+        .expect("create");
+    invoke(&mut client, "mq", "create", b"elsewhere", &[("topic", &other)])
+        .await
+        .expect("create on another topic");
+    support::eventually("both messages", std::time::Duration::from_secs(10), || {
+        let received = received.clone();
+        async move { (received.lock().expect("lock").len() >= 2).then_some(()) }
+    })
+    .await;
+    let got = received.lock().expect("lock").clone();
+    assert!(
+        got.contains(&(topic.clone(), b"to the default topic".to_vec())),
+        "{got:?}"
+    );
+    assert!(got.contains(&(other.clone(), b"elsewhere".to_vec())), "{got:?}");
+    refuses_unknown_operations(&mut client, "mq", &["create"]).await;
+    rt.shutdown().await;
+}

@@ -172,6 +172,12 @@ block_table! {
         bindings::http::TYPE,
         bindings::redis::TYPE,
         bindings::localstorage::TYPE,
+        bindings::sql::POSTGRESQL,
+        bindings::sql::POSTGRES_ALIAS,
+        bindings::sql::MYSQL_TYPE,
+        bindings::rabbitmq::TYPE,
+        bindings::mqtt::TYPE,
+        bindings::mqtt::MQTT3,
     ];
     /// The `lock` building block.
     Locks (Lock, "lock", locks): dyn lock::LockStore = [

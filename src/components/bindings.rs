@@ -4,7 +4,10 @@
 
 pub mod http;
 pub mod localstorage;
+pub mod mqtt;
+pub mod rabbitmq;
 pub mod redis;
+pub mod sql;
 
 use std::collections::BTreeMap;
 

@@ -160,7 +160,12 @@ pub struct MqttBroker {
 }
 
 impl MqttBroker {
-    async fn connect(keys: MqttKeys, group: String, instance_id: &str, tasks: Tasks) -> Result<MqttBroker, BuildError> {
+    pub(crate) async fn connect(
+        keys: MqttKeys,
+        group: String,
+        instance_id: &str,
+        tasks: Tasks,
+    ) -> Result<MqttBroker, BuildError> {
         let (host, port) = host_port(&keys.url).map_err(BuildError)?;
         let settings = Settings {
             host,
