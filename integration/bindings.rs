@@ -685,3 +685,329 @@ async fn mqtt_binding_conformance() {
     refuses_unknown_operations(&mut client, "mq", &["create"]).await;
     rt.shutdown().await;
 }
+
+/// One POST an input app got: its path, body and headers.
+type Post = (String, Vec<u8>, HashMap<String, String>);
+
+/// An HTTP app for input bindings: OPTIONS on the routes it names is 200
+/// (others 404); POSTs are recorded by path, and the first `fail_first`
+/// POSTs of a body equal to `fail_body` answer 500.
+#[derive(Clone)]
+struct InputApp {
+    port: u16,
+    posts: Arc<Mutex<Vec<Post>>>,
+    probes: Arc<Mutex<Vec<String>>>,
+}
+
+impl InputApp {
+    async fn start(routes: &[&str], fail_body: &'static [u8], fail_first: usize) -> InputApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let app = InputApp {
+            port,
+            posts: Arc::default(),
+            probes: Arc::default(),
+        };
+        let routes: Vec<String> = routes.iter().map(|r| format!("/{r}")).collect();
+        let failures = Arc::new(Mutex::new(0usize));
+        let state = app.clone();
+        let router = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (state, routes, failures) = (state.clone(), routes.clone(), failures.clone());
+            async move {
+                let path = uri.path().to_owned();
+                if method == Method::OPTIONS {
+                    state.probes.lock().expect("lock").push(path.clone());
+                    return if routes.contains(&path) {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::NOT_FOUND
+                    };
+                }
+                if body.as_ref() == fail_body {
+                    let mut failed = failures.lock().expect("lock");
+                    if *failed < fail_first {
+                        *failed += 1;
+                        state
+                            .posts
+                            .lock()
+                            .expect("lock")
+                            .push((path, body.to_vec(), HashMap::new()));
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                }
+                let headers = headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect();
+                state.posts.lock().expect("lock").push((path, body.to_vec(), headers));
+                StatusCode::OK
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        app
+    }
+
+    fn posts_to(&self, path: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+        self.posts
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, b, h)| (b.clone(), h.clone()))
+            .collect()
+    }
+}
+
+fn http_app_section(port: u16) -> String {
+    format!(
+        "[app]\napp_id = \"{}\"\nport = {port}\nprotocol = \"http\"\n",
+        unique("input-app")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_input_binding_triggers_an_http_app_on_schedule() {
+    let app = InputApp::start(&["tick"], b"", 0).await;
+    let rt = support::start(&format!(
+        "{}[bindings.tick]\ntype = \"cron\"\nmetadata = {{ schedule = \"@every 1s\" }}\n[bindings.web]\ntype = \"http\"\nmetadata = {{ url = \"http://127.0.0.1:1\" }}\n",
+        http_app_section(app.port)
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    support::eventually("three ticks", std::time::Duration::from_secs(10), || {
+        let app = app.clone();
+        async move { (app.posts_to("/tick").len() >= 3).then_some(()) }
+    })
+    .await;
+    println!("three ticks in {:?}", started.elapsed());
+    let (_, headers) = app.posts_to("/tick").remove(0);
+    assert!(headers.contains_key("readtimeutc"), "{headers:?}");
+    assert_eq!(headers.get("timezone").map(String::as_str), Some("UTC"));
+    // Only input bindings are probed: the http output binding is not.
+    assert_eq!(app.probes.lock().expect("lock").clone(), ["/tick"]);
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_does_not_take_a_binding_gets_nothing() {
+    let app = InputApp::start(&[], b"", 0).await;
+    let rt = support::start(&format!(
+        "{}[bindings.tick]\ntype = \"cron\"\nmetadata = {{ schedule = \"@every 1s\" }}\n",
+        http_app_section(app.port)
+    ))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(app.probes.lock().expect("lock").clone(), ["/tick"], "probed once");
+    assert!(app.posts_to("/tick").is_empty());
+    rt.shutdown().await;
+}
+
+/// A Dapr gRPC app taking the input bindings it lists.
+#[derive(Clone, Default)]
+struct GrpcInputApp {
+    events: Arc<Mutex<Vec<dapr::BindingEventRequest>>>,
+}
+
+#[tonic::async_trait]
+impl dapr::app_callback_server::AppCallback for GrpcInputApp {
+    async fn on_invoke(
+        &self,
+        _: tonic::Request<layotto::proto::dapr::common::v1::InvokeRequest>,
+    ) -> Result<tonic::Response<layotto::proto::dapr::common::v1::InvokeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no methods"))
+    }
+
+    async fn list_topic_subscriptions(
+        &self,
+        _: tonic::Request<()>,
+    ) -> Result<tonic::Response<dapr::ListTopicSubscriptionsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+
+    async fn on_topic_event(
+        &self,
+        _: tonic::Request<dapr::TopicEventRequest>,
+    ) -> Result<tonic::Response<dapr::TopicEventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no topics"))
+    }
+
+    async fn list_input_bindings(
+        &self,
+        _: tonic::Request<()>,
+    ) -> Result<tonic::Response<dapr::ListInputBindingsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(dapr::ListInputBindingsResponse {
+            bindings: vec!["tick".into()],
+        }))
+    }
+
+    async fn on_binding_event(
+        &self,
+        request: tonic::Request<dapr::BindingEventRequest>,
+    ) -> Result<tonic::Response<dapr::BindingEventResponse>, tonic::Status> {
+        self.events.lock().expect("lock").push(request.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_input_binding_triggers_a_grpc_app() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let app = GrpcInputApp::default();
+    let service = app.clone();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(dapr::app_callback_server::AppCallbackServer::new(service))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await;
+    });
+    let rt = support::start(&format!(
+        "[app]\napp_id = \"{}\"\nport = {port}\nprotocol = \"grpc\"\n[bindings.tick]\ntype = \"cron\"\nmetadata = {{ schedule = \"* * * * * *\" }}\n[bindings.untaken]\ntype = \"cron\"\nmetadata = {{ schedule = \"@every 1s\" }}\n",
+        unique("grpc-input")
+    ))
+    .await;
+    support::eventually("two ticks over gRPC", std::time::Duration::from_secs(10), || {
+        let app = app.clone();
+        async move { (app.events.lock().expect("lock").len() >= 2).then_some(()) }
+    })
+    .await;
+    let events = app.events.lock().expect("lock").clone();
+    assert!(
+        events.iter().all(|e| e.name == "tick"),
+        "only the listed binding: {events:?}"
+    );
+    assert!(events[0].metadata.contains_key("readTimeUTC"));
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_input_binding_delivers_once_and_redelivers_while_the_app_fails() {
+    use lapin::options::{BasicPublishOptions, QueueDeleteOptions};
+    if !backend_available(Service::Rabbitmq.name(), Service::Rabbitmq.addr()) {
+        return;
+    }
+    let queue = unique("input-queue");
+    let app = InputApp::start(&["orders"], b"retry-me", 3).await;
+    let rt = support::start(&format!(
+        "{}[bindings.orders]\ntype = \"rabbitmq\"\nmetadata = {{ host = \"amqp://guest:guest@127.0.0.1:5672\", queueName = \"{queue}\", prefetchCount = \"10\" }}\n",
+        http_app_section(app.port)
+    ))
+    .await;
+    support::wait_ready(&rt).await;
+    let connection = lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672", Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let publish = |body: Vec<u8>| {
+        let channel = channel.clone();
+        let queue = queue.clone();
+        async move {
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    lapin::BasicProperties::default(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+        }
+    };
+    for i in 0..50 {
+        publish(format!("order-{i}").into_bytes()).await;
+    }
+    support::eventually("50 orders", std::time::Duration::from_secs(20), || {
+        let app = app.clone();
+        async move { (app.posts_to("/orders").len() >= 50).then_some(()) }
+    })
+    .await;
+    // A little longer: nothing arrives twice.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut bodies: Vec<Vec<u8>> = app.posts_to("/orders").into_iter().map(|(b, _)| b).collect();
+    assert_eq!(bodies.len(), 50, "each delivered exactly once");
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 50);
+    // The app fails one message three times: it comes again until taken.
+    publish(b"retry-me".to_vec()).await;
+    support::eventually("the failing message taken", std::time::Duration::from_secs(30), || {
+        let app = app.clone();
+        async move { (app.posts_to("/orders").iter().filter(|(b, _)| b == b"retry-me").count() >= 4).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        app.posts_to("/orders").iter().filter(|(b, _)| b == b"retry-me").count(),
+        4,
+        "three failures, then accepted once"
+    );
+    rt.shutdown().await;
+    // Acknowledged: nothing is left in the queue.
+    let state = channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("queue");
+    assert_eq!(state.message_count(), 0);
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_and_postgresql_input_bindings_reach_the_app() {
+    if !backend_available(Service::Mosquitto.name(), Service::Mosquitto.addr())
+        || !backend_available(Service::Postgres.name(), Service::Postgres.addr())
+    {
+        return;
+    }
+    let topic = unique("input/topic");
+    let channel_name = unique("input_channel").replace('-', "_");
+    let app = InputApp::start(&["mq", "pg"], b"", 0).await;
+    let rt = support::start(&format!(
+        "{}[bindings.mq]\ntype = \"mqtt\"\nmetadata = {{ url = \"tcp://127.0.0.1:1883\", topic = \"{topic}\", consumerID = \"{}\" }}\n[bindings.pg]\ntype = \"postgresql\"\nmetadata = {{ connectionString = \"postgres://postgres@127.0.0.1:5432/test\", channel = \"{channel_name}\" }}\n",
+        http_app_section(app.port),
+        unique("mq")
+    ))
+    .await;
+    support::wait_ready(&rt).await;
+    // The consumers subscribe after the probe; publish until one arrives.
+    let client = support::client(&rt).await;
+    support::eventually("an MQTT event", std::time::Duration::from_secs(15), || {
+        let (app, mut client) = (app.clone(), client.clone());
+        async move {
+            let _ = invoke(&mut client, "mq", "create", b"from mqtt", &[]).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            (!app.posts_to("/mq").is_empty()).then_some(())
+        }
+    })
+    .await;
+    let (body, headers) = app.posts_to("/mq").remove(0);
+    assert_eq!(body, b"from mqtt");
+    assert_eq!(headers.get("topic"), Some(&topic));
+    let sql = format!("NOTIFY {channel_name}, 'from postgres'");
+    support::eventually("a NOTIFY event", std::time::Duration::from_secs(15), || {
+        let (app, mut client, sql) = (app.clone(), client.clone(), sql.clone());
+        async move {
+            let _ = invoke(&mut client, "pg", "exec", b"", &[("sql", &sql)]).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            (!app.posts_to("/pg").is_empty()).then_some(())
+        }
+    })
+    .await;
+    let (body, headers) = app.posts_to("/pg").remove(0);
+    assert_eq!(body, b"from postgres");
+    assert_eq!(headers.get("channel"), Some(&channel_name));
+    rt.shutdown().await;
+}

@@ -19,6 +19,7 @@ pub mod conn;
 pub mod dapr_http;
 pub mod delivery;
 pub mod grpc;
+pub mod input;
 pub mod linger;
 pub mod mtls;
 

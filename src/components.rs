@@ -168,7 +168,7 @@ block_table! {
         file::s3::MINIO,
     ];
     /// The `bindings` building block: output bindings.
-    OutputBindings (Bindings, "bindings", bindings): dyn bindings::OutputBinding = [
+    Bindings (Bindings, "bindings", bindings): dyn bindings::Binding = [
         bindings::http::TYPE,
         bindings::redis::TYPE,
         bindings::localstorage::TYPE,
@@ -178,6 +178,7 @@ block_table! {
         bindings::rabbitmq::TYPE,
         bindings::mqtt::TYPE,
         bindings::mqtt::MQTT3,
+        bindings::cron::TYPE,
     ];
     /// The `lock` building block.
     Locks (Lock, "lock", locks): dyn lock::LockStore = [

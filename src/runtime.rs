@@ -312,6 +312,8 @@ struct Serving {
     dapr_http: Option<(watch::Sender<bool>, JoinHandle<std::io::Result<()>>)>,
     /// Delivery of the app's subscriptions, when it has a callback server.
     subscriptions: Option<Subscriptions>,
+    /// Delivery of input binding events, when it has a callback server.
+    input_bindings: Option<api::input::InputBindings>,
     http_stop: watch::Sender<bool>,
     http_tasks: Vec<JoinHandle<std::io::Result<()>>>,
     /// Ends the API's streams at shutdown.
@@ -489,6 +491,7 @@ impl Serving {
             }),
             dapr_http,
             subscriptions: None,
+            input_bindings: None,
             http_stop,
             http_tasks,
             stopping,
@@ -533,6 +536,10 @@ impl Serving {
                 "Declarative subscriptions need an app to deliver to (app.port); none is configured"
             );
         }
+        serving.input_bindings = ctx
+            .app_channel
+            .clone()
+            .map(|app| api::input::InputBindings::start(ctx.clone(), app));
         serving.subscriptions = ctx.app_channel.clone().map(|app| Subscriptions::start(ctx, app));
         status.set_runtime(Health::Up, "");
         info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, internal = ?serving.internal_addr, "Layotto is serving");
@@ -581,9 +588,17 @@ impl Serving {
             tokio::join!(drain_grpc, drain_http, drain_internal);
         };
         let drain_deliveries = async {
-            if let Some(subscriptions) = self.subscriptions.take() {
-                subscriptions.stop(deadline).await;
-            }
+            let input_bindings = async {
+                if let Some(input) = self.input_bindings.take() {
+                    input.stop(deadline).await;
+                }
+            };
+            let subscriptions = async {
+                if let Some(subscriptions) = self.subscriptions.take() {
+                    subscriptions.stop(deadline).await;
+                }
+            };
+            tokio::join!(input_bindings, subscriptions);
         };
         tokio::join!(drain_calls, drain_deliveries);
         // Connections closed by the drain finish closing (see api::linger).

@@ -6,8 +6,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::Operation;
-use crate::components::bindings::{BindingRequest, BindingResponse, OutputBinding};
-use crate::components::{ComponentError, OutputBindings};
+use crate::components::bindings::{Binding, BindingRequest, BindingResponse, Deliveries};
+use crate::components::{Bindings, ComponentError};
 
 /// One output binding call. An operation the binding does not do is
 /// refused here, naming those it does.
@@ -17,10 +17,10 @@ pub struct Invoke {
     pub request: BindingRequest,
 }
 
-impl Operation<OutputBindings> for Invoke {
+impl Operation<Bindings> for Invoke {
     type Output = BindingResponse;
 
-    fn run(self, binding: Arc<dyn OutputBinding>) -> BoxFuture<'static, Result<BindingResponse, ComponentError>> {
+    fn run(self, binding: Arc<dyn Binding>) -> BoxFuture<'static, Result<BindingResponse, ComponentError>> {
         async move {
             let supported = binding.operations();
             if !supported.contains(&self.request.operation.as_str()) {
@@ -34,5 +34,28 @@ impl Operation<OutputBindings> for Invoke {
             binding.invoke(self.request).await
         }
         .boxed()
+    }
+}
+
+/// Starts reading an input binding's events (Unsupported for an
+/// output-only binding).
+pub struct Read;
+
+impl Operation<Bindings> for Read {
+    type Output = Deliveries;
+
+    fn run(self, binding: Arc<dyn Binding>) -> BoxFuture<'static, Result<Deliveries, ComponentError>> {
+        async move { binding.read().await }.boxed()
+    }
+}
+
+/// Whether the binding reads input events.
+pub struct IsInput;
+
+impl Operation<Bindings> for IsInput {
+    type Output = bool;
+
+    fn run(self, binding: Arc<dyn Binding>) -> BoxFuture<'static, Result<bool, ComponentError>> {
+        async move { Ok(binding.is_input()) }.boxed()
     }
 }

@@ -428,6 +428,86 @@ impl AppCallback {
         })
     }
 
+    /// Whether the app takes the input binding `name`: over HTTP, daprd's
+    /// probe, `OPTIONS /<route>` answered 2xx or 405; over Dapr's gRPC,
+    /// its `ListInputBindings` names it. A Layotto app has no input
+    /// bindings. An app that cannot be reached is an error (ask again).
+    pub async fn takes_binding(&self, name: &str, route: &str) -> Result<bool, CallbackError> {
+        match self.client.clone() {
+            Client::Http { client, base } => {
+                let path = route.trim_start_matches('/');
+                let response = self
+                    .http(client.request(reqwest::Method::OPTIONS, format!("{base}/{path}")))
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .await?;
+                let status = response.status();
+                Ok(status.is_success() || status == reqwest::StatusCode::METHOD_NOT_ALLOWED)
+            }
+            Client::Dapr(mut client, _) => match client.list_input_bindings(self.request(())).await {
+                Ok(list) => Ok(list.into_inner().bindings.iter().any(|b| b == name)),
+                Err(status) if status.code() == Code::Unimplemented => Ok(false),
+                Err(status) => Err(status.into()),
+            },
+            Client::Layotto(_) => Ok(false),
+        }
+    }
+
+    /// Delivers one input binding event; Ok once the app accepted it (HTTP
+    /// 2xx, or a gRPC answer without error). Over HTTP: `POST /<route>`
+    /// with the data as the body and the metadata as headers, as daprd.
+    pub async fn binding_event(
+        &self,
+        name: &str,
+        route: &str,
+        data: &[u8],
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> Result<(), CallbackError> {
+        let _place = self.place().await;
+        match self.client.clone() {
+            Client::Http { client, base } => {
+                let path = route.trim_start_matches('/');
+                let mut request = self
+                    .http(client.post(format!("{base}/{path}")))
+                    .header("content-type", "application/json")
+                    .body(data.to_vec());
+                for (key, value) in metadata {
+                    let lower = key.to_ascii_lowercase();
+                    let Some(header) = http_header_name(&lower) else {
+                        continue;
+                    };
+                    if let (Ok(name), Ok(value)) = (
+                        reqwest::header::HeaderName::from_bytes(header.as_bytes()),
+                        reqwest::header::HeaderValue::from_str(value),
+                    ) {
+                        request = request.header(name, value);
+                    }
+                }
+                let response = request.send().await?;
+                let status = response.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    let body = response.text().await.unwrap_or_default();
+                    Err(CallbackError(format!(
+                        "fails to send binding event to http app channel, status code: {} body: {body}",
+                        status.as_u16()
+                    )))
+                }
+            }
+            Client::Dapr(mut client, _) => client
+                .on_binding_event(self.request(dapr::BindingEventRequest {
+                    name: name.to_owned(),
+                    data: data.to_vec(),
+                    metadata: metadata.clone(),
+                }))
+                .await
+                .map(drop)
+                .map_err(CallbackError::from),
+            Client::Layotto(_) => Err(CallbackError("a Layotto app takes no input bindings".into())),
+        }
+    }
+
     /// Whether this is Dapr's HTTP app channel.
     pub fn is_http(&self) -> bool {
         matches!(self.client, Client::Http { .. })

@@ -1,7 +1,11 @@
 //! The `bindings` building block: output bindings, which do one operation
 //! on an outside system per call (an HTTP request, a row query, a message
-//! published), with Dapr's operation names and response metadata.
+//! published), with Dapr's operation names and response metadata; and
+//! input bindings, which read events from outside (a schedule, a queue, a
+//! topic, a database channel) for the sidecar to deliver to the app. A
+//! type may be both (`rabbitmq`, `mqtt`, `postgresql`).
 
+pub mod cron;
 pub mod http;
 pub mod localstorage;
 pub mod mqtt;
@@ -68,14 +72,45 @@ impl BindingResponse {
     }
 }
 
-/// An output binding.
+pub use super::pubsub::{Acker, Deliveries, Delivery, Message};
+
+/// A binding: output, input, or both.
 #[async_trait::async_trait]
-pub trait OutputBinding: Component {
-    /// The operations it does, in Dapr's names; a request for another is
-    /// refused before it gets here.
+pub trait Binding: Component {
+    /// The operations it does as an output binding, in Dapr's names (none
+    /// for an input-only type); a request for another is refused before it
+    /// gets here.
     fn operations(&self) -> &'static [&'static str];
 
-    async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError>;
+    async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {
+        Err(ComponentError::InvalidArgument(format!(
+            "this binding has no operation {}",
+            request.operation
+        )))
+    }
+
+    /// Whether it reads input events.
+    fn is_input(&self) -> bool {
+        false
+    }
+
+    /// Starts reading input events: each is to be acknowledged once the app
+    /// accepted it (or given back). The stream ends when the component
+    /// closes; the reader then reads again from its next incarnation.
+    /// Unsupported for an output-only type.
+    async fn read(&self) -> Result<Deliveries, ComponentError> {
+        Err(ComponentError::Unsupported("not an input binding".into()))
+    }
+}
+
+/// An acknowledgement with nothing to settle (a timer's tick, a NOTIFY).
+pub struct NoAck;
+
+#[async_trait::async_trait]
+impl Acker for NoAck {
+    async fn ack(self: Box<Self>) -> Result<(), ComponentError> {
+        Ok(())
+    }
 }
 
 /// A request metadata value, or an error naming the key.

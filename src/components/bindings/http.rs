@@ -15,25 +15,25 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{BindingCommon, BindingRequest, BindingResponse, OutputBinding, ops};
+use super::{Binding, BindingCommon, BindingRequest, BindingResponse, ops};
 use crate::components::meta::{self, Section};
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn OutputBinding> = TypeEntry::of::<HttpType>();
+pub const TYPE: TypeEntry<dyn Binding> = TypeEntry::of::<HttpType>();
 
 /// Dapr's default `maxResponseBodySize`: 100 MiB.
 pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 100 << 20;
 
 pub struct HttpType;
 
-impl ComponentType<dyn OutputBinding> for HttpType {
+impl ComponentType<dyn Binding> for HttpType {
     const NAME: &'static str = "http";
     type Metadata = (HttpKeys, BindingCommon);
 
     fn build(
         ctx: BuildContext,
         (keys, _): (HttpKeys, BindingCommon),
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         async move {
             let mut builder = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(15))
@@ -44,7 +44,7 @@ impl ComponentType<dyn OutputBinding> for HttpType {
             let client = builder
                 .build()
                 .map_err(|e| BuildError(format!("binding '{}': {e}", ctx.spec.name)))?;
-            Ok(Arc::new(HttpBinding { keys, client }) as Arc<dyn OutputBinding>)
+            Ok(Arc::new(HttpBinding { keys, client }) as Arc<dyn Binding>)
         }
         .boxed()
     }
@@ -153,7 +153,7 @@ impl Component for HttpBinding {
 }
 
 #[async_trait::async_trait]
-impl OutputBinding for HttpBinding {
+impl Binding for HttpBinding {
     fn operations(&self) -> &'static [&'static str] {
         &[
             ops::CREATE,

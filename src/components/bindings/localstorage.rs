@@ -18,26 +18,26 @@ use base64::Engine;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{BindingCommon, BindingRequest, BindingResponse, OutputBinding, ops};
+use super::{Binding, BindingCommon, BindingRequest, BindingResponse, ops};
 use crate::components::file::local::resolve_inside;
 use crate::components::meta::{self, Section};
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn OutputBinding> = TypeEntry::of::<LocalStorageType>();
+pub const TYPE: TypeEntry<dyn Binding> = TypeEntry::of::<LocalStorageType>();
 
 /// The request metadata key of the file's name.
 pub const FILE_NAME: &str = "fileName";
 
 pub struct LocalStorageType;
 
-impl ComponentType<dyn OutputBinding> for LocalStorageType {
+impl ComponentType<dyn Binding> for LocalStorageType {
     const NAME: &'static str = "localstorage";
     type Metadata = (LocalStorageKeys, BindingCommon);
 
     fn build(
         ctx: BuildContext,
         (keys, _): (LocalStorageKeys, BindingCommon),
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         async move {
             let fail = |e: std::io::Error| {
                 BuildError(format!(
@@ -53,7 +53,7 @@ impl ComponentType<dyn OutputBinding> for LocalStorageType {
                     ctx.spec.name
                 )));
             }
-            Ok(Arc::new(LocalStorage { root }) as Arc<dyn OutputBinding>)
+            Ok(Arc::new(LocalStorage { root }) as Arc<dyn Binding>)
         }
         .boxed()
     }
@@ -124,7 +124,7 @@ impl Component for LocalStorage {
 }
 
 #[async_trait::async_trait]
-impl OutputBinding for LocalStorage {
+impl Binding for LocalStorage {
     fn operations(&self) -> &'static [&'static str] {
         &[ops::CREATE, ops::GET, ops::LIST, ops::DELETE]
     }

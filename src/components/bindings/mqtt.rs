@@ -2,22 +2,28 @@
 //! the data at QoS 1 to the request's `topic`, or the component's, and
 //! returns once the broker acknowledged it (PUBACK).
 //!
+//! As an input binding it subscribes (QoS 1, a persistent session named by
+//! `consumerID`) to the component's `topic`, wildcards included, and
+//! acknowledges a message once the app took it; an event's metadata is
+//! `{"topic": <the message's topic>}`.
+//!
 //! Metadata: [`MqttBindingKeys`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use super::{BindingCommon, BindingRequest, BindingResponse, OutputBinding, ops};
+use super::{Binding, BindingCommon, BindingRequest, BindingResponse, Deliveries, ops};
 use crate::components::meta::{self, Section};
 use crate::components::pubsub::mqtt::{MqttBroker, MqttKeys};
-use crate::components::pubsub::{PubSub, PublishRequest};
+use crate::components::pubsub::{PubSub, PublishRequest, SubscribeRequest};
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn OutputBinding> = TypeEntry::of::<MqttType>();
-pub const MQTT3: TypeEntry<dyn OutputBinding> = TypeEntry::of::<Mqtt3Type>();
+pub const TYPE: TypeEntry<dyn Binding> = TypeEntry::of::<MqttType>();
+pub const MQTT3: TypeEntry<dyn Binding> = TypeEntry::of::<Mqtt3Type>();
 
 pub struct MqttType;
 pub struct Mqtt3Type;
@@ -26,38 +32,39 @@ fn build(
     ctx: BuildContext,
     broker: MqttKeys,
     keys: MqttBindingKeys,
-) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
     async move {
-        let group = keys.consumer_id.clone().unwrap_or_else(|| ctx.spec.name.clone());
-        let broker = MqttBroker::connect(broker, group, &ctx.spec.instance_id, ctx.tasks).await?;
+        let publisher = keys.consumer_id.clone().unwrap_or_else(|| ctx.spec.name.clone());
+        let broker = MqttBroker::connect(broker, publisher.clone(), &ctx.spec.instance_id, ctx.tasks).await?;
         Ok(Arc::new(MqttBinding {
             broker,
             topic: keys.topic,
-        }) as Arc<dyn OutputBinding>)
+            group: publisher,
+        }) as Arc<dyn Binding>)
     }
     .boxed()
 }
 
-impl ComponentType<dyn OutputBinding> for MqttType {
+impl ComponentType<dyn Binding> for MqttType {
     const NAME: &'static str = "mqtt";
     type Metadata = (MqttKeys, MqttBindingKeys, BindingCommon);
 
     fn build(
         ctx: BuildContext,
         (broker, keys, _): Self::Metadata,
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         build(ctx, broker, keys)
     }
 }
 
-impl ComponentType<dyn OutputBinding> for Mqtt3Type {
+impl ComponentType<dyn Binding> for Mqtt3Type {
     const NAME: &'static str = "mqtt3";
     type Metadata = (MqttKeys, MqttBindingKeys, BindingCommon);
 
     fn build(
         ctx: BuildContext,
         (broker, keys, _): Self::Metadata,
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         build(ctx, broker, keys)
     }
 }
@@ -98,6 +105,7 @@ impl Section for MqttBindingKeys {
 pub struct MqttBinding {
     broker: MqttBroker,
     topic: String,
+    group: String,
 }
 
 #[async_trait::async_trait]
@@ -112,7 +120,7 @@ impl Component for MqttBinding {
 }
 
 #[async_trait::async_trait]
-impl OutputBinding for MqttBinding {
+impl Binding for MqttBinding {
     fn operations(&self) -> &'static [&'static str] {
         &[ops::CREATE]
     }
@@ -134,5 +142,29 @@ impl OutputBinding for MqttBinding {
             })
             .await?;
         Ok(BindingResponse::none())
+    }
+
+    fn is_input(&self) -> bool {
+        true
+    }
+
+    async fn read(&self) -> Result<Deliveries, ComponentError> {
+        let deliveries = self
+            .broker
+            .subscribe(SubscribeRequest {
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+                max_in_flight: 1,
+                metadata: HashMap::new(),
+            })
+            .await?;
+        Ok(deliveries
+            .map(|delivery| {
+                delivery.map(|mut d| {
+                    d.message.metadata = HashMap::from([("topic".to_owned(), d.message.topic.clone())]);
+                    d
+                })
+            })
+            .boxed())
     }
 }

@@ -5,36 +5,47 @@
 //! priority, `contentType`, `messageID`, `correlationID` and `type` its
 //! properties, and every request metadata entry rides along as a header.
 //!
+//! As an input binding it consumes the queue (`prefetchCount` messages
+//! unacknowledged at most) and acknowledges a message once the app took
+//! it; one the app refused goes back to the queue for redelivery. An
+//! event's metadata is the message's string headers.
+//!
 //! Metadata: [`RabbitBindingKeys`].
 
 use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use super::{BindingCommon, BindingRequest, BindingResponse, OutputBinding, ops, ttl};
+use super::{Binding, BindingCommon, BindingRequest, BindingResponse, Deliveries, Delivery, Message, ops, ttl};
 use crate::components::meta::{self, Section};
+use crate::components::pubsub::rabbitmq::RabbitAcker;
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn OutputBinding> = TypeEntry::of::<RabbitType>();
+pub const TYPE: TypeEntry<dyn Binding> = TypeEntry::of::<RabbitType>();
 
 pub struct RabbitType;
 
-impl ComponentType<dyn OutputBinding> for RabbitType {
+impl ComponentType<dyn Binding> for RabbitType {
     const NAME: &'static str = "rabbitmq";
     type Metadata = (RabbitBindingKeys, BindingCommon);
 
     fn build(
         _ctx: BuildContext,
         (keys, _): (RabbitBindingKeys, BindingCommon),
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         async move {
             RabbitBinding::connect(keys)
                 .await
-                .map(|b| Arc::new(b) as Arc<dyn OutputBinding>)
+                .map(|b| Arc::new(b) as Arc<dyn Binding>)
         }
         .boxed()
     }
@@ -78,6 +89,7 @@ pub struct RabbitBinding {
     connection: Connection,
     channel: Channel,
     queue: String,
+    keys: RabbitBindingKeys,
 }
 
 fn amqp_error(what: &str, e: lapin::Error) -> ComponentError {
@@ -102,7 +114,8 @@ impl RabbitBinding {
         Ok(RabbitBinding {
             connection,
             channel,
-            queue: keys.queue_name,
+            queue: keys.queue_name.clone(),
+            keys,
         })
     }
 }
@@ -151,7 +164,7 @@ impl Component for RabbitBinding {
 }
 
 #[async_trait::async_trait]
-impl OutputBinding for RabbitBinding {
+impl Binding for RabbitBinding {
     fn operations(&self) -> &'static [&'static str] {
         &[ops::CREATE]
     }
@@ -205,5 +218,64 @@ impl OutputBinding for RabbitBinding {
             )));
         }
         Ok(BindingResponse::none())
+    }
+
+    fn is_input(&self) -> bool {
+        true
+    }
+
+    async fn read(&self) -> Result<Deliveries, ComponentError> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_error("cannot open a channel", e))?;
+        declare(&channel, &self.keys).await?;
+        if let Some(prefetch) = self.keys.prefetch_count.filter(|p| *p > 0) {
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| amqp_error("cannot set the prefetch", e))?;
+        }
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(self.queue.as_str()),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_error("cannot consume", e))?;
+        let queue = self.queue.clone();
+        Ok(consumer
+            .map(move |delivery| {
+                // Keep the channel open as long as the stream lives.
+                let _channel = &channel;
+                let delivery = delivery.map_err(|e| amqp_error("consumer failed", e))?;
+                let metadata = delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .map(|h| {
+                        h.inner()
+                            .iter()
+                            .filter_map(|(k, v)| match v {
+                                AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
+                                AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
+                                _ => None,
+                            })
+                            .collect::<HashMap<_, _>>()
+                    })
+                    .unwrap_or_default();
+                Ok(Delivery {
+                    message: Message {
+                        topic: queue.clone(),
+                        data: delivery.data,
+                        metadata,
+                    },
+                    acker: Box::new(RabbitAcker(delivery.acker)),
+                })
+            })
+            .boxed())
     }
 }

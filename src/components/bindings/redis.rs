@@ -11,28 +11,28 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
-use super::{BindingCommon, BindingRequest, BindingResponse, OutputBinding, ops, required, ttl};
+use super::{Binding, BindingCommon, BindingRequest, BindingResponse, ops, required, ttl};
 use crate::components::redis_client::{self, RedisConnection, map_error};
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
-pub const TYPE: TypeEntry<dyn OutputBinding> = TypeEntry::of::<RedisType>();
+pub const TYPE: TypeEntry<dyn Binding> = TypeEntry::of::<RedisType>();
 
 /// Dapr's `increment` operation.
 pub const INCREMENT: &str = "increment";
 
 pub struct RedisType;
 
-impl ComponentType<dyn OutputBinding> for RedisType {
+impl ComponentType<dyn Binding> for RedisType {
     const NAME: &'static str = "redis";
     type Metadata = (RedisConnection, BindingCommon);
 
     fn build(
         _ctx: BuildContext,
         (connection, _): (RedisConnection, BindingCommon),
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         async move {
             let conn = connection.connect().await?;
-            Ok(Arc::new(RedisBinding { conn }) as Arc<dyn OutputBinding>)
+            Ok(Arc::new(RedisBinding { conn }) as Arc<dyn Binding>)
         }
         .boxed()
     }
@@ -50,7 +50,7 @@ impl Component for RedisBinding {
 }
 
 #[async_trait::async_trait]
-impl OutputBinding for RedisBinding {
+impl Binding for RedisBinding {
     fn operations(&self) -> &'static [&'static str] {
         &[ops::CREATE, ops::DELETE, ops::GET, INCREMENT]
     }

@@ -8,6 +8,10 @@
 //! Every answer carries `operation`, `sql`, `start-time`, `end-time` and
 //! `duration`.
 //!
+//! `postgresql` is also an input binding when `channel` is set: it
+//! `LISTEN`s on that channel and each `NOTIFY` payload is an event for the
+//! app (metadata `channel`).
+//!
 //! Column values come back as numbers, booleans, strings or bytes (as
 //! base64); a column of another type (a timestamp, JSON, a decimal) is to
 //! be cast to text in the query.
@@ -21,19 +25,20 @@ use std::time::{Instant, SystemTime};
 
 use base64::Engine;
 use futures::FutureExt;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, AssertSqlSafe, Column, Row};
 
-use super::{BindingCommon, BindingRequest, BindingResponse, OutputBinding, required};
+use super::{Binding, BindingCommon, BindingRequest, BindingResponse, Deliveries, Delivery, Message, NoAck, required};
 use crate::components::meta::{self, Section};
 use crate::components::sql::{Backend, HealthCheck, MYSQL, POSTGRES, SqlConnection};
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, MetadataError, TypeEntry};
 
-pub const POSTGRESQL: TypeEntry<dyn OutputBinding> = TypeEntry::of::<PostgresType>();
-pub const POSTGRES_ALIAS: TypeEntry<dyn OutputBinding> = TypeEntry::of::<PostgresAliasType>();
-pub const MYSQL_TYPE: TypeEntry<dyn OutputBinding> = TypeEntry::of::<MysqlType>();
+pub const POSTGRESQL: TypeEntry<dyn Binding> = TypeEntry::of::<PostgresType>();
+pub const POSTGRES_ALIAS: TypeEntry<dyn Binding> = TypeEntry::of::<PostgresAliasType>();
+pub const MYSQL_TYPE: TypeEntry<dyn Binding> = TypeEntry::of::<MysqlType>();
 
 pub const EXEC: &str = "exec";
 pub const QUERY: &str = "query";
@@ -43,58 +48,58 @@ pub struct PostgresType;
 pub struct PostgresAliasType;
 pub struct MysqlType;
 
-fn build(
-    backend: &'static Backend,
-    keys: SqlBindingKeys,
-) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+fn build(backend: &'static Backend, keys: SqlBindingKeys) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
     async move {
         let connection = SqlConnection {
             connection_string: keys.connection().to_owned(),
             table_name: None,
         };
+        let url = crate::components::sql::url(backend, &connection).map_err(BuildError)?;
         let connections = backend.connect(&connection).await?;
         Ok(Arc::new(SqlBinding {
             backend,
             pool: connections.pool,
             health: connections.health,
             closed: AtomicBool::new(false),
-        }) as Arc<dyn OutputBinding>)
+            url,
+            channel: keys.channel.filter(|c| !c.is_empty()),
+        }) as Arc<dyn Binding>)
     }
     .boxed()
 }
 
-impl ComponentType<dyn OutputBinding> for PostgresType {
+impl ComponentType<dyn Binding> for PostgresType {
     const NAME: &'static str = "postgresql";
     type Metadata = (SqlBindingKeys, BindingCommon);
 
     fn build(
         _ctx: BuildContext,
         (keys, _): Self::Metadata,
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         build(&POSTGRES, keys)
     }
 }
 
-impl ComponentType<dyn OutputBinding> for PostgresAliasType {
+impl ComponentType<dyn Binding> for PostgresAliasType {
     const NAME: &'static str = "postgres";
     type Metadata = (SqlBindingKeys, BindingCommon);
 
     fn build(
         _ctx: BuildContext,
         (keys, _): Self::Metadata,
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         build(&POSTGRES, keys)
     }
 }
 
-impl ComponentType<dyn OutputBinding> for MysqlType {
+impl ComponentType<dyn Binding> for MysqlType {
     const NAME: &'static str = "mysql";
     type Metadata = (SqlBindingKeys, BindingCommon);
 
     fn build(
         _ctx: BuildContext,
         (keys, _): Self::Metadata,
-    ) -> BoxFuture<'static, Result<Arc<dyn OutputBinding>, BuildError>> {
+    ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         build(&MYSQL, keys)
     }
 }
@@ -114,6 +119,10 @@ pub struct SqlBindingKeys {
     /// Dapr's query timeout; read, and the pool's own timeouts apply.
     #[serde(default)]
     pub timeout: Option<meta::Seconds>,
+    /// PostgreSQL only: the channel to `LISTEN` on, which makes the
+    /// component an input binding. Default none.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 impl SqlBindingKeys {
@@ -141,6 +150,8 @@ pub struct SqlBinding {
     pool: AnyPool,
     health: HealthCheck,
     closed: AtomicBool,
+    url: String,
+    channel: Option<String>,
 }
 
 impl SqlBinding {
@@ -205,7 +216,7 @@ impl Component for SqlBinding {
 }
 
 #[async_trait::async_trait]
-impl OutputBinding for SqlBinding {
+impl Binding for SqlBinding {
     fn operations(&self) -> &'static [&'static str] {
         &[EXEC, QUERY, CLOSE]
     }
@@ -292,6 +303,39 @@ impl OutputBinding for SqlBinding {
         metadata.insert("end-time".to_owned(), rfc3339_nanos(SystemTime::now()));
         metadata.insert("duration".to_owned(), go_duration(started.elapsed()));
         Ok(BindingResponse { data, metadata })
+    }
+
+    fn is_input(&self) -> bool {
+        self.channel.is_some() && std::ptr::eq(self.backend, &POSTGRES)
+    }
+
+    async fn read(&self) -> Result<Deliveries, ComponentError> {
+        let (Some(channel), true) = (&self.channel, std::ptr::eq(self.backend, &POSTGRES)) else {
+            return Err(ComponentError::Unsupported("no channel to LISTEN on".into()));
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url)
+            .await
+            .map_err(|e| ComponentError::Fatal(format!("postgresql LISTEN connection: {e}")))?;
+        listener
+            .listen(channel)
+            .await
+            .map_err(|e| ComponentError::Fatal(format!("postgresql LISTEN {channel}: {e}")))?;
+        let channel = channel.clone();
+        Ok(listener
+            .into_stream()
+            .map(move |notification| {
+                let notification =
+                    notification.map_err(|e| ComponentError::Fatal(format!("postgresql LISTEN {channel}: {e}")))?;
+                Ok(Delivery {
+                    message: Message {
+                        topic: channel.clone(),
+                        data: notification.payload().as_bytes().to_vec(),
+                        metadata: [("channel".to_owned(), notification.channel().to_owned())].into(),
+                    },
+                    acker: Box::new(NoAck),
+                })
+            })
+            .boxed())
     }
 }
 

@@ -310,7 +310,7 @@ impl PubSub for RabbitBroker {
     }
 }
 
-struct RabbitAcker(lapin::Acker);
+pub(crate) struct RabbitAcker(pub(crate) lapin::Acker);
 
 #[async_trait::async_trait]
 impl Acker for RabbitAcker {
