@@ -264,7 +264,7 @@ fn component(
             at,
             "spec.type",
             format!(
-                "'{dapr_type}' of component '{name}' is not a component type this sidecar implements (categories: state, pubsub, lock, secretstores, configuration)"
+                "'{dapr_type}' of component '{name}' is not a component type this sidecar implements (categories: state, pubsub, lock, secretstores, configuration, bindings)"
             ),
         ));
     };
