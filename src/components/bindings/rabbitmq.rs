@@ -15,10 +15,8 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
-use std::collections::HashMap;
-
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
@@ -27,7 +25,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use super::{Binding, BindingCommon, BindingRequest, BindingResponse, Deliveries, Delivery, Message, ops, ttl};
 use crate::components::meta::{self, Section};
-use crate::components::pubsub::rabbitmq::RabbitAcker;
+use crate::components::pubsub::rabbitmq::{RabbitAcker, string_headers};
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn Binding> = TypeEntry::of::<RabbitType>();
@@ -252,21 +250,7 @@ impl Binding for RabbitBinding {
                 // Keep the channel open as long as the stream lives.
                 let _channel = &channel;
                 let delivery = delivery.map_err(|e| amqp_error("consumer failed", e))?;
-                let metadata = delivery
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .map(|h| {
-                        h.inner()
-                            .iter()
-                            .filter_map(|(k, v)| match v {
-                                AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
-                                AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
-                                _ => None,
-                            })
-                            .collect::<HashMap<_, _>>()
-                    })
-                    .unwrap_or_default();
+                let metadata = string_headers(&delivery.properties);
                 Ok(Delivery {
                     message: Message {
                         topic: queue.clone(),

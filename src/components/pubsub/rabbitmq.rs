@@ -282,21 +282,7 @@ impl PubSub for RabbitBroker {
             // Keep the channel open as long as the stream lives.
             let _channel = &channel;
             let delivery = delivery.map_err(|e| amqp_error("consumer failed", e))?;
-            let metadata = delivery
-                .properties
-                .headers()
-                .as_ref()
-                .map(|h| {
-                    h.inner()
-                        .iter()
-                        .filter_map(|(k, v)| match v {
-                            AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
-                            AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
-                            _ => None,
-                        })
-                        .collect::<HashMap<_, _>>()
-                })
-                .unwrap_or_default();
+            let metadata = string_headers(&delivery.properties);
             Ok(Delivery {
                 message: Message {
                     topic: topic.clone(),
@@ -308,6 +294,24 @@ impl PubSub for RabbitBroker {
         });
         Ok(Box::pin(deliveries))
     }
+}
+
+/// A message's string-valued headers (the metadata it carries).
+pub(crate) fn string_headers(properties: &BasicProperties) -> HashMap<String, String> {
+    properties
+        .headers()
+        .as_ref()
+        .map(|h| {
+            h.inner()
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
+                    AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) struct RabbitAcker(pub(crate) lapin::Acker);
