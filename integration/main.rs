@@ -13,6 +13,7 @@ mod dapr_grpc;
 mod dapr_http;
 mod dapr_resources;
 mod file;
+mod flow_control;
 mod hostile;
 mod invoke;
 mod linked_tasks;

@@ -119,6 +119,70 @@ pub struct ServerConfig {
     /// other sidecars (`[server.mtls]`). Default none: plaintext, which
     /// is why the internal listener's default address is loopback.
     pub mtls: Option<MtlsConfig>,
+    /// `[server.flow_control]`: rate limits per gRPC method on the API
+    /// listener (Layotto's `flowControlFilter`). Default: none.
+    pub flow_control: FlowControlConfig,
+}
+
+/// Flow control rules of the gRPC API listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowControlConfig {
+    /// Whether the rules apply (Layotto's `global_switch`). Default true.
+    pub enabled: bool,
+    /// The message of a refused call's RESOURCE_EXHAUSTED (Layotto's
+    /// `action.body`). Default `current request is limited`.
+    pub message: String,
+    /// `[[server.flow_control.rules]]`, one per method.
+    pub rules: Vec<FlowRule>,
+}
+
+impl Default for FlowControlConfig {
+    fn default() -> FlowControlConfig {
+        FlowControlConfig {
+            enabled: true,
+            message: DEFAULT_FLOW_CONTROL_MESSAGE.to_owned(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// Layotto's default answer to a limited call.
+pub const DEFAULT_FLOW_CONTROL_MESSAGE: &str = "current request is limited";
+
+/// One flow rule (Sentinel's `flow.Rule`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowRule {
+    /// The gRPC method path, `/spec.proto.runtime.v1.Runtime/SayHello`.
+    /// Required.
+    pub resource: String,
+    /// Calls per `stat_interval`; at least 1. Required.
+    pub threshold: u32,
+    /// The window of `threshold`. Default `1s`.
+    pub stat_interval: Duration,
+    /// `reject` (the default) or `throttle` (queue, evenly spaced).
+    pub behavior: ControlBehavior,
+    /// How long a throttled call may wait for its turn. Default `500ms`.
+    pub max_queueing_time: Duration,
+    /// `direct` (the default) or `warm_up`.
+    pub strategy: TokenStrategy,
+    /// How long warm-up takes to reach `threshold`. Default `10s`.
+    pub warm_up_period: Duration,
+    /// Warm-up starts at `threshold / warm_up_cold_factor`. Default 3.
+    pub warm_up_cold_factor: u32,
+}
+
+/// What a flow rule does with a call over its rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlBehavior {
+    Reject,
+    Throttle,
+}
+
+/// How a flow rule's rate is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenStrategy {
+    Direct,
+    WarmUp,
 }
 
 /// The certificate authority, certificate and key of sidecar-to-sidecar
@@ -375,6 +439,7 @@ impl Default for Config {
                 internal: None,
                 advertise_host: None,
                 mtls: None,
+                flow_control: FlowControlConfig::default(),
             },
             app: AppConfig {
                 app_id: String::new(),
@@ -889,6 +954,12 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             } else {
                 None
             },
+            flow_control: {
+                let mut f = s.section("flow_control", &mut problems);
+                let config = flow_control(&mut f, &mut problems);
+                f.finish(&mut problems);
+                config
+            },
         };
         s.finish(&mut problems);
         if server.max_calls_in_flight == 0 {
@@ -1271,6 +1342,104 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
 
 /// A component's metadata: scalars become strings; a table
 /// `{ secretKeyRef = { name, key, store } }` becomes a secret reference.
+/// `[server.flow_control]`.
+fn flow_control(f: &mut Section, problems: &mut Problems) -> FlowControlConfig {
+    let d = FlowControlConfig::default();
+    let enabled = f.boolean("enabled", problems).unwrap_or(d.enabled);
+    let message = f.string("message", problems).unwrap_or(d.message);
+    let mut rules = Vec::new();
+    match f.take("rules") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let at = format!("server.flow_control.rules[{i}]");
+                let Value::Object(map) = item else {
+                    problems.push(at, "expected a table { resource, threshold, ... }");
+                    continue;
+                };
+                let mut r = Section::new(at.clone(), map);
+                let resource = r.string("resource", problems).unwrap_or_default();
+                if !resource.starts_with('/') {
+                    problems.push(
+                        format!("{at}.resource"),
+                        "required: a gRPC method path, /package.Service/Method",
+                    );
+                }
+                let threshold = r.integer::<u32>("threshold", problems).unwrap_or(0);
+                if threshold == 0 {
+                    problems.push(
+                        format!("{at}.threshold"),
+                        "required: calls per stat_interval, at least 1",
+                    );
+                }
+                let stat_interval = r.duration("stat_interval", problems).unwrap_or(Duration::from_secs(1));
+                if stat_interval.is_zero() {
+                    problems.push(format!("{at}.stat_interval"), "must be longer than zero");
+                }
+                let behavior = match r.string("control_behavior", problems).as_deref() {
+                    None | Some("reject") => ControlBehavior::Reject,
+                    Some("throttle") => ControlBehavior::Throttle,
+                    Some(other) => {
+                        problems.push(
+                            format!("{at}.control_behavior"),
+                            format!("'{other}' is not reject or throttle"),
+                        );
+                        ControlBehavior::Reject
+                    }
+                };
+                let strategy = match r.string("token_calculate_strategy", problems).as_deref() {
+                    None | Some("direct") => TokenStrategy::Direct,
+                    Some("warm_up") => TokenStrategy::WarmUp,
+                    Some(other) => {
+                        problems.push(
+                            format!("{at}.token_calculate_strategy"),
+                            format!("'{other}' is not direct or warm_up"),
+                        );
+                        TokenStrategy::Direct
+                    }
+                };
+                if strategy == TokenStrategy::WarmUp && behavior == ControlBehavior::Throttle {
+                    problems.push(
+                        format!("{at}.token_calculate_strategy"),
+                        "warm_up goes with control_behavior reject",
+                    );
+                }
+                let rule = FlowRule {
+                    resource,
+                    threshold,
+                    stat_interval,
+                    behavior,
+                    max_queueing_time: r
+                        .duration("max_queueing_time", problems)
+                        .unwrap_or(Duration::from_millis(500)),
+                    strategy,
+                    warm_up_period: r
+                        .duration("warm_up_period", problems)
+                        .unwrap_or(Duration::from_secs(10)),
+                    warm_up_cold_factor: r.integer::<u32>("warm_up_cold_factor", problems).unwrap_or(3).max(1),
+                };
+                r.finish(problems);
+                if rules.iter().any(|x: &FlowRule| x.resource == rule.resource) {
+                    problems.push(
+                        format!("{at}.resource"),
+                        format!("'{}' has a rule already", rule.resource),
+                    );
+                }
+                rules.push(rule);
+            }
+        }
+        Some(other) => problems.push(
+            "server.flow_control.rules",
+            format!("expected a list of tables, found {}", walk::kind_of(&other)),
+        ),
+    }
+    FlowControlConfig {
+        enabled,
+        message,
+        rules,
+    }
+}
+
 fn metadata_values(
     value: Value,
     path: &str,

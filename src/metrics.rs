@@ -28,6 +28,7 @@ pub struct Metrics {
     invoke_duration: HistogramVec,
     invoke_retries: IntCounterVec,
     resolution_cache: IntCounterVec,
+    flow_control_rejected: IntCounterVec,
     app_ids: TopicLabels,
 }
 
@@ -127,6 +128,14 @@ impl Metrics {
             &["result"],
         )
         .expect("metric definition is valid");
+        let flow_control_rejected = IntCounterVec::new(
+            Opts::new(
+                "layotto_flow_control_rejected_total",
+                "gRPC calls refused by a flow control rule, by method (only methods with a rule)",
+            ),
+            &["method"],
+        )
+        .expect("metric definition is valid");
         let build_info = IntGaugeVec::new(
             Opts::new("layotto_build_info", "The running version; always 1"),
             &["version"],
@@ -146,6 +155,7 @@ impl Metrics {
             Box::new(invoke_duration.clone()),
             Box::new(invoke_retries.clone()),
             Box::new(resolution_cache.clone()),
+            Box::new(flow_control_rejected.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -165,6 +175,7 @@ impl Metrics {
             invoke_duration,
             invoke_retries,
             resolution_cache,
+            flow_control_rejected,
             app_ids: TopicLabels::default(),
         })
     }
@@ -233,6 +244,12 @@ impl Metrics {
         self.invoke_duration
             .with_label_values(&[&app, method_class])
             .observe(seconds);
+    }
+
+    /// A call refused by the flow control rule of `method` (a configured
+    /// path: the label set is bounded by the rules).
+    pub fn flow_control_rejected(&self, method: &str) {
+        self.flow_control_rejected.with_label_values(&[method]).inc();
     }
 
     pub fn count_invoke_retry(&self, app_id: &str) {

@@ -13,6 +13,7 @@ pub(crate) mod codec;
 mod configuration;
 mod dapr;
 mod file;
+mod flow_control;
 mod health;
 mod hello;
 pub(crate) mod invoke;
@@ -125,6 +126,10 @@ pub async fn serve(
         )
         .layer(auth::ApiTokenLayer(
             limits.api_token.as_deref().map(crate::api::auth::ApiToken::new),
+        ))
+        .layer(flow_control::FlowControlLayer::new(
+            &limits.flow_control,
+            ctx.metrics.clone(),
         ))
         .add_routes(with_proxy(ctx.clone(), routes))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -28,6 +28,7 @@ const UNSUPPORTED: &[&str] = &[
 pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut grpc: Option<(String, &Map<String, Value>)> = None;
+    let mut flow_control: Option<Value> = None;
     let mut actuator_addr = None;
 
     let servers = root
@@ -59,6 +60,21 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
                         message: "unix socket listeners are not supported; listen on ip:port".into(),
                     });
                 }
+                for (si, stream_filter) in listener
+                    .get("stream_filters")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    if stream_filter.get("type").and_then(Value::as_str) == Some("flowControlFilter") {
+                        let at = format!("{path}.stream_filters[{si}].config");
+                        match flow_control_of(stream_filter.get("config"), &at) {
+                            Ok(native) => flow_control = Some(native),
+                            Err(problem) => problems.push(problem),
+                        }
+                    }
+                }
                 match filter.pointer("/config/grpc_config").and_then(Value::as_object) {
                     Some(cfg) => grpc = Some((address.unwrap_or_default().to_owned(), cfg)),
                     None => problems.push(Problem {
@@ -86,6 +102,9 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
     if let Some(addr) = actuator_addr {
         server.insert("actuator".into(), Value::String(addr));
     }
+    if let Some(flow_control) = flow_control {
+        server.insert("flow_control".into(), flow_control);
+    }
     out.insert("server".into(), Value::Object(server));
 
     for (key, value) in grpc_config {
@@ -99,6 +118,88 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
         out.insert(key.clone(), value.clone());
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// MOSN's `flowControlFilter` config as the native `server.flow_control`
+/// table: Sentinel's rule keys become ours; `grade`, `id` and the
+/// relation keys mean nothing here and are left out.
+fn flow_control_of(config: Option<&Value>, at: &str) -> Result<Value, Problem> {
+    let problem = |field: &str, message: String| Problem {
+        path: format!("{at}.{field}"),
+        message,
+    };
+    let Some(Value::Object(config)) = config else {
+        return Err(problem("", "the flowControlFilter has no config table".into()));
+    };
+    if let Some(kind) = config.get("limit_key_type").and_then(Value::as_str)
+        && kind != "PATH"
+    {
+        return Err(problem(
+            "limit_key_type",
+            format!("'{kind}' is not supported; rules are keyed by the gRPC method PATH"),
+        ));
+    }
+    let mut out = Map::new();
+    if let Some(on) = config.get("global_switch").and_then(Value::as_bool) {
+        out.insert("enabled".into(), Value::Bool(on));
+    }
+    if let Some(body) = config.get("action").and_then(|a| a.get("body")).and_then(Value::as_str) {
+        out.insert("message".into(), Value::String(body.to_owned()));
+    }
+    let mut rules = Vec::new();
+    for (i, rule) in config
+        .get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let number = |key: &str| rule.get(key).and_then(Value::as_f64);
+        let mut native = Map::new();
+        if let Some(resource) = rule.get("resource") {
+            native.insert("resource".into(), resource.clone());
+        }
+        if let Some(threshold) = number("threshold") {
+            native.insert("threshold".into(), Value::from(threshold.round() as i64));
+        }
+        if let Some(ms) = number("statIntervalInMs").filter(|ms| *ms > 0.0) {
+            native.insert("stat_interval".into(), Value::String(format!("{}ms", ms as u64)));
+        }
+        let behavior = match number("controlBehavior").map(|b| b as i64) {
+            None | Some(0) => "reject",
+            Some(1) => "throttle",
+            Some(other) => {
+                return Err(problem(
+                    &format!("rules[{i}].controlBehavior"),
+                    format!("{other} is not 0 (reject) or 1 (throttle)"),
+                ));
+            }
+        };
+        native.insert("control_behavior".into(), Value::String(behavior.into()));
+        let strategy = match number("tokenCalculateStrategy").map(|b| b as i64) {
+            None | Some(0) => "direct",
+            Some(1) => "warm_up",
+            Some(other) => {
+                return Err(problem(
+                    &format!("rules[{i}].tokenCalculateStrategy"),
+                    format!("{other} is not 0 (direct) or 1 (warm-up)"),
+                ));
+            }
+        };
+        native.insert("token_calculate_strategy".into(), Value::String(strategy.into()));
+        if let Some(ms) = number("maxQueueingTimeMs") {
+            native.insert("max_queueing_time".into(), Value::String(format!("{}ms", ms as u64)));
+        }
+        if let Some(secs) = number("warmUpPeriodSec").filter(|s| *s > 0.0) {
+            native.insert("warm_up_period".into(), Value::String(format!("{}s", secs as u64)));
+        }
+        if let Some(factor) = number("warmUpColdFactor").filter(|f| *f >= 1.0) {
+            native.insert("warm_up_cold_factor".into(), Value::from(factor as i64));
+        }
+        rules.push(Value::Object(native));
+    }
+    out.insert("rules".into(), Value::Array(rules));
+    Ok(Value::Object(out))
 }
 
 fn filters(listener: &Value) -> impl Iterator<Item = &Value> {

@@ -283,6 +283,29 @@ fn layotto_file_stores_take_their_array_of_settings() {
 }
 
 #[test]
+fn flow_control_rules_are_read_and_checked() {
+    let config = toml(
+        "[server.flow_control]\nmessage = \"m\"\n[[server.flow_control.rules]]\nresource = \"/a.B/C\"\nthreshold = 5\ncontrol_behavior = \"throttle\"\nmax_queueing_time = \"1s\"\n",
+    )
+    .expect("valid");
+    let rules = &config.server.flow_control.rules;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].behavior, super::ControlBehavior::Throttle);
+    assert_eq!(rules[0].stat_interval, std::time::Duration::from_secs(1));
+    let found = problems(
+        "[[server.flow_control.rules]]\nresource = \"SayHello\"\nthreshold = 0\ncontrol_behavior = \"drop\"\ngrade = 1\n",
+    );
+    for expected in [
+        "server.flow_control.rules[0].resource: required",
+        "server.flow_control.rules[0].threshold: required",
+        "server.flow_control.rules[0].control_behavior: 'drop'",
+        "server.flow_control.rules[0].grade: unknown field",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "{expected} in {found:?}");
+    }
+}
+
+#[test]
 fn layotto_sections_we_do_not_implement_are_reported() {
     let json = r#"{"servers": [{"listeners": [{"address": "127.0.0.1:4000", "filter_chains": [{"filters": [
         {"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {"rpcs": {}, "extends": {}}}}
