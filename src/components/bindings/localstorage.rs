@@ -11,7 +11,7 @@
 //!
 //! Metadata: [`LocalStorageKeys`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -19,7 +19,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{Binding, BindingCommon, BindingRequest, BindingResponse, ops};
-use crate::components::file::local::resolve_inside;
+use crate::components::file::local::Root;
 use crate::components::meta::{self, Section};
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
@@ -39,20 +39,7 @@ impl ComponentType<dyn Binding> for LocalStorageType {
         (keys, _): (LocalStorageKeys, BindingCommon),
     ) -> BoxFuture<'static, Result<Arc<dyn Binding>, BuildError>> {
         async move {
-            let fail = |e: std::io::Error| {
-                BuildError(format!(
-                    "binding '{}': rootPath '{}': {e}",
-                    ctx.spec.name, keys.root_path
-                ))
-            };
-            tokio::fs::create_dir_all(&keys.root_path).await.map_err(fail)?;
-            let root = tokio::fs::canonicalize(&keys.root_path).await.map_err(fail)?;
-            if !tokio::fs::metadata(&root).await.map_err(fail)?.is_dir() {
-                return Err(BuildError(format!(
-                    "binding '{}': property rootPath represents a file and not a directory",
-                    ctx.spec.name
-                )));
-            }
+            let root = Root::open(&format!("binding '{}'", ctx.spec.name), &keys.root_path).await?;
             Ok(Arc::new(LocalStorage { root }) as Arc<dyn Binding>)
         }
         .boxed()
@@ -71,7 +58,7 @@ pub struct LocalStorageKeys {
 impl Section for LocalStorageKeys {}
 
 pub struct LocalStorage {
-    root: PathBuf,
+    root: Root,
 }
 
 fn io_error(name: &str, e: std::io::Error) -> ComponentError {
@@ -116,10 +103,7 @@ async fn walk(dir: &Path, out: &mut Vec<String>) -> Result<(), ComponentError> {
 #[async_trait::async_trait]
 impl Component for LocalStorage {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        tokio::fs::metadata(&self.root)
-            .await
-            .map(drop)
-            .map_err(|e| ComponentError::Unavailable(format!("root {}: {e}", self.root.display())))
+        self.root.check().await
     }
 }
 
@@ -138,7 +122,7 @@ impl Binding for LocalStorage {
                 } else {
                     name
                 };
-                let path = resolve_inside(&self.root, &name).await?;
+                let path = self.root.resolve(&name).await?;
                 if let Some(parent) = path.parent() {
                     tokio::fs::create_dir_all(parent)
                         .await
@@ -147,7 +131,11 @@ impl Binding for LocalStorage {
                 tokio::fs::write(&path, decoded(&request.data))
                     .await
                     .map_err(|e| io_error(&name, e))?;
-                let relative = path.strip_prefix(&self.root).unwrap_or(&path).display().to_string();
+                let relative = path
+                    .strip_prefix(self.root.path())
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
                 Ok(BindingResponse::data(
                     serde_json::json!({ "fileName": relative }).to_string().into_bytes(),
                 ))
@@ -158,14 +146,14 @@ impl Binding for LocalStorage {
                         "required metadata not set: fileName".into(),
                     ));
                 }
-                let path = resolve_inside(&self.root, &name).await?;
+                let path = self.root.resolve(&name).await?;
                 let data = tokio::fs::read(&path)
                     .await
                     .map_err(|e| io_error(&path.display().to_string(), e))?;
                 Ok(BindingResponse::data(data))
             }
             ops::LIST => {
-                let path = resolve_inside(&self.root, if name.is_empty() { "." } else { &name }).await?;
+                let path = self.root.resolve(if name.is_empty() { "." } else { &name }).await?;
                 let meta = tokio::fs::metadata(&path)
                     .await
                     .map_err(|e| io_error(&path.display().to_string(), e))?;
@@ -190,7 +178,7 @@ impl Binding for LocalStorage {
                         "required metadata not set: fileName".into(),
                     ));
                 }
-                let path = resolve_inside(&self.root, &name).await?;
+                let path = self.root.resolve(&name).await?;
                 tokio::fs::remove_file(&path)
                     .await
                     .map_err(|e| io_error(&path.display().to_string(), e))?;

@@ -25,7 +25,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use super::{Binding, BindingCommon, BindingRequest, BindingResponse, Deliveries, Delivery, Message, ops, ttl};
 use crate::components::meta::{self, Section};
-use crate::components::pubsub::rabbitmq::{RabbitAcker, string_headers};
+use crate::components::pubsub::rabbitmq::{RabbitAcker, amqp_error, open_a_channel, string_headers};
 use crate::components::{BuildContext, BuildError, Component, ComponentError, ComponentType, TypeEntry};
 
 pub const TYPE: TypeEntry<dyn Binding> = TypeEntry::of::<RabbitType>();
@@ -90,10 +90,6 @@ pub struct RabbitBinding {
     keys: RabbitBindingKeys,
 }
 
-fn amqp_error(what: &str, e: lapin::Error) -> ComponentError {
-    ComponentError::Fatal(format!("rabbitmq {what}: {e}"))
-}
-
 impl RabbitBinding {
     async fn connect(keys: RabbitBindingKeys) -> Result<RabbitBinding, BuildError> {
         let fail = |what: &str, e: lapin::Error| BuildError(format!("rabbitmq {what}: {e}"));
@@ -147,13 +143,7 @@ pub async fn declare(channel: &Channel, keys: &RabbitBindingKeys) -> Result<(), 
 #[async_trait::async_trait]
 impl Component for RabbitBinding {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        let channel = self
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| amqp_error("health check", e))?;
-        let _ = channel.close(200, "health check".into()).await;
-        Ok(())
+        open_a_channel(&self.connection).await
     }
 
     async fn close(&self) {

@@ -59,8 +59,8 @@ impl ComponentType<dyn FileStore> for LocalType {
 
     fn build(ctx: BuildContext, keys: LocalKeys) -> BoxFuture<'static, Result<Arc<dyn FileStore>, BuildError>> {
         async move {
-            let root = LocalFiles::open(&ctx.spec.name, &keys.root_path).await?;
-            Ok(Arc::new(root) as Arc<dyn FileStore>)
+            let root = Root::open(&format!("file store '{}'", ctx.spec.name), &keys.root_path).await?;
+            Ok(Arc::new(LocalFiles { root }) as Arc<dyn FileStore>)
         }
         .boxed()
     }
@@ -83,8 +83,7 @@ fn default_root() -> String {
 impl Section for LocalKeys {}
 
 pub struct LocalFiles {
-    /// Canonical: symbolic links resolved.
-    root: PathBuf,
+    root: Root,
 }
 
 fn io_error(what: &str, name: &str, e: std::io::Error) -> ComponentError {
@@ -98,65 +97,84 @@ fn io_error(what: &str, name: &str, e: std::io::Error) -> ComponentError {
     }
 }
 
-impl LocalFiles {
-    async fn open(component: &str, root: &str) -> Result<LocalFiles, BuildError> {
-        let fail = |e: std::io::Error| BuildError(format!("file store '{component}': rootPath '{root}': {e}"));
-        tokio::fs::create_dir_all(root).await.map_err(fail)?;
-        let root = tokio::fs::canonicalize(root).await.map_err(fail)?;
-        Ok(LocalFiles { root })
+/// The directory a store of files on the sidecar's disk lives under
+/// (`local` here, the `localstorage` binding), with the one rule for
+/// names: they stay inside it.
+#[derive(Clone, Debug)]
+pub struct Root(PathBuf);
+
+impl Root {
+    /// Creates the directory when missing and resolves it (symbolic links
+    /// included); `owner` names the component in errors.
+    pub async fn open(owner: &str, path: &str) -> Result<Root, BuildError> {
+        let fail = |e: std::io::Error| BuildError(format!("{owner}: rootPath '{path}': {e}"));
+        tokio::fs::create_dir_all(path).await.map_err(fail)?;
+        let root = tokio::fs::canonicalize(path).await.map_err(fail)?;
+        if !tokio::fs::metadata(&root).await.map_err(fail)?.is_dir() {
+            return Err(BuildError(format!(
+                "{owner}: rootPath '{path}' is a file and not a directory"
+            )));
+        }
+        Ok(Root(root))
     }
 
-    /// Where `name` lives, refused when it would leave the root.
-    async fn resolve(&self, name: &str) -> Result<PathBuf, ComponentError> {
-        resolve_inside(&self.root, name).await
+    pub fn path(&self) -> &Path {
+        &self.0
     }
-}
 
-/// Where `name` lives under `root` (canonical), refused with
-/// INVALID_ARGUMENT when it would leave it: a `..` component, an absolute
-/// path elsewhere, or a symbolic link pointing out. Shared by every store
-/// of files on the sidecar's disk.
-pub async fn resolve_inside(root: &Path, name: &str) -> Result<PathBuf, ComponentError> {
-    let given = Path::new(name);
-    let mut path = if given.is_absolute() {
-        PathBuf::new()
-    } else {
-        root.to_path_buf()
-    };
-    for part in given.components() {
-        match part {
-            PathPart::ParentDir => {
-                return Err(ComponentError::InvalidArgument(format!(
-                    "name '{name}' contains '..'; names stay inside the store's root"
-                )));
+    /// The health check: the directory is still there.
+    pub async fn check(&self) -> Result<(), ComponentError> {
+        tokio::fs::metadata(&self.0)
+            .await
+            .map(drop)
+            .map_err(|e| ComponentError::Unavailable(format!("root {}: {e}", self.0.display())))
+    }
+
+    /// Where `name` lives, refused with INVALID_ARGUMENT when it would
+    /// leave the root: a `..` component, an absolute path elsewhere, or a
+    /// symbolic link pointing out.
+    pub async fn resolve(&self, name: &str) -> Result<PathBuf, ComponentError> {
+        let given = Path::new(name);
+        let mut path = if given.is_absolute() {
+            PathBuf::new()
+        } else {
+            self.0.clone()
+        };
+        for part in given.components() {
+            match part {
+                PathPart::ParentDir => {
+                    return Err(ComponentError::InvalidArgument(format!(
+                        "name '{name}' contains '..'; names stay inside the store's root"
+                    )));
+                }
+                PathPart::CurDir => {}
+                other => path.push(other.as_os_str()),
             }
-            PathPart::CurDir => {}
-            other => path.push(other.as_os_str()),
         }
-    }
-    if !path.starts_with(root) {
-        return Err(ComponentError::InvalidArgument(format!(
-            "name '{name}' is outside the store's root"
-        )));
-    }
-    // A symbolic link inside the root may point out of it: the
-    // deepest part of the path that exists must resolve inside.
-    let mut existing = path.as_path();
-    loop {
-        match tokio::fs::canonicalize(existing).await {
-            Ok(real) if real.starts_with(root) => break,
-            Ok(_) => {
-                return Err(ComponentError::InvalidArgument(format!(
-                    "name '{name}' leads outside the store's root through a symbolic link"
-                )));
+        if !path.starts_with(&self.0) {
+            return Err(ComponentError::InvalidArgument(format!(
+                "name '{name}' is outside the store's root"
+            )));
+        }
+        // A symbolic link inside the root may point out of it: the
+        // deepest part of the path that exists must resolve inside.
+        let mut existing = path.as_path();
+        loop {
+            match tokio::fs::canonicalize(existing).await {
+                Ok(real) if real.starts_with(&self.0) => break,
+                Ok(_) => {
+                    return Err(ComponentError::InvalidArgument(format!(
+                        "name '{name}' leads outside the store's root through a symbolic link"
+                    )));
+                }
+                Err(_) => match existing.parent() {
+                    Some(parent) if parent.starts_with(&self.0) => existing = parent,
+                    _ => break,
+                },
             }
-            Err(_) => match existing.parent() {
-                Some(parent) if parent.starts_with(root) => existing = parent,
-                _ => break,
-            },
         }
+        Ok(path)
     }
-    Ok(path)
 }
 
 /// Layotto's `FileMode`: octal with a leading `0` (or `0o`), else decimal.
@@ -216,17 +234,14 @@ async fn write_all(file: &mut tokio::fs::File, mut data: ByteStream) -> Result<(
 #[async_trait::async_trait]
 impl Component for LocalFiles {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        tokio::fs::metadata(&self.root)
-            .await
-            .map(drop)
-            .map_err(|e| ComponentError::Unavailable(format!("root {}: {e}", self.root.display())))
+        self.root.check().await
     }
 }
 
 #[async_trait::async_trait]
 impl FileStore for LocalFiles {
     async fn put(&self, name: &str, data: ByteStream, metadata: &FileMetadata) -> Result<(), ComponentError> {
-        let path = self.resolve(name).await?;
+        let path = self.root.resolve(name).await?;
         let mode = metadata.get(FILE_MODE).map(|m| parse_mode(m)).transpose()?;
         let flags = metadata.get(FILE_FLAG).map(|f| parse_flags(f)).transpose()?;
         if let Some(parent) = path.parent() {
@@ -291,7 +306,7 @@ impl FileStore for LocalFiles {
     }
 
     async fn get(&self, name: &str, _metadata: &FileMetadata) -> Result<ByteStream, ComponentError> {
-        let path = self.resolve(name).await?;
+        let path = self.root.resolve(name).await?;
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| io_error("opening", name, e))?;
@@ -311,7 +326,7 @@ impl FileStore for LocalFiles {
         } else {
             request.prefix.as_str()
         };
-        let dir = self.resolve(shown).await?;
+        let dir = self.root.resolve(shown).await?;
         let mut entries = tokio::fs::read_dir(&dir)
             .await
             .map_err(|e| io_error("listing", shown, e))?;
@@ -344,8 +359,8 @@ impl FileStore for LocalFiles {
     }
 
     async fn delete(&self, name: &str, _metadata: &FileMetadata) -> Result<(), ComponentError> {
-        let path = self.resolve(name).await?;
-        if path == self.root {
+        let path = self.root.resolve(name).await?;
+        if path == self.root.path() {
             return Err(ComponentError::InvalidArgument(
                 "the store's root cannot be deleted".into(),
             ));
@@ -362,7 +377,7 @@ impl FileStore for LocalFiles {
     }
 
     async fn stat(&self, name: &str, _metadata: &FileMetadata) -> Result<FileMeta, ComponentError> {
-        let path = self.resolve(name).await?;
+        let path = self.root.resolve(name).await?;
         let meta = tokio::fs::metadata(&path)
             .await
             .map_err(|e| io_error("reading", name, e))?;
@@ -406,10 +421,8 @@ mod tests {
     async fn names_stay_inside_the_root() {
         let dir = tempfile::tempdir().expect("tempdir");
         let outside = tempfile::tempdir().expect("tempdir");
-        let store = LocalFiles::open("t", &dir.path().to_string_lossy())
-            .await
-            .expect("open");
-        let root = store.root.clone();
+        let store = Root::open("t", &dir.path().to_string_lossy()).await.expect("open");
+        let root = store.path().to_path_buf();
         assert_eq!(store.resolve("a/b.txt").await.ok(), Some(root.join("a/b.txt")));
         assert_eq!(
             store.resolve(&root.join("c").to_string_lossy()).await.ok(),

@@ -105,7 +105,7 @@ impl Section for RabbitKeys {
     }
 }
 
-fn amqp_error(what: &str, e: lapin::Error) -> ComponentError {
+pub(crate) fn amqp_error(what: &str, e: lapin::Error) -> ComponentError {
     ComponentError::Fatal(format!("rabbitmq {what}: {e}"))
 }
 
@@ -175,14 +175,7 @@ impl RabbitBroker {
 #[async_trait::async_trait]
 impl Component for RabbitBroker {
     async fn health_check(&self) -> Result<(), ComponentError> {
-        // What use does: open a channel.
-        let channel = self
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| amqp_error("health check", e))?;
-        let _ = channel.close(200, "health check".into()).await;
-        Ok(())
+        open_a_channel(&self.connection).await
     }
 
     async fn close(&self) {
@@ -294,6 +287,17 @@ impl PubSub for RabbitBroker {
         });
         Ok(Box::pin(deliveries))
     }
+}
+
+/// The health check of every RabbitMQ component: what use does, open a
+/// channel (and close it).
+pub(crate) async fn open_a_channel(connection: &Connection) -> Result<(), ComponentError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| amqp_error("health check", e))?;
+    let _ = channel.close(200, "health check".into()).await;
+    Ok(())
 }
 
 /// A message's string-valued headers (the metadata it carries).
