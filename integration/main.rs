@@ -30,3 +30,4 @@ mod state;
 mod state_faults;
 mod supervision;
 mod support;
+mod wasm;

@@ -22,6 +22,7 @@ mod router;
 pub mod secrets;
 pub mod sequencer;
 pub mod state;
+pub mod wasm;
 
 pub use handle::{CallError, ComponentHandle, Slot};
 pub use host::{ChildEvent, ComponentActor, HostSettings, Shutdown};

@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod input;
 pub mod linger;
 pub mod mtls;
+pub mod wasm;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -87,4 +88,6 @@ pub struct ApiContext {
     pub declared_subscriptions: Vec<crate::config::SubscriptionConfig>,
     /// The subscriptions delivered to the app now (metadata API).
     pub active_subscriptions: Mutex<Vec<callback::AppSubscription>>,
+    /// The WASM functions, configured and installed.
+    pub functions: blocks::wasm::FunctionTable,
 }

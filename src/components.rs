@@ -27,6 +27,7 @@ pub mod sequencer;
 pub mod sql;
 pub mod state;
 pub mod tasks;
+pub mod wasm;
 
 pub use tasks::Tasks;
 
@@ -194,6 +195,10 @@ block_table! {
         sequencer::redis::TYPE,
         sequencer::postgres::TYPE,
         sequencer::mysql::TYPE,
+    ];
+    /// The `wasm` building block: functions compiled to WebAssembly.
+    Functions (Wasm, "wasm", functions): dyn wasm::Function = [
+        wasm::wasmer::TYPE,
     ];
 }
 

@@ -7,7 +7,7 @@
 //! typed [`Config`] the runtime starts from.
 
 pub mod dapr_resources;
-mod layotto_json;
+pub mod layotto_json;
 mod subscriptions;
 mod walk;
 
@@ -110,6 +110,14 @@ pub struct ServerConfig {
     /// component is configured, which turns it on at `127.0.0.1:50002`
     /// (daprd's port; loopback, since the traffic is plaintext).
     pub internal: Option<SocketAddr>,
+    /// The WASM functions' HTTP ingress (Layotto's `wasm` listener, port
+    /// 2045 in its demo): the `id` header picks the function. Off unless
+    /// set (`"disabled"` also turns it off).
+    pub wasm: Option<SocketAddr>,
+    /// The WASM admin API (Layotto's `wasm_filter` listener, port 34998 in
+    /// its demo): `/wasm/install`, `/wasm/uninstall`, `/wasm/update`. Off
+    /// unless set; it changes what runs, so keep it on loopback.
+    pub wasm_admin: Option<SocketAddr>,
     /// The host other sidecars reach the internal listener at, which name
     /// resolution registers: `DAPR_HOST_IP` when set, else this, else the
     /// internal listener's own address (`127.0.0.1` when it listens on
@@ -437,6 +445,8 @@ impl Default for Config {
                 metrics: None,
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
                 internal: None,
+                wasm: None,
+                wasm_admin: None,
                 advertise_host: None,
                 mtls: None,
                 flow_control: FlowControlConfig::default(),
@@ -923,6 +933,8 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
                 }),
             },
             internal: internal_given.unwrap_or(d.internal),
+            wasm: s.optional_addr("wasm", &mut problems).unwrap_or(d.wasm),
+            wasm_admin: s.optional_addr("wasm_admin", &mut problems).unwrap_or(d.wasm_admin),
             advertise_host: s
                 .string("advertise_host", &mut problems)
                 .filter(|h| !h.trim().is_empty()),

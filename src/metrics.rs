@@ -29,6 +29,8 @@ pub struct Metrics {
     invoke_retries: IntCounterVec,
     resolution_cache: IntCounterVec,
     flow_control_rejected: IntCounterVec,
+    wasm_calls: IntCounterVec,
+    wasm_call_duration: HistogramVec,
     app_ids: TopicLabels,
 }
 
@@ -136,6 +138,23 @@ impl Metrics {
             &["method"],
         )
         .expect("metric definition is valid");
+        let wasm_calls = IntCounterVec::new(
+            Opts::new(
+                "layotto_wasm_calls_total",
+                "Requests run by WASM functions, by function (component name) and outcome: ok, trap, budget, abi, stopped, busy, unavailable",
+            ),
+            &["function", "outcome"],
+        )
+        .expect("metric definition is valid");
+        let wasm_call_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "layotto_wasm_call_seconds",
+                "Time to run a request in a WASM function, by function",
+            )
+            .buckets(GRPC_BUCKETS.to_vec()),
+            &["function"],
+        )
+        .expect("metric definition is valid");
         let build_info = IntGaugeVec::new(
             Opts::new("layotto_build_info", "The running version; always 1"),
             &["version"],
@@ -156,6 +175,8 @@ impl Metrics {
             Box::new(invoke_retries.clone()),
             Box::new(resolution_cache.clone()),
             Box::new(flow_control_rejected.clone()),
+            Box::new(wasm_calls.clone()),
+            Box::new(wasm_call_duration.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -176,6 +197,8 @@ impl Metrics {
             invoke_retries,
             resolution_cache,
             flow_control_rejected,
+            wasm_calls,
+            wasm_call_duration,
             app_ids: TopicLabels::default(),
         })
     }
@@ -187,6 +210,12 @@ impl Metrics {
         self.component_restarts
             .with_label_values(&[kind.as_str(), name, type_name, NO_RESTART])
             .inc_by(0);
+    }
+
+    /// Drops a removed component's up gauge (its restart count stays: a
+    /// counter does not go back).
+    pub fn component_removed(&self, kind: Kind, name: &str, type_name: &str) {
+        let _ = self.component_up.remove_label_values(&[kind.as_str(), name, type_name]);
     }
 
     pub fn set_component_up(&self, kind: Kind, name: &str, type_name: &str, up: bool) {
@@ -248,6 +277,13 @@ impl Metrics {
 
     /// A call refused by the flow control rule of `method` (a configured
     /// path: the label set is bounded by the rules).
+    /// Counts a request run by a function (named by its component, so the
+    /// labels are bounded by config and installs).
+    pub fn observe_wasm_call(&self, function: &str, outcome: &'static str, seconds: f64) {
+        self.wasm_calls.with_label_values(&[function, outcome]).inc();
+        self.wasm_call_duration.with_label_values(&[function]).observe(seconds);
+    }
+
     pub fn flow_control_rejected(&self, method: &str) {
         self.flow_control_rejected.with_label_values(&[method]).inc();
     }

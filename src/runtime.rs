@@ -348,6 +348,14 @@ impl Serving {
             Some(addr) => Some(bind("metrics", addr).await?),
             None => None,
         };
+        let wasm_listener = match server.wasm {
+            Some(addr) => Some(bind("WASM ingress", addr).await?),
+            None => None,
+        };
+        let wasm_admin_listener = match server.wasm_admin {
+            Some(addr) => Some(bind("WASM admin", addr).await?),
+            None => None,
+        };
         let internal_listener = match server.internal {
             Some(addr) => Some(bind("internal", addr).await?),
             None => None,
@@ -415,6 +423,16 @@ impl Serving {
         all.extend(&rest);
         supervisor.start_components(rest).await;
         let router = all.router();
+        // Functions have a supervisor of their own: installs add to it.
+        let functions_supervisor = supervisor.start_functions(all.functions.clone()).await;
+        let functions = api::blocks::wasm::FunctionTable::new(
+            functions_supervisor,
+            router.functions.iter().cloned(),
+            status.clone(),
+            config.supervisor.queue_capacity,
+            instance.clone(),
+            config.app.app_id.clone(),
+        );
 
         let (stopping, stopping_rx) = watch::channel(false);
         let (cut_off, cut_off_rx) = watch::channel(false);
@@ -438,6 +456,7 @@ impl Serving {
             app_channel: AppCallback::for_app(&config.app),
             declared_subscriptions: config.subscriptions.clone(),
             active_subscriptions: Default::default(),
+            functions,
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);
@@ -447,6 +466,23 @@ impl Serving {
             api::conn::ConnLimits::of(&config.server),
             stopped(http_stop_rx.clone()),
         ))];
+        if let Some(listener) = wasm_listener {
+            http_tasks.push(tokio::spawn(api::wasm::serve_ingress(
+                ctx.clone(),
+                listener,
+                api::conn::ConnLimits::of(&config.server),
+                config.server.max_body_size,
+                stopped(http_stop_rx.clone()),
+            )));
+        }
+        if let Some(listener) = wasm_admin_listener {
+            http_tasks.push(tokio::spawn(api::wasm::serve_admin(
+                ctx.clone(),
+                listener,
+                api::conn::ConnLimits::of(&config.server),
+                stopped(http_stop_rx.clone()),
+            )));
+        }
         if let Some(listener) = metrics_listener {
             http_tasks.push(tokio::spawn(api::actuator::serve_metrics(
                 ctx.clone(),

@@ -19,6 +19,7 @@ mod reason;
 mod root;
 mod status;
 
+pub use block::{AddChild, BlockSupervisor, RemoveChild};
 pub use reason::StopReason;
 pub use root::Escalation;
 pub use status::{ComponentId, Health, Snapshot, StatusCell, StatusRegistry};
@@ -30,9 +31,9 @@ use actix::Addr;
 use tokio::sync::mpsc;
 
 use crate::actors::{Blocks, Router, Slot};
-use crate::components::{BuildingBlock, Kind};
+use crate::components::{BuildingBlock, ComponentSpec, Kind};
 use crate::config::{Config, SupervisorConfig};
-use root::{Ping, RootSupervisor, StartBlocks, StopTree};
+use root::{Ping, RootSupervisor, StartBlocks, StartDynamicBlock, StopTree};
 
 macro_rules! slots {
     ($(($block:ident, $field:ident)),*) => {
@@ -91,18 +92,27 @@ fn slots_of<B: BuildingBlock>(config: &Config, registry: &StatusRegistry, instan
     config
         .components_of(B::KIND)
         .iter()
-        .map(|spec| {
-            let status = registry.register(ComponentId {
-                kind: B::KIND,
-                name: spec.name.clone(),
-                type_name: spec.type_name.clone(),
-            });
-            let capacity = spec.queue_capacity.unwrap_or(config.supervisor.queue_capacity);
-            let mut spec = spec.clone();
-            spec.instance_id = instance_id.to_owned();
-            Slot::new(spec, status, capacity)
-        })
+        .map(|spec| slot_for(spec, config.supervisor.queue_capacity, registry, instance_id))
         .collect()
+}
+
+/// The slot of one component, registered with the status registry; for
+/// components added at run time as for configured ones.
+pub fn slot_for<B: BuildingBlock>(
+    spec: &ComponentSpec,
+    default_capacity: usize,
+    registry: &StatusRegistry,
+    instance_id: &str,
+) -> Arc<Slot<B>> {
+    let status = registry.register(ComponentId {
+        kind: B::KIND,
+        name: spec.name.clone(),
+        type_name: spec.type_name.clone(),
+    });
+    let capacity = spec.queue_capacity.unwrap_or(default_capacity);
+    let mut spec = spec.clone();
+    spec.instance_id = instance_id.to_owned();
+    Slot::new(spec, status, capacity)
 }
 
 /// Asks the root supervisor whether the actor system still answers.
@@ -134,6 +144,15 @@ impl SupervisorHandle {
     /// Blocks started earlier stop later at shutdown.
     pub async fn start_components(&self, slots: Slots) {
         let _ = self.root.send(StartBlocks(slots)).await;
+    }
+
+    /// Starts the supervisor of the functions (configured ones in
+    /// `slots`); installs and uninstalls go to it.
+    pub async fn start_functions(
+        &self,
+        slots: Vec<Arc<Slot<crate::components::Functions>>>,
+    ) -> Option<Addr<BlockSupervisor<crate::components::Functions>>> {
+        self.root.send(StartDynamicBlock(slots)).await.ok()
     }
 
     /// A probe of the actor system, for the liveness endpoint.

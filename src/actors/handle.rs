@@ -117,6 +117,16 @@ impl<B: BuildingBlock> ComponentHandle<B> {
         &self.slot.spec
     }
 
+    pub fn slot(&self) -> &Arc<Slot<B>> {
+        &self.slot
+    }
+
+    /// What the component keeps across restarts (a function's announced
+    /// id, say).
+    pub fn retained(&self) -> &Retained {
+        &self.slot.retained
+    }
+
     /// Runs `op` on the component and returns its answer.
     pub async fn call<O: Operation<B>>(&self, op: O) -> Result<O::Output, CallError> {
         let slot = &self.slot;

@@ -23,6 +23,7 @@ pub mod pubsub;
 pub mod secrets;
 pub mod sequencer;
 pub mod state;
+pub mod wasm;
 
 use crate::actors::{CallError, RouteError};
 use crate::components::{ComponentError, ComponentSpec, KeyPrefix, PREFIX_SEPARATOR};

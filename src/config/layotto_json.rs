@@ -14,7 +14,6 @@ use super::Problem;
 
 /// `grpc_config` keys that are Layotto features this runtime does not have.
 const UNSUPPORTED: &[&str] = &[
-    "rpcs",
     "custom_component",
     "extends",
     "oss",
@@ -30,6 +29,9 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
     let mut grpc: Option<(String, &Map<String, Value>)> = None;
     let mut flow_control: Option<Value> = None;
     let mut actuator_addr = None;
+    let mut wasm_addr = None;
+    let mut wasm_admin_addr = None;
+    let mut functions = Map::new();
 
     let servers = root
         .get("servers")
@@ -47,6 +49,43 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
             let address = listener.get("address").and_then(Value::as_str);
             if listener.get("name").and_then(Value::as_str) == Some("actuator") {
                 actuator_addr = address.map(str::to_owned);
+            }
+            for (fi, stream_filter) in stream_filters(listener).enumerate() {
+                let at = format!("{path}.stream_filters[{fi}]");
+                match stream_filter.get("type").and_then(Value::as_str) {
+                    // The FaaS ingress: each entry of its config is a function.
+                    Some("Layotto") => {
+                        wasm_addr = address.map(str::to_owned);
+                        let entries = stream_filter.get("config").and_then(Value::as_object);
+                        for (config_id, conf) in entries.into_iter().flatten() {
+                            let at = format!("{at}.config.{config_id}");
+                            let Some(conf) = conf.as_object() else {
+                                problems.push(Problem {
+                                    path: at,
+                                    message: "a function's config is a table".into(),
+                                });
+                                continue;
+                            };
+                            match wasm_function_metadata(conf) {
+                                Ok(metadata) => {
+                                    let name = conf.get("name").and_then(Value::as_str).unwrap_or(config_id);
+                                    let mut component = Map::new();
+                                    component.insert("type".into(), Value::String("wasmer".into()));
+                                    component.insert(
+                                        "metadata".into(),
+                                        Value::Object(
+                                            metadata.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+                                        ),
+                                    );
+                                    functions.insert(name.to_owned(), Value::Object(component));
+                                }
+                                Err(message) => problems.push(Problem { path: at, message }),
+                            }
+                        }
+                    }
+                    Some("wasm_filter") => wasm_admin_addr = address.map(str::to_owned),
+                    _ => {}
+                }
             }
             for (fi, filter) in filters(listener).enumerate() {
                 let runtime = filter.get("type").and_then(Value::as_str) == Some("grpc")
@@ -105,9 +144,32 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
     if let Some(flow_control) = flow_control {
         server.insert("flow_control".into(), flow_control);
     }
+    if let Some(addr) = wasm_addr {
+        server.insert("wasm".into(), Value::String(addr));
+    }
+    if let Some(addr) = wasm_admin_addr {
+        server.insert("wasm_admin".into(), Value::String(addr));
+    }
+    if !functions.is_empty() {
+        out.insert("wasm".into(), Value::Object(functions));
+    }
     out.insert("server".into(), Value::Object(server));
 
     for (key, value) in grpc_config {
+        if key == "rpcs" {
+            // Layotto's `mosn` rpc channel carries InvokeService to the
+            // local WASM ingress (its FaaS demo); here a function id is
+            // reached directly and any other id through service
+            // invocation, so that channel needs no config.
+            let only_mosn = value.as_object().is_some_and(|rpcs| rpcs.keys().all(|k| k == "mosn"));
+            if !only_mosn {
+                problems.push(Problem {
+                    path: "grpc_config.rpcs".into(),
+                    message: "only the `mosn` rpc channel (to the WASM ingress) is understood; use service invocation (name_resolution) for other targets".into(),
+                });
+            }
+            continue;
+        }
         if UNSUPPORTED.contains(&key.as_str()) {
             problems.push(Problem {
                 path: format!("grpc_config.{key}"),
@@ -200,6 +262,85 @@ fn flow_control_of(config: Option<&Value>, at: &str) -> Result<Value, Problem> {
     }
     out.insert("rules".into(), Value::Array(rules));
     Ok(Value::Object(out))
+}
+
+/// A Layotto WASM plugin config (a `Layotto` stream filter entry, or the
+/// body of `/wasm/install`) as `wasmer` component metadata:
+/// `vm_config.path` is the module, `instance_num` and `root_context_id`
+/// keep their meaning, our own metadata keys (`maxMemoryMb`, `timeout`,
+/// `queueTimeout`, `watch`, `cacheDir`) pass through, and every other
+/// string-valued key is user data (`config.<key>`), as in Layotto.
+pub fn wasm_function_metadata(conf: &Map<String, Value>) -> Result<std::collections::BTreeMap<String, String>, String> {
+    const OURS: &[&str] = &["maxMemoryMb", "timeout", "queueTimeout", "watch", "cacheDir"];
+    let mut out = std::collections::BTreeMap::new();
+    if conf
+        .get("from_wasm_plugin")
+        .is_some_and(|v| !v.as_str().unwrap_or("x").is_empty())
+    {
+        return Err("from_wasm_plugin (a plugin managed by MOSN) is not supported; give vm_config.path".into());
+    }
+    let Some(path) = conf
+        .get("vm_config")
+        .and_then(|v| v.get("path"))
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+    else {
+        return Err("vm_config.path is required: the .wasm file".into());
+    };
+    out.insert("path".into(), path.to_owned());
+    if let Some(engine) = conf
+        .get("vm_config")
+        .and_then(|v| v.get("engine"))
+        .and_then(Value::as_str)
+        && !matches!(engine, "" | "wasmer" | "wasmtime")
+    {
+        return Err(format!("vm_config.engine '{engine}' is not one of wasmer, wasmtime"));
+    }
+    let number = |key: &str| -> Result<Option<i64>, String> {
+        match conf.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .map(Some)
+                .ok_or_else(|| format!("{key} must be a whole number")),
+        }
+    };
+    if let Some(n) = number("instance_num")? {
+        // Layotto: 0 or less means one instance per CPU.
+        out.insert("instanceNum".into(), n.max(0).to_string());
+    }
+    if let Some(n) = number("root_context_id")? {
+        out.insert("rootContextId".into(), n.to_string());
+    }
+    for (key, value) in conf {
+        if matches!(
+            key.as_str(),
+            "name" | "vm_config" | "instance_num" | "root_context_id" | "from_wasm_plugin"
+        ) {
+            continue;
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Bool(b) if OURS.contains(&key.as_str()) => b.to_string(),
+            Value::Number(n) if OURS.contains(&key.as_str()) => n.to_string(),
+            _ => continue,
+        };
+        if OURS.contains(&key.as_str()) {
+            out.insert(key.clone(), text);
+        } else {
+            out.insert(format!("config.{key}"), text);
+        }
+    }
+    Ok(out)
+}
+
+fn stream_filters(listener: &Value) -> impl Iterator<Item = &Value> {
+    listener
+        .get("stream_filters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 fn filters(listener: &Value) -> impl Iterator<Item = &Value> {

@@ -308,11 +308,60 @@ fn flow_control_rules_are_read_and_checked() {
 #[test]
 fn layotto_sections_we_do_not_implement_are_reported() {
     let json = r#"{"servers": [{"listeners": [{"address": "127.0.0.1:4000", "filter_chains": [{"filters": [
-        {"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {"rpcs": {}, "extends": {}}}}
+        {"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {"rpcs": {"dubbo": {}}, "extends": {}}}}
     ]}]}]}]}"#;
     let e = load_str(json, Format::Json, "config.json", Some(BTreeMap::new())).expect_err("unsupported");
     let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, vec!["grpc_config.extends", "grpc_config.rpcs"]);
+}
+
+#[test]
+fn layottos_faas_listeners_become_functions_the_ingress_and_the_admin_api() {
+    let json = r#"{"servers": [{"listeners": [
+        {"address": "127.0.0.1:4000", "filter_chains": [{"filters": [{"type": "grpc", "config": {"server_name": "runtime",
+            "grpc_config": {"rpcs": {"mosn": {"config": {"channel": [{"protocol": "http", "listener": "wasm"}]}}}}}}]}]},
+        {"name": "wasm", "address": "0.0.0.0:2045", "stream_filters": [{"type": "Layotto", "config": {
+            "function1": {"name": "function1", "instance_num": 2, "root_context_id": 3, "region": "eu",
+                          "timeout": "100ms", "vm_config": {"engine": "wasmtime", "path": "f1.wasm"}},
+            "function2": {"name": "fn2", "instance_num": -1, "vm_config": {"engine": "wasmer", "path": "f2.wasm"}}}}]},
+        {"name": "wasm_filter", "address": "127.0.0.1:34998", "stream_filters": [{"type": "wasm_filter"}]}
+    ]}]}"#;
+    let config = load_str(json, Format::Json, "config.json", Some(BTreeMap::new())).expect("valid");
+    assert_eq!(config.server.wasm, Some("0.0.0.0:2045".parse().expect("addr")));
+    assert_eq!(config.server.wasm_admin, Some("127.0.0.1:34998".parse().expect("addr")));
+    let functions = config.components_of(Kind::Wasm);
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, vec!["fn2", "function1"]);
+    let f1 = &functions[1];
+    assert_eq!(f1.type_name, "wasmer");
+    for (key, value) in [
+        ("path", "f1.wasm"),
+        ("instanceNum", "2"),
+        ("rootContextId", "3"),
+        ("timeout", "100ms"),
+        ("config.region", "eu"),
+    ] {
+        assert_eq!(f1.meta(key), Some(value), "{key} in {:?}", f1.metadata);
+    }
+    // Layotto: 0 or less is one instance per CPU.
+    assert_eq!(functions[0].meta("instanceNum"), Some("0"));
+    for (from, to, expected) in [
+        ("\"wasmer\"", "\"v8\"", "vm_config.engine 'v8'"),
+        ("\"f2.wasm\"", "\"\"", "vm_config.path is required"),
+    ] {
+        let e = load_str(
+            &json.replace(from, to),
+            Format::Json,
+            "config.json",
+            Some(BTreeMap::new()),
+        )
+        .expect_err("bad");
+        assert!(
+            e.problems.iter().any(|p| p.message.contains(expected)),
+            "{:?}",
+            e.problems
+        );
+    }
 }
 
 #[test]

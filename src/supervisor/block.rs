@@ -177,6 +177,65 @@ impl<B: BuildingBlock> Handler<ChildEvent> for BlockSupervisor<B> {
     }
 }
 
+/// Adds a component at run time (an installed function) and starts it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddChild<B: BuildingBlock>(pub Arc<Slot<B>>);
+
+impl<B: BuildingBlock> Handler<AddChild<B>> for BlockSupervisor<B> {
+    type Result = ();
+
+    fn handle(&mut self, AddChild(slot): AddChild<B>, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let Some(entry) = find(B::TYPES, &slot.spec.type_name) else {
+            slot.status.set(Health::Down, "unknown component type");
+            return;
+        };
+        let name = slot.spec.name.clone();
+        self.children.insert(
+            name.clone(),
+            Child {
+                slot,
+                entry,
+                generation: 0,
+                history: RestartHistory::default(),
+                pending_restart: None,
+                last_stop: None,
+            },
+        );
+        self.start_child(&name, ctx);
+    }
+}
+
+/// Stops a component for good (an uninstalled function) and forgets it;
+/// answers once it has closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveChild(pub String);
+
+impl<B: BuildingBlock> Handler<RemoveChild> for BlockSupervisor<B> {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, RemoveChild(name): RemoveChild, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(mut child) = self.children.remove(&name) else {
+            return Box::pin(async {});
+        };
+        if let Some(handle) = child.pending_restart.take() {
+            ctx.cancel_future(handle);
+        }
+        let actor = child.slot.actor();
+        child.slot.set_actor(None);
+        child.slot.status.set(Health::Down, "removed");
+        Box::pin(async move {
+            if let Some(addr) = actor {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, addr.send(Shutdown)).await;
+            }
+        })
+    }
+}
+
 /// Stops every child (closing its component), then the supervisor.
 #[derive(Message)]
 #[rtype(result = "()")]

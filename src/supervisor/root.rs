@@ -11,7 +11,7 @@ use tracing::error;
 use super::Slots;
 use super::block::{BlockSupervisor, StopBlock};
 use crate::actors::Slot;
-use crate::components::BuildingBlock;
+use crate::components::{BuildingBlock, Kind};
 use crate::config::SupervisorConfig;
 
 /// A component that keeps failing, under `fail_fast`: the runtime exits.
@@ -40,11 +40,22 @@ impl RootSupervisor {
     }
 
     pub(super) fn start_block<B: BuildingBlock>(&mut self, slots: &[Arc<Slot<B>>], ctx: &mut Context<Self>) {
-        if slots.is_empty() {
+        // Functions come and go at run time: their supervisor is started
+        // on its own (StartDynamicBlock), with or without any.
+        if slots.is_empty() || B::KIND == Kind::Wasm {
             return;
         }
+        self.spawn_block(slots, ctx);
+    }
+
+    fn spawn_block<B: BuildingBlock>(
+        &mut self,
+        slots: &[Arc<Slot<B>>],
+        ctx: &mut Context<Self>,
+    ) -> Addr<BlockSupervisor<B>> {
         let block = BlockSupervisor::<B>::new(slots, self.settings.clone(), ctx.address().recipient()).start();
-        self.blocks.push(block.recipient());
+        self.blocks.push(block.clone().recipient());
+        block
     }
 }
 
@@ -63,6 +74,21 @@ impl Handler<StartBlocks> for RootSupervisor {
 
     fn handle(&mut self, StartBlocks(slots): StartBlocks, ctx: &mut Context<Self>) {
         slots.start_blocks(self, ctx);
+    }
+}
+
+/// Starts the supervisor of a block whose components may be added and
+/// removed at run time (functions), even with none yet; answers its
+/// address.
+#[derive(Message)]
+#[rtype(result = "Addr<BlockSupervisor<B>>")]
+pub struct StartDynamicBlock<B: BuildingBlock>(pub Vec<Arc<Slot<B>>>);
+
+impl<B: BuildingBlock> Handler<StartDynamicBlock<B>> for RootSupervisor {
+    type Result = MessageResult<StartDynamicBlock<B>>;
+
+    fn handle(&mut self, StartDynamicBlock(slots): StartDynamicBlock<B>, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.spawn_block(&slots, ctx))
     }
 }
 

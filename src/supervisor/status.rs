@@ -114,7 +114,7 @@ impl StatusCell {
         self.registry.changed();
     }
 
-    pub(super) fn count_restart(&self, reason: &'static str) {
+    pub(crate) fn count_restart(&self, reason: &'static str) {
         self.lock().restarts += 1;
         self.registry
             .metrics
@@ -169,6 +169,16 @@ impl StatusRegistry {
         lock(&self.components).push(cell.clone());
         self.shared.changed();
         cell
+    }
+
+    /// Removes a component (an uninstalled function): it leaves readiness,
+    /// the actuator and the component gauge.
+    pub fn unregister(&self, cell: &Arc<StatusCell>) {
+        lock(&self.components).retain(|c| !Arc::ptr_eq(c, cell));
+        self.shared
+            .metrics
+            .component_removed(cell.id.kind, &cell.id.name, &cell.id.type_name);
+        self.shared.changed();
     }
 
     /// Every component with its current status, in registration order.

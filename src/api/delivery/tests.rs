@@ -64,6 +64,14 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
             app_channel: None,
             declared_subscriptions: Vec::new(),
             active_subscriptions: Default::default(),
+            functions: crate::api::blocks::wasm::FunctionTable::new(
+                None,
+                [],
+                registry.clone(),
+                16,
+                String::new(),
+                String::new(),
+            ),
         });
 
         let (events_tx, mut events) = mpsc::channel(8);
