@@ -45,7 +45,7 @@ fn asc() -> Option<PathBuf> {
 fn assemblyscript(asc: &Path, name: &str, out: &Path) {
     let status = std::process::Command::new(asc)
         .arg(Path::new(DIR).join(format!("{name}.ts")))
-        .args(["--runtime", "stub", "-O2", "-o"])
+        .args(["-O2", "-o"])
         .arg(out)
         .status()
         .expect("asc runs");
@@ -584,5 +584,57 @@ async fn guests_save_state_and_publish_through_the_sidecar() {
         .expect("an event");
     let text = format!("{event:?}");
     assert!(text.contains("fromwasm"), "{text}");
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wasm_output_binding_runs_a_function_from_layottos_and_daprs_apis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(dir.path(), "bound.wasm", &hello("bound"));
+    let (rt, mut client) = support::start_ready(&format!(
+        "{}[bindings.runner]\ntype = \"wasm\"\nmetadata = {{ function = \"bound\" }}\n[bindings.nowhere]\ntype = \"wasm\"\nmetadata = {{ function = \"missing\" }}\n",
+        function("bound", &path, "")
+    ))
+    .await;
+    let answer = client
+        .invoke_binding(layotto::proto::runtime::v1::InvokeBindingRequest {
+            name: "runner".into(),
+            operation: "execute".into(),
+            data: b"ignored".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("the binding runs the function")
+        .into_inner();
+    assert_eq!(answer.data, b"hello from bound\n");
+    let dapr = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1.0/bindings/runner",
+            rt.dapr_http_addr().expect("dapr http")
+        ))
+        .json(&serde_json::json!({"operation": "execute", "data": "x"}))
+        .send()
+        .await
+        .expect("dapr http");
+    assert_eq!(dapr.status(), 200);
+    assert_eq!(dapr.text().await.expect("body"), "hello from bound\n");
+    let missing = client
+        .invoke_binding(layotto::proto::runtime::v1::InvokeBindingRequest {
+            name: "nowhere".into(),
+            operation: "execute".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such function");
+    assert!(missing.message().contains("'missing' is not registered"), "{missing:?}");
+    let wrong = client
+        .invoke_binding(layotto::proto::runtime::v1::InvokeBindingRequest {
+            name: "runner".into(),
+            operation: "create".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not an operation of it");
+    assert_eq!(wrong.code(), tonic::Code::InvalidArgument, "{wrong:?}");
     rt.shutdown().await;
 }

@@ -180,6 +180,7 @@ block_table! {
         bindings::mqtt::TYPE,
         bindings::mqtt::MQTT3,
         bindings::cron::TYPE,
+        bindings::wasm::TYPE,
     ];
     /// The `lock` building block.
     Locks (Lock, "lock", locks): dyn lock::LockStore = [

@@ -4,6 +4,8 @@
 
 export function proxy_abi_version_0_2_0(): void {}
 
+// Host buffers live outside the garbage-collected heap; the functions
+// free them once copied (proxy.ts).
 export function malloc(size: usize): usize {
   return heap.alloc(size);
 }

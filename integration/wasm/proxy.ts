@@ -21,8 +21,13 @@ export const CALL_DATA: u32 = 8;
 // Where the host writes the pointer and the length of what it hands over.
 const answer = memory.data(8);
 
+// Copies out what the host handed over and frees its buffer (the host
+// allocates it through our `malloc`).
 function taken(): string {
-  return String.UTF8.decodeUnsafe(load<u32>(answer), load<u32>(answer + 4));
+  const at = load<u32>(answer);
+  const text = String.UTF8.decodeUnsafe(at, load<u32>(answer + 4));
+  heap.free(at);
+  return text;
 }
 
 export function setBuffer(kind: u32, text: string): void {

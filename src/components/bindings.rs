@@ -12,6 +12,7 @@ pub mod mqtt;
 pub mod rabbitmq;
 pub mod redis;
 pub mod sql;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,9 @@ pub struct BindingRequest {
     pub operation: String,
     pub data: Vec<u8>,
     pub metadata: BTreeMap<String, String>,
+    /// The loaded WASM functions (the `wasm` binding runs one); set by the
+    /// block service.
+    pub functions: super::wasm::FunctionAccess,
 }
 
 /// What an output binding answers.

@@ -106,6 +106,46 @@ impl Announced {
     }
 }
 
+/// Runs a loaded function by its id: how a component that is not a
+/// function (the `wasm` output binding) reaches one. The API layer
+/// implements it with the WASM block.
+#[async_trait::async_trait]
+pub trait FunctionRunner: Send + Sync + 'static {
+    async fn run(&self, id: &str, request: FunctionRequest) -> Result<FunctionResponse, String>;
+}
+
+/// The loaded functions as a request carries them to a component; empty
+/// when none can be reached.
+#[derive(Clone, Default)]
+pub struct FunctionAccess(Option<Arc<dyn FunctionRunner>>);
+
+impl FunctionAccess {
+    pub fn new(runner: Arc<dyn FunctionRunner>) -> Self {
+        FunctionAccess(Some(runner))
+    }
+
+    pub fn runner(&self) -> Option<&Arc<dyn FunctionRunner>> {
+        self.0.as_ref()
+    }
+}
+
+impl std::fmt::Debug for FunctionAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "FunctionAccess(..)"
+        } else {
+            "FunctionAccess(none)"
+        })
+    }
+}
+
+/// Two requests are alike whatever access they carry.
+impl PartialEq for FunctionAccess {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// A loaded function: a module, its instances, its limits.
 #[async_trait::async_trait]
 pub trait Function: Component {

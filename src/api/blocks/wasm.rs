@@ -19,7 +19,9 @@ use super::BlockError;
 use crate::actors::ComponentHandle;
 use crate::actors::wasm::{Resize, Run};
 use crate::api::ApiContext;
-use crate::components::wasm::{Announced, FunctionHost, FunctionRequest, FunctionResponse, GuestError};
+use crate::components::wasm::{
+    Announced, FunctionAccess, FunctionHost, FunctionRequest, FunctionResponse, FunctionRunner, GuestError,
+};
 use crate::components::{ComponentSpec, Functions, Kind};
 use crate::supervisor::{AddChild, BlockSupervisor, Health, RemoveChild, StatusRegistry};
 
@@ -238,6 +240,25 @@ pub async fn update(ctx: &Arc<ApiContext>, name: &str, instances: usize) -> Resu
         return Err(format!("{name} is not registered"));
     };
     function.call(Resize { instances }).await.map_err(|e| e.to_string())
+}
+
+/// The functions as a component (the `wasm` binding) reaches them.
+pub fn access(ctx: &Arc<ApiContext>) -> FunctionAccess {
+    FunctionAccess::new(Arc::new(Runner {
+        ctx: Arc::downgrade(ctx),
+    }))
+}
+
+struct Runner {
+    ctx: Weak<ApiContext>,
+}
+
+#[async_trait::async_trait]
+impl FunctionRunner for Runner {
+    async fn run(&self, id: &str, request: FunctionRequest) -> Result<FunctionResponse, String> {
+        let ctx = self.ctx.upgrade().ok_or_else(|| "the sidecar is stopping".to_owned())?;
+        call(&ctx, id, request).await.map_err(|e| e.to_string())
+    }
 }
 
 /// The guest's way into the sidecar: the same block services as the APIs.

@@ -47,6 +47,7 @@ pub async fn invoke(State(ctx): State<Arc<ApiContext>>, Path(name): Path<String>
         operation: body.operation,
         data,
         metadata: body.metadata,
+        ..Default::default()
     };
     match bindings::invoke(&ctx, &name, request).await {
         Ok(answer) => {

@@ -7,7 +7,7 @@ use crate::api::blocks::bindings::{self, BindingRequest};
 use crate::proto::runtime::v1 as pb;
 
 pub async fn invoke_binding(
-    ctx: &ApiContext,
+    ctx: &std::sync::Arc<ApiContext>,
     req: pb::InvokeBindingRequest,
 ) -> Result<pb::InvokeBindingResponse, Status> {
     let response = bindings::invoke(
@@ -17,6 +17,7 @@ pub async fn invoke_binding(
             operation: req.operation,
             data: req.data,
             metadata: req.metadata.into_iter().collect(),
+            ..Default::default()
         },
     )
     .await?;

@@ -218,6 +218,7 @@ impl Dapr for DaprService {
                 operation: req.operation,
                 data: req.data,
                 metadata: req.metadata.into_iter().collect(),
+                ..Default::default()
             },
         )
         .await?;
