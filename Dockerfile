@@ -27,6 +27,8 @@ ENV LAYOTTO__SERVER__GRPC=0.0.0.0:34904 \
     LAYOTTO__SERVER__DAPR_HTTP=0.0.0.0:3500
 USER layotto
 WORKDIR /var/lib/layotto
-EXPOSE 34904 34999 3500
+# 2045: the WASM function ingress, when a config sets server.wasm
+# (compiled modules are cached under $HOME/.cache, here the user's home).
+EXPOSE 34904 34999 3500 2045
 ENTRYPOINT ["/usr/local/bin/layotto"]
 CMD ["start"]

@@ -17,6 +17,7 @@ mod dapr;
 mod harness;
 mod invoke;
 mod pubsub;
+mod wasm;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,6 +79,11 @@ fn main() -> anyhow::Result<()> {
         }
         if wanted("flow-control") {
             flow_control().await?;
+        }
+        for benchmark in ["wasm-ingress", "wasm-host-call", "wasm-start"] {
+            if wanted(benchmark) {
+                wasm::run(benchmark).await?;
+            }
         }
         anyhow::Ok(())
     })
