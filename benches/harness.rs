@@ -262,6 +262,28 @@ impl Report {
     /// Writes the report's section of docs/benchmarks.md (unless
     /// `BENCH_WRITE=0`).
     pub fn finish(&self, load: &Load) -> std::io::Result<()> {
+        if self.variants.is_empty() {
+            // A measurement with its own figures (no load rounds).
+            let mut md = format!(
+                "### {}\n\n{}. Measured {} by `cargo bench --bench runtime -- {}` on this {}-core machine.\n\n",
+                self.name,
+                self.title,
+                humantime::format_rfc3339_seconds(SystemTime::now()),
+                self.run_by,
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            );
+            for line in &self.ratios {
+                md.push_str(&format!("- {line}\n"));
+            }
+            if std::env::var("BENCH_WRITE").as_deref() == Ok("0") {
+                return Ok(());
+            }
+            return write_section(
+                &Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md"),
+                self.name,
+                &md,
+            );
+        }
         let mut md = format!(
             "### {}\n\n{}. Measured {} by `cargo bench --bench runtime -- {}`: {} rounds of {} s per variant, alternating, \
              {} calls in flight over {} connections, client and server in one process \

@@ -95,7 +95,11 @@ async fn native_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn http_call(url: Arc<str>, id: Option<&'static str>) -> impl Fn(reqwest::Client) -> futures::future::BoxFuture<'static, Result<(), reqwest::Error>> + Clone + Send + 'static {
+fn http_call(
+    url: Arc<str>,
+    id: Option<&'static str>,
+) -> impl Fn(reqwest::Client) -> futures::future::BoxFuture<'static, Result<(), reqwest::Error>> + Clone + Send + 'static
+{
     move |c: reqwest::Client| {
         let url = url.clone();
         Box::pin(async move {
@@ -141,11 +145,19 @@ async fn ingress() -> anyhow::Result<()> {
     for _ in 0..load.rounds {
         for (report, load) in &mut reports {
             let sample = load
-                .run(&client, std::slice::from_ref(&http), http_call(function_url.clone(), Some("trivial")))
+                .run(
+                    &client,
+                    std::slice::from_ref(&http),
+                    http_call(function_url.clone(), Some("trivial")),
+                )
                 .await;
             report.add("function via the ingress", sample);
             let sample = load
-                .run(&client, std::slice::from_ref(&http), http_call(native_url.clone(), None))
+                .run(
+                    &client,
+                    std::slice::from_ref(&http),
+                    http_call(native_url.clone(), None),
+                )
                 .await;
             report.add("native handler (baseline)", sample);
         }
@@ -165,7 +177,10 @@ async fn ingress() -> anyhow::Result<()> {
 async fn host_call() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (sidecar, port) = sidecar_with(
-        &[("plain", guest("plain", "")), ("hundred", guest("hundred", HUNDRED_GETS))],
+        &[
+            ("plain", guest("plain", "")),
+            ("hundred", guest("hundred", HUNDRED_GETS)),
+        ],
         dir.path(),
     )
     .await?;
@@ -179,11 +194,19 @@ async fn host_call() -> anyhow::Result<()> {
     );
     for _ in 0..load.rounds {
         let sample = load
-            .run(&client, std::slice::from_ref(&http), http_call(url.clone(), Some("hundred")))
+            .run(
+                &client,
+                std::slice::from_ref(&http),
+                http_call(url.clone(), Some("hundred")),
+            )
             .await;
         report.add("100 host calls", sample);
         let sample = load
-            .run(&client, std::slice::from_ref(&http), http_call(url.clone(), Some("plain")))
+            .run(
+                &client,
+                std::slice::from_ref(&http),
+                http_call(url.clone(), Some("plain")),
+            )
             .await;
         report.add("no host call (baseline)", sample);
     }
@@ -237,7 +260,10 @@ fn start() -> anyhow::Result<()> {
         let t = Instant::now();
         let (_, source) = engine::load(&wasm, 1024, Some(&cache)).map_err(anyhow::Error::msg)?;
         memory.push(t.elapsed());
-        anyhow::ensure!(source == engine::Source::Memory, "expected the memory cache, got {source:?}");
+        anyhow::ensure!(
+            source == engine::Source::Memory,
+            "expected the memory cache, got {source:?}"
+        );
     }
     let median = |mut v: Vec<Duration>| {
         v.sort();

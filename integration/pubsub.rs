@@ -124,7 +124,9 @@ pub async fn a_thousand_events_arrive_intact(broker: Broker) {
         .expect("event");
     assert_eq!(event.topic, topic);
     assert_eq!(event.pubsub_name, "ps");
-    assert_eq!(event.source, id);
+    // Published through Layotto's API: Layotto's CloudEvent source and type.
+    assert_eq!(event.source, "runtime");
+    assert_eq!(event.r#type, "com.runtime.event.sent");
     assert_eq!(event.spec_version, "1.0");
     assert_eq!(event.data_content_type, "text/plain");
     assert!(!event.id.is_empty());
@@ -528,7 +530,8 @@ async fn apps_built_on_dapr_sdks_receive_events_on_their_route() {
     assert_eq!(received.path, "/orders");
     assert_eq!(received.data, br#"{"order":1}"#);
     assert_eq!(received.data_content_type, "application/json");
-    assert_eq!(received.source, id);
+    // Published through Layotto's API: Layotto's CloudEvent source.
+    assert_eq!(received.source, "runtime");
     let extensions = received.extensions.expect("extensions");
     assert!(extensions.fields.contains_key("time"), "{extensions:?}");
     rt.shutdown().await;

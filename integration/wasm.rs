@@ -582,8 +582,19 @@ async fn guests_save_state_and_publish_through_the_sidecar() {
         .expect("an event in time")
         .expect("the stream")
         .expect("an event");
-    let text = format!("{event:?}");
-    assert!(text.contains("fromwasm"), "{text}");
+    use layotto::proto::runtime::v1::subscribe_topic_events_response::SubscribeTopicEventsResponseType as Type;
+    let Some(Type::EventMessage(event)) = event.subscribe_topic_events_response_type else {
+        panic!("not an event: {event:?}");
+    };
+    assert_eq!(
+        (event.topic.as_str(), event.data.as_slice()),
+        ("fromwasm", b"hello state".as_slice())
+    );
+    // Published through Layotto's API: Layotto's CloudEvent type and source.
+    assert_eq!(
+        (event.r#type.as_str(), event.source.as_str()),
+        ("com.runtime.event.sent", "runtime")
+    );
     rt.shutdown().await;
 }
 

@@ -23,6 +23,9 @@ pub struct Outgoing<'a> {
     pub topic: &'a str,
     pub pubsub_name: &'a str,
     pub source: &'a str,
+    /// The `type` of an event the sidecar wraps ([`EVENT_TYPE`] for Dapr's
+    /// APIs).
+    pub event_type: &'a str,
     pub ttl: Option<Duration>,
 }
 
@@ -46,7 +49,7 @@ pub fn wrap(out: &Outgoing) -> (Vec<u8>, String) {
     event.insert("specversion".into(), json!("1.0"));
     event.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
     event.insert("source".into(), json!(out.source));
-    event.insert("type".into(), json!(EVENT_TYPE));
+    event.insert("type".into(), json!(out.event_type));
     event.insert("topic".into(), json!(out.topic));
     event.insert("pubsubname".into(), json!(out.pubsub_name));
     event.insert("time".into(), json!(rfc3339(SystemTime::now())));
@@ -241,6 +244,7 @@ mod tests {
             topic: "orders",
             pubsub_name: "ps",
             source: "app1",
+            event_type: EVENT_TYPE,
             ttl: None,
         }
     }

@@ -3,8 +3,9 @@
 //! **Ingress** (`server.wasm`): any method and path; the `id` header picks
 //! the function; a request without a body passes its query string as the
 //! body (`curl -H 'id: id_1' 'localhost:2045?name=book1'`); the answer is
-//! 200 with what the guest wrote to the response body and the headers it
-//! set. A missing id is 400, an unknown one 404 naming it, a trap 500, a
+//! 200 with what the guest wrote to the response body (as
+//! `text/plain; charset=utf-8` unless the guest set a content type) and
+//! the headers it set. A missing id is 400, an unknown one 404 naming it, a trap 500, a
 //! blown execution budget 504, all instances busy 503; the body of an
 //! error is the message.
 //!
@@ -93,6 +94,11 @@ async fn ingress(
     match wasm::call(&ctx, &id, request).await {
         Ok(answer) => {
             let mut response = answer.body.into_response();
+            // Plain text unless the guest says otherwise.
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
             for (name, value) in answer.headers {
                 if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
                     response.headers_mut().insert(name, value);

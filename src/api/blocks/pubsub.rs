@@ -49,7 +49,26 @@ pub struct PublishEvent {
     /// `rawPayload` and `ttlInSeconds` are read here; the rest travels with
     /// the message.
     pub metadata: HashMap<String, String>,
+    /// Whose API published it: a CloudEvent the sidecar wraps carries that
+    /// runtime's type and source.
+    pub api: Api,
 }
+
+/// The API an event was published through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Api {
+    /// Dapr's (gRPC or HTTP): type `com.dapr.event.sent`, source the app id.
+    #[default]
+    Dapr,
+    /// Layotto's: type `com.runtime.event.sent`, source `runtime`, as
+    /// Layotto's `DefaultCloudEventType` and `DefaultCloudEventSource`.
+    Layotto,
+}
+
+/// Layotto's CloudEvent type of a published event.
+pub const LAYOTTO_EVENT_TYPE: &str = "com.runtime.event.sent";
+/// Layotto's CloudEvent source of a published event.
+pub const LAYOTTO_EVENT_SOURCE: &str = "runtime";
 
 /// What the application did with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +116,10 @@ pub(crate) fn publish_request(event: PublishEvent, source: &str) -> Result<Publi
     }
     let ttl = ttl(&event.metadata)?;
     let raw = event.metadata.get(RAW_PAYLOAD).is_some_and(|v| v == "true");
+    let (source, event_type) = match event.api {
+        Api::Dapr => (source, cloudevents::EVENT_TYPE),
+        Api::Layotto => (LAYOTTO_EVENT_SOURCE, LAYOTTO_EVENT_TYPE),
+    };
     let (data, content_type) = if raw {
         let ct = if event.content_type.is_empty() {
             "application/octet-stream".to_owned()
@@ -111,6 +134,7 @@ pub(crate) fn publish_request(event: PublishEvent, source: &str) -> Result<Publi
             topic: &event.topic,
             pubsub_name: &event.pubsub,
             source,
+            event_type,
             ttl,
         })
     };
@@ -200,6 +224,7 @@ pub async fn bulk_publish(ctx: &ApiContext, bulk: BulkPublish) -> Result<Vec<Fai
             data: entry.event,
             content_type: entry.content_type,
             metadata,
+            api: Api::Dapr,
         };
         requests.push((entry.entry_id, publish_request(event, &ctx.app.app_id)?));
     }
@@ -425,6 +450,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            api: Api::Dapr,
         }
     }
 

@@ -349,6 +349,7 @@ impl FunctionHost for Host {
                 data,
                 content_type: String::new(),
                 metadata: Default::default(),
+                api: super::pubsub::Api::Layotto,
             },
         )
         .await

@@ -62,6 +62,7 @@ pub async fn publish(
         data: body.to_vec(),
         content_type,
         metadata,
+        api: pubsub::Api::Dapr,
     };
     match pubsub::publish(&ctx, event).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

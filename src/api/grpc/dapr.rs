@@ -199,6 +199,7 @@ impl Dapr for DaprService {
             data: req.data,
             content_type: req.data_content_type,
             metadata: req.metadata,
+            api: pubsub::Api::Dapr,
         };
         pubsub::publish(&self.ctx, event).await?;
         Ok(Response::new(()))

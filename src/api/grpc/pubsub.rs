@@ -26,6 +26,7 @@ pub async fn publish_event(ctx: &ApiContext, req: pb::PublishEventRequest) -> Re
         data: req.data,
         content_type: req.data_content_type,
         metadata: req.metadata,
+        api: pubsub::Api::Layotto,
     };
     Ok(pubsub::publish(ctx, event).await?)
 }

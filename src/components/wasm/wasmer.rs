@@ -266,7 +266,15 @@ fn instance_thread(recipe: Arc<Recipe>, ready: std::sync::mpsc::Sender<Result<St
                 continue;
             }
         };
-        match current.serve(request, host) {
+        // A panic in the engine costs this instance, not the thread.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| current.serve(request, host)))
+            .unwrap_or_else(|panic| {
+                Err(GuestError::Trap(format!(
+                    "the engine panicked: {}",
+                    crate::components::tasks::panic_message(&*panic)
+                )))
+            });
+        match served {
             Ok(response) => {
                 guest = Some(current);
                 drop(permit);
