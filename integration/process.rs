@@ -274,3 +274,79 @@ async fn a_second_sigterm_exits_at_once() {
     assert_eq!(status.code(), Some(143));
     slow.abort();
 }
+
+/// Layotto's command line: its flags without a subcommand start the
+/// sidecar (its Istio and MOSN flags accepted and logged as ignored),
+/// `layotto stop` ends it through its pid file, `reload` does nothing, and
+/// no flags at all print the help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layottos_command_line_starts_without_a_subcommand_and_stop_ends_it_through_the_pid_file() {
+    let help = run(&mut layotto());
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("Usage") && text.contains("stop"), "{text}");
+    assert!(run(layotto().arg("reload")).status.success());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sidecar.pid");
+    let (grpc, actuator) = (free_port(), free_port());
+    let env = |cmd: &mut Command| {
+        cmd.env("LAYOTTO__SERVER__GRPC", format!("127.0.0.1:{grpc}"))
+            .env("LAYOTTO__SERVER__ACTUATOR", format!("127.0.0.1:{actuator}"))
+            .env("LAYOTTO__SERVER__DAPR_HTTP", "disabled")
+            .env("LAYOTTO_PID_FILE", &pid_file);
+    };
+    let mut child = tokio::process::Command::from({
+        let mut cmd = layotto();
+        cmd.args([
+            "-c",
+            "config/default.toml",
+            "--service-cluster",
+            "layotto",
+            "-n",
+            "node-1",
+            "--feature-gates",
+            "XdsMtlsEnable=true",
+            "-ll",
+            "info",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        env(&mut cmd);
+        cmd
+    })
+    .kill_on_drop(true)
+    .spawn()
+    .expect("starts");
+    let readiness = format!("http://127.0.0.1:{actuator}/actuator/health/readiness");
+    eventually("readiness 200", Duration::from_secs(20), || async {
+        matches!(reqwest::get(&readiness).await, Ok(r) if r.status() == 200).then_some(())
+    })
+    .await;
+    let pid = std::fs::read_to_string(&pid_file).expect("the pid file");
+    assert_eq!(pid.trim(), child.id().expect("pid").to_string());
+
+    let mut stop = layotto();
+    stop.args(["stop", "-c", "config/default.toml"]);
+    env(&mut stop);
+    let stopping = tokio::task::spawn_blocking(move || (run(&mut stop), stop));
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exited")
+        .expect("exit status");
+    let (stopped, mut stop) = stopping.await.expect("stop ran");
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    assert_eq!(status.code(), Some(0));
+    assert!(!pid_file.exists(), "the pid file is removed at exit");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = pipe.read_to_string(&mut stderr).await;
+    }
+    for flag in ["--service-cluster", "--service-node", "--feature-gates"] {
+        assert!(stderr.contains(&format!("Ignored: {flag}")), "{flag} in {stderr}");
+    }
+    // Nothing runs any more: stop says so and fails.
+    let again = run(&mut stop);
+    assert!(!again.status.success());
+}

@@ -26,29 +26,125 @@ const EXIT_FAILURE: u8 = 1;
 #[command(
     name = "layotto",
     version,
-    about = "Application runtime sidecar speaking Layotto's gRPC API"
+    about = "Application runtime sidecar speaking Layotto's gRPC API",
+    // Layotto's flags without a subcommand run the sidecar, as `start`.
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    start: StartArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the sidecar.
-    Start {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Exit if any component fails to start, instead of serving and
-        /// retrying it (Layotto's behaviour); same as supervisor.fail_fast.
-        #[arg(long)]
-        fail_fast: bool,
-    },
+    /// Run the sidecar (also what Layotto's flags without a subcommand do).
+    Start(Box<StartArgs>),
     /// Check a config file and exit: 0 when it is valid, 64 otherwise.
     Validate {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Stop a running sidecar through its pid file: SIGTERM, then wait for
+    /// it to exit (Layotto's `stop`).
+    Stop {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        pid: PidFileArg,
+    },
+    /// Accepted for Layotto compatibility; does nothing (Layotto's
+    /// `reload` is a no-op too).
+    Reload,
+}
+
+#[derive(Args)]
+struct StartArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Exit if any component fails to start, instead of serving and
+    /// retrying it (Layotto's behaviour); same as supervisor.fail_fast.
+    #[arg(long)]
+    fail_fast: bool,
+    #[command(flatten)]
+    pid: PidFileArg,
+    #[command(flatten)]
+    mosn: MosnFlags,
+}
+
+#[derive(Args)]
+struct PidFileArg {
+    /// Where `start` writes its process id and `stop` reads it. Default:
+    /// `layotto-<gRPC port>.pid` in the temporary directory, so sidecars
+    /// on one host do not share one.
+    #[arg(long, env = "LAYOTTO_PID_FILE")]
+    pid_file: Option<PathBuf>,
+}
+
+impl PidFileArg {
+    fn path(&self, config: &Config) -> PathBuf {
+        self.pid_file
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("layotto-{}.pid", config.server.grpc.port())))
+    }
+}
+
+/// Layotto's Istio and MOSN flags: accepted so its launch lines work, and
+/// listed at start-up as ignored (they configure MOSN's xDS identity,
+/// drain and logs, which this sidecar does not have).
+#[derive(Args)]
+struct MosnFlags {
+    #[arg(long, short = 's', hide = true)]
+    service_cluster: Option<String>,
+    #[arg(long, short = 'n', hide = true)]
+    service_node: Option<String>,
+    #[arg(long, short = 'p', hide = true)]
+    service_type: Option<String>,
+    #[arg(long, hide = true)]
+    service_meta: Vec<String>,
+    /// (sic: Layotto's spelling)
+    #[arg(long, hide = true)]
+    service_lables: Vec<String>,
+    #[arg(long, hide = true)]
+    cluster_domain: Option<String>,
+    #[arg(long, hide = true)]
+    pod_name: Option<String>,
+    #[arg(long, hide = true)]
+    pod_namespace: Option<String>,
+    #[arg(long, hide = true)]
+    pod_ip: Option<String>,
+    #[arg(long, short = 'f', hide = true)]
+    feature_gates: Option<String>,
+    /// MOSN's own log's path (`-lp`).
+    #[arg(long, alias = "lp", hide = true)]
+    logging_path: Option<String>,
+    #[arg(long, hide = true)]
+    drain_time_s: Option<u64>,
+}
+
+impl MosnFlags {
+    fn ignored(&self) -> Vec<String> {
+        let given = [
+            ("--service-cluster", self.service_cluster.is_some()),
+            ("--service-node", self.service_node.is_some()),
+            ("--service-type", self.service_type.is_some()),
+            ("--service-meta", !self.service_meta.is_empty()),
+            ("--service-lables", !self.service_lables.is_empty()),
+            ("--cluster-domain", self.cluster_domain.is_some()),
+            ("--pod-name", self.pod_name.is_some()),
+            ("--pod-namespace", self.pod_namespace.is_some()),
+            ("--pod-ip", self.pod_ip.is_some()),
+            ("--feature-gates", self.feature_gates.is_some()),
+            ("--logging-path", self.logging_path.is_some()),
+            ("--drain-time-s", self.drain_time_s.is_some()),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(flag, _)| format!("{flag} (a MOSN/Istio flag; ignored)"))
+            .collect()
+    }
 }
 
 #[derive(Args)]
@@ -104,8 +200,9 @@ struct DaprdFlags {
     /// port flag is given, as daprd binds every interface.
     #[arg(long, value_delimiter = ',')]
     dapr_listen_addresses: Vec<String>,
-    /// `debug`, `info`, `warn` or `error` (`log.level`).
-    #[arg(long)]
+    /// `debug`, `info`, `warn` or `error` (`log.level`); also Layotto's
+    /// `-l`, `--logging-level` and `-ll`.
+    #[arg(long, short = 'l', aliases = ["logging-level", "ll"])]
     log_level: Option<String>,
     /// Log as JSON (`log.format = "json"`).
     #[arg(long)]
@@ -306,8 +403,13 @@ fn daprd_style_args() -> Vec<std::ffi::OsString> {
 }
 
 fn main() -> ExitCode {
+    // No flags at all: the help, as Layotto prints it.
+    if std::env::args_os().len() <= 1 {
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse_from(daprd_style_args());
-    match cli.command {
+    match cli.command.unwrap_or_else(|| Command::Start(Box::new(cli.start))) {
         Command::Validate { config } => match config.load() {
             Ok(config::Loaded { config, source, .. }) => {
                 let components: usize = config.components.values().map(Vec::len).sum();
@@ -319,11 +421,37 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
-        Command::Start { config, fail_fast } => {
+        Command::Reload => ExitCode::SUCCESS,
+        Command::Stop { config, pid } => {
+            let config = match config.load() {
+                Ok(loaded) => loaded.config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            match stop(&pid.path(&config)) {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("{message}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Command::Start(start) => {
+            let StartArgs {
+                config,
+                fail_fast,
+                pid,
+                mosn,
+            } = *start;
             let config::Loaded {
                 mut config,
                 source,
-                ignored,
+                mut ignored,
             } = match config.load() {
                 Ok(loaded) => loaded,
                 Err(e) => {
@@ -331,6 +459,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
+            ignored.extend(mosn.ignored());
             config.supervisor.fail_fast |= fail_fast;
             // Dapr's variable, for apps launched as they launch daprd.
             if config.server.api_token.is_none() {
@@ -341,7 +470,10 @@ fn main() -> ExitCode {
             for line in ignored {
                 info!("Ignored: {line}");
             }
-            match run(config) {
+            let pid_file = PidFile::write(pid.path(&config));
+            let outcome = run(config);
+            drop(pid_file);
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");
@@ -353,6 +485,81 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The pid file of a running sidecar; removed when it exits (if it still
+/// holds this process's id).
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: PathBuf) -> PidFile {
+        let pid = std::process::id();
+        match std::fs::write(&path, format!("{pid}\n")) {
+            Ok(()) => PidFile(Some(path)),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "Cannot write the pid file; `layotto stop` will not find this sidecar");
+                PidFile(None)
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0
+            && read_pid(path).ok() == Some(std::process::id())
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn read_pid(path: &std::path::Path) -> Result<u32, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the pid file {}: {e}", path.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("the pid file {} does not hold a process id", path.display()))
+}
+
+/// Whether process `pid` has exited and waits to be reaped (state `Z` in
+/// `/proc/<pid>/stat`).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// SIGTERM to the sidecar named by the pid file, then waits (up to a
+/// minute: its grace period) for it to exit.
+fn stop(path: &std::path::Path) -> Result<String, String> {
+    use rustix::process::{Pid, Signal, kill_process, test_kill_process};
+    let raw = read_pid(path)?;
+    let pid = i32::try_from(raw)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| format!("the pid file {} holds no valid process id", path.display()))?;
+    if kill_process(pid, Signal::TERM).is_err() {
+        let _ = std::fs::remove_file(path);
+        return Err(format!(
+            "no sidecar runs as process {raw} (from {}); removed the stale pid file",
+            path.display()
+        ));
+    }
+    // Exited, or a zombie its parent has not reaped yet.
+    let running = || test_kill_process(pid).is_ok() && !is_zombie(raw);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while running() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("process {raw} is still running a minute after SIGTERM"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(format!("stopped process {raw}"))
 }
 
 /// Starts jemalloc's background thread, which purges the pages freed

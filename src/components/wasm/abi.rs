@@ -916,10 +916,15 @@ fn imports_for(module: &Module, store: &mut Store, env: &FunctionEnv<Env>) -> Re
         let function = match ours {
             Some(f) if f.ty(store) == *wanted => f,
             Some(f) => {
-                return Err(GuestError::Abi(format!(
-                    "the module imports {namespace}.{name} as {wanted}; the host provides {}",
-                    f.ty(store)
-                )));
+                // A guest built against another ABI revision: it links, and
+                // the call answers "unimplemented" should it ever be made.
+                warn!(
+                    import = %format!("{namespace}.{name}"),
+                    wanted = %wanted,
+                    provided = %f.ty(store),
+                    "The guest declares a host call with another signature; it is served as unimplemented"
+                );
+                unimplemented_stub(store, env, wanted.clone(), wasi, format!("{namespace}.{name}"))
             }
             None => unimplemented_stub(store, env, wanted.clone(), wasi, format!("{namespace}.{name}")),
         };
