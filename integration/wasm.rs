@@ -173,6 +173,28 @@ async fn demo_pair(function_1: &Path, function_2: &Path) {
     assert_eq!((status, body.as_str()), (200, "There are 100 inventories for book1.\n"));
     let (status, body) = ingress(port, "id_2", "", "book2").await;
     assert_eq!((status, body.as_str()), (200, "no such book"));
+    // Layotto's InvokeService reaches a function by its id, as its `mosn`
+    // channel hands the call to the WASM ingress.
+    let answer = client
+        .invoke_service(layotto::proto::runtime::v1::InvokeServiceRequest {
+            id: "id_1".into(),
+            message: Some(layotto::proto::runtime::v1::CommonInvokeRequest {
+                method: "inventory".into(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"name=book1".to_vec(),
+                }),
+                content_type: "text/plain".into(),
+                http_extension: None,
+            }),
+        })
+        .await
+        .expect("InvokeService to a function")
+        .into_inner();
+    assert_eq!(
+        answer.data.map(|d| d.value).unwrap_or_default(),
+        b"There are 100 inventories for book1.\n"
+    );
     let (status, body) = ingress(port, "id_1", "?title=x", "").await;
     assert_eq!((status, body.as_str()), (200, "Param 'name' not found\n"));
     let (status, body) = ingress(port, "id_9", "?name=book1", "").await;

@@ -90,4 +90,7 @@ pub struct ApiContext {
     pub active_subscriptions: Mutex<Vec<callback::AppSubscription>>,
     /// The WASM functions, configured and installed.
     pub functions: blocks::wasm::FunctionTable,
+    /// This context, for what must outlive a borrowed call (a guest's
+    /// host calls). Set by `Arc::new_cyclic`.
+    pub this: std::sync::Weak<ApiContext>,
 }

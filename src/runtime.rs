@@ -436,7 +436,7 @@ impl Serving {
 
         let (stopping, stopping_rx) = watch::channel(false);
         let (cut_off, cut_off_rx) = watch::channel(false);
-        let ctx = Arc::new(ApiContext {
+        let ctx = Arc::new_cyclic(|this| ApiContext {
             router,
             app: config.app.clone(),
             status: status.clone(),
@@ -457,6 +457,7 @@ impl Serving {
             declared_subscriptions: config.subscriptions.clone(),
             active_subscriptions: Default::default(),
             functions,
+            this: this.clone(),
         });
 
         let (http_stop, http_stop_rx) = watch::channel(false);

@@ -393,6 +393,11 @@ pub async fn invoke(ctx: &ApiContext, mut req: InvokeRequest) -> Result<InvokeRe
     let started = Instant::now();
     let target = std::mem::take(&mut req.app_id);
     super::required(&target, "app id")?;
+    // A loaded WASM function's id is served here, as Layotto's `mosn`
+    // channel hands InvokeService to its WASM ingress.
+    if ctx.functions.by_id(&target).is_some() {
+        return super::wasm::invoke_function(ctx, &target, req).await;
+    }
     let (app_id, namespace) = split_target(&target)?;
     req.method = normalize_method(&req.method)?;
     req.verb = req.verb.to_ascii_uppercase();

@@ -84,8 +84,47 @@ fn announced(handle: &ComponentHandle<Functions>) -> String {
     handle.retained().get_or_init(Announced::default).get()
 }
 
+/// Runs a service invocation whose target is a function id on that
+/// function, as Layotto's `mosn` rpc channel reaches its WASM ingress: the
+/// `id` header names it, the method is the path, the caller's metadata are
+/// headers and the data the body. The answer is an HTTP 200 with the
+/// function's body.
+pub(crate) async fn invoke_function(
+    ctx: &ApiContext,
+    id: &str,
+    req: super::invoke::InvokeRequest,
+) -> Result<super::invoke::InvokeResponse, BlockError> {
+    let mut headers: Vec<(String, String)> = req.metadata.into_iter().filter(|(k, _)| k != "id").collect();
+    headers.push(("id".into(), id.to_owned()));
+    headers.push((":path".into(), format!("/{}", req.method.trim_start_matches('/'))));
+    if !req.content_type.is_empty() {
+        headers.push(("content-type".into(), req.content_type));
+    }
+    let answer = call(
+        ctx,
+        id,
+        FunctionRequest {
+            headers,
+            body: req.data,
+        },
+    )
+    .await?;
+    let content_type = answer
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map_or_else(|| "text/plain; charset=utf-8".to_owned(), |(_, v)| v.clone());
+    Ok(super::invoke::InvokeResponse {
+        code: 200,
+        headers: answer.headers,
+        data: answer.body,
+        content_type,
+        ..Default::default()
+    })
+}
+
 /// Runs `request` on the function announced as `id`.
-pub async fn call(ctx: &Arc<ApiContext>, id: &str, request: FunctionRequest) -> Result<FunctionResponse, BlockError> {
+pub async fn call(ctx: &ApiContext, id: &str, request: FunctionRequest) -> Result<FunctionResponse, BlockError> {
     if id.is_empty() {
         return Err(BlockError::InvalidArgument("the function id is empty".into()));
     }
@@ -108,9 +147,7 @@ pub async fn call(ctx: &Arc<ApiContext>, id: &str, request: FunctionRequest) -> 
         )));
     };
     let name = function.spec().name.clone();
-    let host: Arc<dyn FunctionHost> = Arc::new(Host {
-        ctx: Arc::downgrade(ctx),
-    });
+    let host: Arc<dyn FunctionHost> = Arc::new(Host { ctx: ctx.this.clone() });
     let started = Instant::now();
     let answer = function.call(Run { request, host }).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -308,18 +345,8 @@ impl FunctionHost for Host {
 
     async fn invoke(&self, id: String, method: String, data: Vec<u8>) -> Result<Vec<u8>, String> {
         let ctx = self.ctx()?;
-        if ctx.functions.by_id(&id).is_some() {
-            // Layotto reaches a function through its ingress: the id in
-            // the `id` header, the data as the body, the method as the path.
-            let request = FunctionRequest {
-                headers: vec![("id".into(), id.clone()), (":path".into(), format!("/{method}"))],
-                body: data,
-            };
-            return call(&ctx, &id, request)
-                .await
-                .map(|r| r.body)
-                .map_err(|e| e.to_string());
-        }
+        // A function id reaches that function (see `invoke::invoke`), any
+        // other an app.
         let response = super::invoke::invoke(
             &ctx,
             super::invoke::InvokeRequest {
@@ -336,6 +363,13 @@ impl FunctionHost for Host {
         )
         .await
         .map_err(|e| e.to_string())?;
+        if !response.is_ok() {
+            return Err(format!(
+                "the app answered {}: {}",
+                response.http_status(),
+                String::from_utf8_lossy(&response.data)
+            ));
+        }
         Ok(response.data)
     }
 

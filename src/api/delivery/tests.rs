@@ -44,7 +44,7 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let (_stopping, stopping_rx) = watch::channel(false);
-        let ctx = Arc::new(ApiContext {
+        let ctx = Arc::new_cyclic(|this| ApiContext {
             router,
             app: config.app.clone(),
             status: registry.clone(),
@@ -72,6 +72,7 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
                 String::new(),
                 String::new(),
             ),
+            this: this.clone(),
         });
 
         let (events_tx, mut events) = mpsc::channel(8);

@@ -110,6 +110,19 @@ fn yes() -> bool {
     true
 }
 
+impl WasmKeys {
+    /// The memory limit in WebAssembly pages.
+    fn max_pages(&self) -> u32 {
+        u32::try_from(u64::from(self.max_memory_mb) * 1024 * 1024 / PAGE).unwrap_or(u32::MAX)
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .as_deref()
+            .map_or_else(engine::default_cache_dir, PathBuf::from)
+    }
+}
+
 impl Section for WasmKeys {
     fn check(&self, errors: &mut Vec<MetadataError>) {
         if !(1..=4095).contains(&self.max_memory_mb) {
@@ -356,7 +369,7 @@ async fn build(ctx: BuildContext, metadata: WasmMetadata) -> Result<Arc<dyn Func
         n => n,
     };
     let announced = ctx.retained.get_or_init(Announced::default);
-    let max_pages = u32::try_from(u64::from(keys.max_memory_mb) * 1024 * 1024 / PAGE).unwrap_or(u32::MAX);
+    let max_pages = keys.max_pages();
     let settings = GuestSettings {
         name: name.clone(),
         root_context_id: keys.root_context_id,
@@ -369,7 +382,7 @@ async fn build(ctx: BuildContext, metadata: WasmMetadata) -> Result<Arc<dyn Func
         // Set by each load to the compiled module's own.
         engine: wasmer::Engine::default(),
     };
-    let cache_dir = Some(keys.cache_dir.map_or_else(engine::default_cache_dir, PathBuf::from));
+    let cache_dir = Some(keys.cache_dir());
     let shared = Shared {
         name,
         path: path.clone(),
@@ -551,8 +564,8 @@ pub async fn probe(spec: &crate::components::ComponentSpec) -> Result<String, St
     let wasm = tokio::fs::read(&path)
         .await
         .map_err(|e| format!("cannot read the module {}: {e}", path.display()))?;
-    let max_pages = u32::try_from(u64::from(keys.max_memory_mb) * 1024 * 1024 / PAGE).unwrap_or(u32::MAX);
-    let cache_dir = keys.cache_dir.map_or_else(engine::default_cache_dir, PathBuf::from);
+    let max_pages = keys.max_pages();
+    let cache_dir = keys.cache_dir();
     let budget = Duration::from(keys.timeout);
     let runtime = Handle::current();
     let name: Arc<str> = spec.name.as_str().into();
