@@ -671,3 +671,75 @@ async fn the_wasm_output_binding_runs_a_function_from_layottos_and_daprs_apis() 
     assert_eq!(wrong.code(), tonic::Code::InvalidArgument, "{wrong:?}");
     rt.shutdown().await;
 }
+
+/// Layotto's `/actuator/logger` turns a component type's logs up at run
+/// time: a guest's debug log appears once `wasm/wasmer` is set to debug.
+/// Other health endpoints are answered 500 `{}`, as Layotto answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actuator_logger_turns_a_functions_logs_up_at_run_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chatty = small_guest(
+        "chatty",
+        "0_2_0",
+        "(drop (call $log (i32.const 1) (i32.const 256) (i32.const 16))) (i32.const 0)",
+    );
+    let path = write(dir.path(), "chatty.wasm", &chatty);
+    let port = support::free_port();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nwasm = \"127.0.0.1:{port}\"\n{}",
+            function("chatty", &path, "")
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("sidecar.log");
+    let sidecar = support::Sidecar::start_logged(config, log.clone()).await;
+    let actuator = sidecar.actuator_addr();
+    // "hello from chatty" is at 256 (16 bytes).
+    assert_eq!(ingress(port, "chatty", "", "").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains("hello from chatt"), "debug is off at first: {text}");
+
+    let client = reqwest::Client::new();
+    let set = client
+        .post(format!("http://{actuator}/actuator/logger"))
+        .body(r#"{"component":"wasm/wasmer","level":"debug"}"#)
+        .send()
+        .await
+        .expect("logger");
+    assert_eq!(set.status(), 200);
+    assert_eq!(set.text().await.expect("body"), "{}");
+    assert_eq!(ingress(port, "chatty", "", "").await.0, 200);
+    support::eventually("the guest's debug log", Duration::from_secs(5), || async {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("hello from chatt")
+            .then_some(())
+    })
+    .await;
+
+    for bad in [
+        "",
+        "{}",
+        r#"{"component":"wasm","level":"debug"}"#,
+        r#"{"component":"wasm/wasmer","level":"loud"}"#,
+    ] {
+        let answer = client
+            .put(format!("http://{actuator}/actuator/logger"))
+            .body(bad)
+            .send()
+            .await
+            .expect("logger");
+        assert_eq!(answer.status(), 500, "{bad}");
+    }
+    let other = client
+        .get(format!("http://{actuator}/actuator/health/other"))
+        .send()
+        .await
+        .expect("health/other");
+    assert_eq!(other.status(), 500);
+    assert_eq!(other.text().await.expect("body"), "{}");
+}

@@ -84,6 +84,16 @@ macro_rules! block_table {
                 }
             }
 
+            /// The module of type `type_name` of this kind (the target
+            /// of its log events), when it is registered.
+            pub fn type_module(self, type_name: &str) -> Option<&'static str> {
+                let path = match self {
+                    $(Kind::$kind => find($block::TYPES, type_name).map(|t| (t.rust_type)()),)*
+                    $(Kind::$rkind => None,)*
+                }?;
+                path.rsplit_once("::").map(|(module, _)| module)
+            }
+
             /// Checks a component's metadata without I/O; `None` when
             /// `type` is not registered for this kind.
             pub fn validate(self, spec: &ComponentSpec) -> Option<Vec<MetadataError>> {
@@ -377,6 +387,7 @@ impl<C: ?Sized + Send + Sync + 'static> TypeEntry<C> {
     pub const fn of<T: ComponentType<C>>() -> TypeEntry<C> {
         TypeEntry {
             name: T::NAME,
+            rust_type: std::any::type_name::<T>,
             validate: meta::validate::<T::Metadata>,
             build: build_typed::<C, T>,
         }
@@ -400,6 +411,9 @@ fn build_typed<C: ?Sized + Send + Sync + 'static, T: ComponentType<C>>(
 pub struct TypeEntry<C: ?Sized> {
     /// The `type` value in config.
     pub name: &'static str,
+    /// The type's Rust path (`layotto::components::lock::redis::RedisLockType`):
+    /// its module is the target of the component's own log events.
+    pub rust_type: fn() -> &'static str,
     /// Pure metadata checks, run by `layotto validate` and at start-up.
     pub validate: fn(&ComponentSpec) -> Vec<MetadataError>,
     pub build: BuildFn<C>,

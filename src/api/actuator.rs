@@ -35,6 +35,10 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/actuator/health/liveness", any(liveness))
         .route("/actuator/health/readiness", any(readiness))
         .route("/actuator/info", any(info))
+        .route("/actuator/logger", any(logger))
+        // Layotto answers any other health endpoint 500 `{}`.
+        .route("/actuator/health", any(|| async { other_health() }))
+        .route("/actuator/health/{other}", any(|| async { other_health() }))
         .route("/metrics", any(metrics))
         .with_state(ctx)
 }
@@ -141,6 +145,32 @@ async fn info() -> Response {
         }
     }))
     .into_response()
+}
+
+fn other_health() -> Response {
+    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({}))).into_response()
+}
+
+/// Layotto's `/actuator/logger`: `{"component":"lock/redis","level":"debug"}`
+/// sets that component's log level from now on and answers `{}`; a
+/// missing or bad body is 500.
+async fn logger(body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Request {
+        component: String,
+        level: String,
+    }
+    let outcome = serde_json::from_slice::<Request>(&body)
+        .map_err(|e| format!("the body must be {{\"component\": \"<kind>/<name>\", \"level\": \"debug\"}}: {e}"))
+        .and_then(|r| crate::telemetry::set_component_level(&r.component, &r.level).map_err(|e| e.to_string()));
+    match outcome {
+        Ok(()) => axum::Json(json!({})).into_response(),
+        Err(message) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({ "error": message })),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Response {

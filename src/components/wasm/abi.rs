@@ -71,6 +71,9 @@ mod map {
     pub const HTTP_RESPONSE_HEADERS: i32 = 2;
 }
 
+/// The target of guests' log events: the `wasmer` type's module.
+const GUEST_LOGS: &str = "layotto::components::wasm::wasmer";
+
 /// WASI errno "function not supported".
 const ENOSYS: i32 = 52;
 
@@ -489,13 +492,15 @@ fn code(result: Result<i32, i32>) -> i32 {
 
 fn proxy_log(env: FunctionEnvMut<Env>, level: i32, ptr: i32, len: i32) -> i32 {
     code(read_string(&env, ptr, len).map(|message| {
+        // A guest's logs are its function type's (`/actuator/logger` with
+        // `wasm/wasmer` turns them up).
         let name = &*env.data().name;
         match level {
-            0 => trace!(function = name, "{message}"),
-            1 => debug!(function = name, "{message}"),
-            2 => info!(function = name, "{message}"),
-            3 => warn!(function = name, "{message}"),
-            _ => error!(function = name, "{message}"),
+            0 => trace!(target: GUEST_LOGS, function = name, "{message}"),
+            1 => debug!(target: GUEST_LOGS, function = name, "{message}"),
+            2 => info!(target: GUEST_LOGS, function = name, "{message}"),
+            3 => warn!(target: GUEST_LOGS, function = name, "{message}"),
+            _ => error!(target: GUEST_LOGS, function = name, "{message}"),
         }
         status::OK
     }))
@@ -806,7 +811,7 @@ fn wasi_fd_write(env: FunctionEnvMut<Env>, fd: i32, iovs: i32, iovs_len: i32, nw
     let message = String::from_utf8_lossy(&text);
     let message = message.trim_end();
     if !message.is_empty() {
-        info!(function = &*env.data().name, fd, "{message}");
+        info!(target: GUEST_LOGS, function = &*env.data().name, fd, "{message}");
     }
     match write_bytes(&env, nwritten, &len_i32(&text).to_le_bytes()) {
         Ok(()) => 0,
