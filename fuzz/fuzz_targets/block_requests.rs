@@ -346,6 +346,7 @@ fuzz_target!(|input: Input| {
                 data,
                 content_type,
                 metadata: metadata.map(),
+                api: Default::default(),
             };
             if let Some(req) = bounded(fuzzing::publish(event, app_id)) {
                 assert!(!req.topic.is_empty());

@@ -62,6 +62,7 @@ fuzz_target!(|input: Input| {
         topic: input.topic,
         pubsub_name: input.pubsub,
         source: input.source,
+        event_type: cloudevents::EVENT_TYPE,
         ttl,
     };
     let (wrapped, wrapped_type) = cloudevents::wrap(&out);
