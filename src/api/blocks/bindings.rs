@@ -4,8 +4,6 @@
 //! the binding is reported as Dapr words it (`error invoking output
 //! binding <name>: <error>`).
 
-use std::sync::Arc;
-
 use super::BlockError;
 use crate::actors::bindings::Invoke;
 use crate::api::ApiContext;
@@ -13,11 +11,7 @@ use crate::components::ComponentError;
 pub use crate::components::bindings::{BindingRequest, BindingResponse};
 
 /// Invokes the output binding `name`.
-pub async fn invoke(
-    ctx: &Arc<ApiContext>,
-    name: &str,
-    mut request: BindingRequest,
-) -> Result<BindingResponse, BlockError> {
+pub async fn invoke(ctx: &ApiContext, name: &str, mut request: BindingRequest) -> Result<BindingResponse, BlockError> {
     let binding = ctx.router.bindings.get("name", name)?;
     if request.operation.is_empty() {
         return Err(BlockError::invalid("operation field is missing from request"));

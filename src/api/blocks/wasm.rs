@@ -280,10 +280,8 @@ pub async fn update(ctx: &Arc<ApiContext>, name: &str, instances: usize) -> Resu
 }
 
 /// The functions as a component (the `wasm` binding) reaches them.
-pub fn access(ctx: &Arc<ApiContext>) -> FunctionAccess {
-    FunctionAccess::new(Arc::new(Runner {
-        ctx: Arc::downgrade(ctx),
-    }))
+pub fn access(ctx: &ApiContext) -> FunctionAccess {
+    FunctionAccess::new(Arc::new(Runner { ctx: ctx.this.clone() }))
 }
 
 struct Runner {

@@ -7,7 +7,7 @@ use crate::api::blocks::bindings::{self, BindingRequest};
 use crate::proto::runtime::v1 as pb;
 
 pub async fn invoke_binding(
-    ctx: &std::sync::Arc<ApiContext>,
+    ctx: &ApiContext,
     req: pb::InvokeBindingRequest,
 ) -> Result<pb::InvokeBindingResponse, Status> {
     let response = bindings::invoke(
