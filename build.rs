@@ -7,6 +7,7 @@ use std::path::PathBuf;
 const API_PROTOS: &[&str] = &[
     "proto/spec/proto/runtime/v1/runtime.proto",
     "proto/spec/proto/runtime/v1/appcallback.proto",
+    "proto/spec/proto/runtime/v1/lifecycle.proto",
 ];
 
 /// Dapr's AppCallback, which the sidecar calls on apps built with Dapr SDKs,
@@ -16,6 +17,10 @@ const DAPR_PROTOS: &[&str] = &[
     "proto/dapr/proto/runtime/v1/dapr.proto",
     "proto/dapr/proto/internals/v1/service_invocation.proto",
 ];
+
+/// The subset of etcd's v3 API that the etcd component types call (a
+/// client only).
+const ETCD_PROTOS: &[&str] = &["proto/etcd/rpc.proto"];
 
 /// Baseline services for the benchmarks; kept out of reflection.
 const BENCH_PROTOS: &[&str] = &["proto/layotto/bench/v1/echo.proto"];
@@ -56,6 +61,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path(codec)
         .file_descriptor_set_path(out.join("dapr_descriptor.bin"))
         .compile_with_config(config(), DAPR_PROTOS, &["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_with_config(config(), ETCD_PROTOS, &["proto"])?;
     // A directory of its own: prost also writes (service-only) code for the
     // imported runtime.proto, which must not overwrite the real one.
     let bench_out = out.join("bench");

@@ -21,6 +21,7 @@ pub enum Store {
     File,
     Redis,
     Postgres,
+    Etcd,
 }
 
 impl Store {
@@ -37,6 +38,7 @@ impl Store {
                 r#"connectionString = "postgres://postgres@127.0.0.1:5432/test", tableName = "layotto_config_conformance""#
                     .to_owned(),
             ),
+            Store::Etcd => ("etcd", r#"endpoints = "127.0.0.1:2379""#.to_owned()),
         };
         format!("[app]\napp_id = \"{app}\"\n[config_store.c]\ntype = \"{ty}\"\nmetadata = {{ {meta} }}\n")
     }
@@ -48,6 +50,7 @@ impl BackendType for Store {
             Store::Memory | Store::File => None,
             Store::Redis => Some(Service::Redis),
             Store::Postgres => Some(Service::Postgres),
+            Store::Etcd => Some(Service::Etcd),
         }
     }
 }
@@ -328,6 +331,7 @@ conformance! {
     file => Store::File,
     redis => Store::Redis,
     postgresql => Store::Postgres,
+    etcd => Store::Etcd,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,6 +398,11 @@ async fn postgresql_changes_reach_other_sidecars_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_changes_reach_other_sidecars_within_a_second() {
+    changes_cross_sidecars(Store::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_outlives_a_restart_of_its_redis() {
     let dir = tempfile::tempdir().expect("temp dir");
     let Some(mut redis) = PrivateRedis::start_persistent(dir.path()) else {
@@ -436,7 +445,7 @@ async fn a_subscription_outlives_a_restart_of_its_redis() {
 /// A write by another tool, straight to the backend, reaches subscribers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_by_other_tools_reach_subscribers() {
-    for store in [Store::Redis, Store::Postgres] {
+    for store in [Store::Redis, Store::Postgres, Store::Etcd] {
         if !store.available() {
             continue;
         }
@@ -455,6 +464,16 @@ async fn writes_by_other_tools_reach_subscribers() {
                     .query_async::<()>(&mut conn)
                     .await
                     .expect("SET");
+            }
+            Store::Etcd => {
+                // As an operator would, with etcdctl: Layotto's key layout.
+                let out = std::process::Command::new("etcdctl")
+                    .args(["--endpoints", "127.0.0.1:2379", "put"])
+                    .arg(format!("/{app}/default/default/foreign"))
+                    .arg("written by etcdctl")
+                    .output()
+                    .expect("etcdctl (integration/services/setup.sh installs it)");
+                assert!(out.status.success(), "etcdctl put: {out:?}");
             }
             _ => {
                 let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use crate::support::{self, Sidecar, free_port, unique};
 
 /// A private moto server on a free port, killed when dropped.
-struct S3Server {
+pub(crate) struct S3Server {
     port: u16,
     child: std::process::Child,
 }
@@ -30,7 +30,7 @@ impl Drop for S3Server {
 impl S3Server {
     /// Starts one, when moto is installed. Under `CI=true` a missing moto
     /// fails the test; elsewhere it skips with a reason.
-    async fn start() -> Option<S3Server> {
+    pub(crate) async fn start() -> Option<S3Server> {
         let venv = std::env::var("LAYOTTO_S3_VENV")
             .unwrap_or_else(|_| format!("{}/.cache/layotto-s3-venv", std::env::var("HOME").unwrap_or_default()));
         let server = format!("{venv}/bin/moto_server");
@@ -56,11 +56,11 @@ impl S3Server {
         Some(s3)
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    async fn create_bucket(&self, bucket: &str) {
+    pub(crate) async fn create_bucket(&self, bucket: &str) {
         let response = reqwest::Client::new()
             .put(format!("{}/{bucket}", self.endpoint()))
             .send()

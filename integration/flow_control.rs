@@ -112,3 +112,93 @@ async fn layottos_flow_control_filter_is_read_from_its_config_json() {
         ))));
     rt.shutdown().await;
 }
+
+/// A component's own `flow_control` limits every call to it, from every
+/// API, and leaves the other components alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_limit_applies_to_that_component_from_every_api() {
+    use layotto::proto::runtime::v1 as pb;
+    let (rt, mut client) = support::start_ready(
+        "[state.limited]\ntype = \"in-memory\"\nflow_control = { threshold = 5, stat_interval = \"10s\" }\n[state.free]\ntype = \"in-memory\"\n",
+    )
+    .await;
+    let get = |store: &str| pb::GetStateRequest {
+        store_name: store.into(),
+        key: "k".into(),
+        ..Default::default()
+    };
+    let mut passed = 0;
+    let mut rejected = Vec::new();
+    for _ in 0..20 {
+        match client.get_state(get("limited")).await {
+            Ok(_) => passed += 1,
+            Err(status) => rejected.push(status),
+        }
+    }
+    assert_eq!(passed, 5, "{rejected:?}");
+    assert!(
+        rejected.iter().all(|s| s.code() == Code::ResourceExhausted
+            && s.message().contains("state/limited")
+            && s.message().contains("flow control limit of 5")),
+        "{rejected:?}"
+    );
+    for _ in 0..20 {
+        client
+            .get_state(get("free"))
+            .await
+            .expect("the other store has no limit");
+    }
+    // Dapr's gRPC API reaches the same component through the same limit.
+    let mut dapr = layotto::proto::dapr::runtime::v1::dapr_client::DaprClient::new(support::channel(&rt).await);
+    let status = dapr
+        .get_state(layotto::proto::dapr::runtime::v1::GetStateRequest {
+            store_name: "limited".into(),
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("still over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_throttle_queues_calls() {
+    use layotto::proto::runtime::v1 as pb;
+    let (rt, client) = support::start_ready(
+        "[state.limited]\ntype = \"in-memory\"\nflow_control = { threshold = 20, control_behavior = \"throttle\", max_queueing_time = \"2s\" }\n",
+    )
+    .await;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .get_state(pb::GetStateRequest {
+                        store_name: "limited".into(),
+                        key: "k".into(),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("joined").expect("queued, not rejected");
+    }
+    rt.shutdown().await;
+}
+
+#[test]
+fn a_bad_component_limit_fails_validation_naming_the_field() {
+    let err = layotto::config::load_str(
+        "[state.limited]\ntype = \"in-memory\"\nflow_control = { threshold = 0, control_behavior = \"later\" }\n",
+        layotto::config::Format::Toml,
+        "test",
+        Some(Default::default()),
+    )
+    .expect_err("invalid");
+    let text = err.to_string();
+    assert!(text.contains("state.limited.flow_control.threshold"), "{text}");
+    assert!(text.contains("state.limited.flow_control.control_behavior"), "{text}");
+}

@@ -12,7 +12,7 @@ use layotto::proto::runtime::v1::unlock_response::Status as UnlockStatus;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support::{self, BackendType, Service, Sidecar, eventually};
+use crate::support::{self, BackendType, PrivateRedis, Service, Sidecar, eventually};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Store {
@@ -20,11 +20,32 @@ pub enum Store {
     Sqlite,
     Redis,
     Postgres,
+    Etcd,
+    Zookeeper,
+    /// Redlock over three private Redis instances.
+    RedisCluster,
+}
+
+/// The servers a store's tests run of their own, stopped when dropped: the
+/// three Redis instances of `redis_cluster`.
+#[derive(Default)]
+struct Backends {
+    redis: Vec<PrivateRedis>,
 }
 
 impl Store {
+    /// The servers of the store's own, or `None` to skip (outside CI,
+    /// without `redis-server`).
+    fn backends(self) -> Option<Backends> {
+        let redis = match self {
+            Store::RedisCluster => (0..3).map(|_| PrivateRedis::start()).collect::<Option<Vec<_>>>()?,
+            _ => Vec::new(),
+        };
+        Some(Backends { redis })
+    }
+
     /// `[lock.<name>]` for this store, with extra metadata.
-    fn entry(self, name: &str, dir: &std::path::Path, extra: &str) -> String {
+    fn entry(self, name: &str, dir: &std::path::Path, backends: &Backends, extra: &str) -> String {
         let (ty, meta) = match self {
             Store::Memory => ("in-memory", String::new()),
             Store::Sqlite => ("sqlite", format!(r#"connectionString = "{}", "#, dir.join("locks.db").display())),
@@ -34,6 +55,15 @@ impl Store {
                 r#"connectionString = "postgres://postgres@127.0.0.1:5432/test", tableName = "layotto_lock_conformance", "#
                     .to_owned(),
             ),
+            Store::Etcd => ("etcd", r#"endpoints = "127.0.0.1:2379", keyPrefixPath = "/layotto-conformance/lock", "#.to_owned()),
+            Store::Zookeeper => (
+                "zookeeper",
+                r#"zookeeperHosts = "127.0.0.1:2181", keyPrefixPath = "/layotto-conformance/lock", "#.to_owned(),
+            ),
+            Store::RedisCluster => {
+                let hosts: Vec<String> = backends.redis.iter().map(PrivateRedis::addr).collect();
+                ("redis_cluster", format!(r#"redisHosts = "{}", "#, hosts.join(",")))
+            }
         };
         format!("[lock.{name}]\ntype = \"{ty}\"\nmetadata = {{ {meta}{extra} }}\n")
     }
@@ -46,9 +76,12 @@ impl Store {
 impl BackendType for Store {
     fn service(self) -> Option<Service> {
         match self {
-            Store::Memory | Store::Sqlite => None,
+            // redis_cluster's instances are the test's own.
+            Store::Memory | Store::Sqlite | Store::RedisCluster => None,
             Store::Redis => Some(Service::Redis),
             Store::Postgres => Some(Service::Postgres),
+            Store::Etcd => Some(Service::Etcd),
+            Store::Zookeeper => Some(Service::Zookeeper),
         }
     }
 }
@@ -58,6 +91,7 @@ struct Fixture {
     client: RuntimeClient<Channel>,
     store: Store,
     resource: String,
+    backends: Backends,
     _dir: tempfile::TempDir,
 }
 
@@ -66,13 +100,14 @@ impl Fixture {
         if !store.available() {
             return None;
         }
+        let backends = store.backends()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let app = support::unique("lock-app");
         let config = format!(
             "[app]\napp_id = \"{app}\"\n{}{}{}",
-            store.entry("l", dir.path(), ""),
-            store.entry("l_none", dir.path(), r#"keyPrefix = "none""#),
-            store.entry("l_same", dir.path(), &format!(r#"keyPrefix = "{app}""#)),
+            store.entry("l", dir.path(), &backends, ""),
+            store.entry("l_none", dir.path(), &backends, r#"keyPrefix = "none""#),
+            store.entry("l_same", dir.path(), &backends, &format!(r#"keyPrefix = "{app}""#)),
         );
         let (rt, client) = support::start_ready(&config).await;
         Some(Fixture {
@@ -80,6 +115,7 @@ impl Fixture {
             client,
             store,
             resource: support::unique("res"),
+            backends,
             _dir: dir,
         })
     }
@@ -253,6 +289,9 @@ conformance! {
     sqlite => Store::Sqlite,
     redis => Store::Redis,
     postgresql => Store::Postgres,
+    etcd => Store::Etcd,
+    zookeeper => Store::Zookeeper,
+    redis_cluster => Store::RedisCluster,
 }
 
 /// 16 contenders over two sidecar processes sharing one backend: whoever
@@ -261,8 +300,12 @@ async fn sixteen_contenders_over_two_processes_never_overlap(store: Store) {
     if !store.available() {
         return;
     }
+    let Some(backends) = store.backends() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = format!("[app]\napp_id = \"contention\"\n{}", store.entry("l", dir.path(), ""));
+    let config = format!(
+        "[app]\napp_id = \"contention\"\n{}",
+        store.entry("l", dir.path(), &backends, "")
+    );
     let mut a = Sidecar::start_with(dir.path(), "a", &config).await;
     let mut b = Sidecar::start_with(dir.path(), "b", &config).await;
     let clients = [
@@ -317,4 +360,73 @@ async fn redis_locks_exclude_across_two_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_locks_exclude_across_two_processes() {
     sixteen_contenders_over_two_processes_never_overlap(Store::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_locks_exclude_across_two_processes() {
+    sixteen_contenders_over_two_processes_never_overlap(Store::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_locks_exclude_across_two_processes() {
+    sixteen_contenders_over_two_processes_never_overlap(Store::Zookeeper).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_locks_exclude_across_two_processes() {
+    sixteen_contenders_over_two_processes_never_overlap(Store::RedisCluster).await;
+}
+
+/// Redlock over three instances, one of them killed: the other two are a
+/// majority, so locks are still taken, refused, extended and released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_locks_work_with_one_instance_of_three_down() {
+    let Some(mut f) = Fixture::start(Store::RedisCluster).await else {
+        return;
+    };
+    assert!(f.try_lock("l", "alice", 30).await.expect("TryLock"));
+    f.backends.redis[0].kill();
+    assert!(
+        !f.try_lock("l", "bob", 30).await.expect("TryLock"),
+        "bob took alice's lock from the majority left"
+    );
+    assert_eq!(f.keep_alive("alice", 30).await, KeepAliveStatus::Success);
+    assert_eq!(f.unlock("bob").await, UnlockStatus::LockBelongToOthers);
+    assert_eq!(f.unlock("alice").await, UnlockStatus::Success);
+    assert_eq!(f.unlock("alice").await, UnlockStatus::LockUnexist);
+    assert!(
+        f.try_lock("l", "bob", 30).await.expect("TryLock"),
+        "released, on two of three"
+    );
+    assert!(!f.try_lock("l", "alice", 30).await.expect("TryLock"));
+    assert_eq!(f.unlock("bob").await, UnlockStatus::Success);
+    f.rt.shutdown().await;
+}
+
+/// Two of three instances down: no majority, so no lock, answered as an
+/// error (UNAVAILABLE) or a refusal, never a panic; back, locks work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_without_a_majority_takes_no_lock() {
+    let Some(mut f) = Fixture::start(Store::RedisCluster).await else {
+        return;
+    };
+    f.backends.redis[0].kill();
+    f.backends.redis[1].kill();
+    for owner in ["alice", "bob"] {
+        match f.try_lock("l", owner, 30).await {
+            Ok(taken) => assert!(!taken, "{owner} took a lock from one instance of three"),
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        }
+    }
+    f.backends.redis[0].restart();
+    f.backends.redis[1].restart();
+    eventually(
+        "a majority of instances to take locks again",
+        Duration::from_secs(30),
+        || async { f.try_lock("l", "carol", 30).await.ok().filter(|taken| *taken) },
+    )
+    .await;
+    assert!(!f.try_lock("l", "dave", 30).await.expect("TryLock"));
+    assert_eq!(f.unlock("carol").await, UnlockStatus::Success);
+    f.rt.shutdown().await;
 }

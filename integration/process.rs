@@ -277,15 +277,20 @@ async fn a_second_sigterm_exits_at_once() {
 
 /// Layotto's command line: its flags without a subcommand start the
 /// sidecar (its Istio and MOSN flags accepted and logged as ignored),
-/// `layotto stop` ends it through its pid file, `reload` does nothing, and
-/// no flags at all print the help.
+/// `layotto stop` ends it through its pid file, `reload` makes it re-read
+/// its config through the same file (and fails without a sidecar), and no
+/// flags at all print the help.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layottos_command_line_starts_without_a_subcommand_and_stop_ends_it_through_the_pid_file() {
     let help = run(&mut layotto());
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("Usage") && text.contains("stop"), "{text}");
-    assert!(run(layotto().arg("reload")).status.success());
+    let nobody = tempfile::tempdir().expect("tempdir");
+    let no_sidecar = run(layotto()
+        .arg("reload")
+        .env("LAYOTTO_PID_FILE", nobody.path().join("none.pid")));
+    assert!(!no_sidecar.status.success(), "reload succeeded without a sidecar");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let pid_file = dir.path().join("sidecar.pid");
@@ -325,6 +330,21 @@ async fn layottos_command_line_starts_without_a_subcommand_and_stop_ends_it_thro
     .await;
     let pid = std::fs::read_to_string(&pid_file).expect("the pid file");
     assert_eq!(pid.trim(), child.id().expect("pid").to_string());
+    let mut reload = layotto();
+    reload.args(["reload", "-c", "config/default.toml"]);
+    env(&mut reload);
+    let reloaded = run(&mut reload);
+    assert!(
+        reloaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reloaded.stderr)
+    );
+    eventually("the reload to be reported", Duration::from_secs(20), || async {
+        let body = reqwest::get(&readiness).await.ok()?.text().await.ok()?;
+        body.contains("config_reload").then_some(())
+    })
+    .await;
+    assert!(child.try_wait().expect("wait").is_none(), "SIGHUP ended the sidecar");
 
     let mut stop = layotto();
     stop.args(["stop", "-c", "config/default.toml"]);

@@ -225,6 +225,8 @@ pub enum Service {
     Rabbitmq,
     Nats,
     Mosquitto,
+    Etcd,
+    Zookeeper,
 }
 
 impl Service {
@@ -236,6 +238,8 @@ impl Service {
             Service::Rabbitmq => "RabbitMQ",
             Service::Nats => "NATS",
             Service::Mosquitto => "Mosquitto",
+            Service::Etcd => "etcd",
+            Service::Zookeeper => "ZooKeeper",
         }
     }
 
@@ -247,6 +251,8 @@ impl Service {
             Service::Rabbitmq => "127.0.0.1:5672",
             Service::Nats => "127.0.0.1:4222",
             Service::Mosquitto => "127.0.0.1:1883",
+            Service::Etcd => "127.0.0.1:2379",
+            Service::Zookeeper => "127.0.0.1:2181",
         }
     }
 }

@@ -25,7 +25,7 @@ pub mod state;
 pub mod wasm;
 
 pub use handle::{CallError, ComponentHandle, Slot};
-pub use host::{ChildEvent, ComponentActor, HostSettings, Shutdown};
+pub use host::{ChildEvent, ComponentActor, HostSettings, Reconfigure, Shutdown};
 pub use router::{Blocks, RouteError, Router};
 
 use std::sync::Arc;

@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod input;
 pub mod linger;
 pub mod mtls;
+pub mod tcp_copy;
 pub mod wasm;
 
 use std::collections::HashSet;
@@ -90,6 +91,9 @@ pub struct ApiContext {
     pub active_subscriptions: Mutex<Vec<callback::AppSubscription>>,
     /// The WASM functions, configured and installed.
     pub functions: blocks::wasm::FunctionTable,
+    /// Where Lifecycle's ApplyConfiguration sends its changes: the
+    /// reloader, once it runs.
+    pub lifecycle: std::sync::OnceLock<blocks::lifecycle::ApplySender>,
     /// This context, for what must outlive a borrowed call (a guest's
     /// host calls). Set by `Arc::new_cyclic`.
     pub this: std::sync::Weak<ApiContext>,

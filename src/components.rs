@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 
 pub mod bindings;
 pub mod configuration;
+pub mod etcd_client;
 #[cfg(feature = "test-components")]
 pub mod faulty;
 pub mod file;
@@ -28,6 +29,7 @@ pub mod sql;
 pub mod state;
 pub mod tasks;
 pub mod wasm;
+pub mod zookeeper_client;
 
 pub use tasks::Tasks;
 
@@ -139,6 +141,7 @@ block_table! {
         configuration::file::TYPE,
         configuration::redis::TYPE,
         configuration::postgres::TYPE,
+        configuration::etcd::TYPE,
     ];
     /// The `name_resolution` building block: where other apps' sidecars
     /// listen, for service invocation.
@@ -163,6 +166,7 @@ block_table! {
         state::redis::TYPE,
         state::postgres::TYPE,
         state::mysql::TYPE,
+        state::zookeeper::TYPE,
     ];
     /// The `pub_subs` building block.
     PubSubs (PubSubs, "pub_subs", pubsubs): dyn pubsub::PubSub = [
@@ -198,6 +202,9 @@ block_table! {
         lock::sqlite::TYPE,
         lock::redis::TYPE,
         lock::postgres::TYPE,
+        lock::etcd::TYPE,
+        lock::zookeeper::TYPE,
+        lock::redis_cluster::TYPE,
     ];
     /// The `sequencer` building block.
     Sequencers (Sequencer, "sequencer", sequencers): dyn sequencer::SequencerStore = [
@@ -206,6 +213,9 @@ block_table! {
         sequencer::redis::TYPE,
         sequencer::postgres::TYPE,
         sequencer::mysql::TYPE,
+        sequencer::etcd::TYPE,
+        sequencer::zookeeper::TYPE,
+        sequencer::snowflake::TYPE,
     ];
     /// The `wasm` building block: functions compiled to WebAssembly.
     Functions (Wasm, "wasm", functions): dyn wasm::Function = [
@@ -232,6 +242,12 @@ pub struct ComponentSpec {
     /// Requests this component may hold at once (queued plus running);
     /// overrides `supervisor.queue_capacity`.
     pub queue_capacity: Option<usize>,
+    /// A rate limit on every call to this component, from any API
+    /// (`flow_control = { threshold, stat_interval, control_behavior, ... }`
+    /// in its section, with the keys of a `server.flow_control` rule but
+    /// `resource`); a call over it is answered RESOURCE_EXHAUSTED (HTTP
+    /// 429). Default none.
+    pub flow_control: Option<crate::config::FlowRule>,
     /// The application's id (`app.app_id`), for components that scope by it.
     pub app_id: String,
     /// Names this sidecar among others sharing a backend, stable across its
@@ -252,6 +268,7 @@ impl ComponentSpec {
             type_name: type_name.into(),
             metadata: BTreeMap::new(),
             queue_capacity: None,
+            flow_control: None,
             app_id: String::new(),
             instance_id: String::new(),
             secret_refs: Vec::new(),
@@ -310,6 +327,11 @@ pub enum ComponentError {
     /// The component does not support this operation.
     #[error("{0}")]
     Unsupported(String),
+    /// The component cannot serve this request as it is configured
+    /// (a sequencer's `biggerThan` floor above every id it can make):
+    /// retrying will not help until the configuration changes.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Anything else the backend reported.
     #[error("{0}")]
     Internal(String),

@@ -56,6 +56,10 @@ pub struct ServerConfig {
     /// The Layotto gRPC API (`spec.proto.runtime.v1.Runtime`), plus gRPC
     /// health and reflection. Default `127.0.0.1:34904`.
     pub grpc: SocketAddr,
+    /// A unix socket the gRPC API listens on instead of `grpc`'s TCP
+    /// address (Layotto's listener with `"network": "unix"`); a stale
+    /// socket file left by an earlier run is replaced. Default none.
+    pub grpc_socket: Option<std::path::PathBuf>,
     /// The actuator: health, info and Prometheus `/metrics`. Default
     /// `127.0.0.1:34999`.
     pub actuator: SocketAddr,
@@ -130,6 +134,76 @@ pub struct ServerConfig {
     /// `[server.flow_control]`: rate limits per gRPC method on the API
     /// listener (Layotto's `flowControlFilter`). Default: none.
     pub flow_control: FlowControlConfig,
+    /// `[server.tcp_copy]`: samples of the raw bytes the gRPC API listener
+    /// receives, written to a dump file (Layotto's `tcpcopy` filter); see
+    /// `docs/tcp-copy.md`. Default: off.
+    pub tcp_copy: TcpCopyConfig,
+}
+
+/// TCP copy (Layotto's `tcpcopy` strategy): during the first `duration`
+/// of every `interval`, while the host's CPU and memory use are under
+/// their ceilings, the bytes received on the gRPC API listener are copied
+/// to `<dir>/dump_tcp_copy.log`. Traffic is never altered or slowed: when
+/// the writer falls behind, samples are dropped and counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TcpCopyConfig {
+    /// `switch`: `"ON"` samples, `"OFF"` (the default) does not.
+    pub enabled: bool,
+    /// Seconds between the starts of two sampling windows, the first at
+    /// start-up; 30 to 3600. Default 30.
+    pub interval: u64,
+    /// Seconds each window lasts; above 0 and below `interval`. Default 1.
+    pub duration: u64,
+    /// No sample is taken while the host's CPU use (percent, all cores,
+    /// over the last second) is at or above this; above 0 and below 100.
+    /// Default 80.
+    pub cpu_max_rate: f64,
+    /// No sample is taken while the host's memory use (percent of
+    /// `MemTotal` not `MemAvailable`) is at or above this; above 0 and
+    /// below 100. Default 70.
+    pub mem_max_rate: f64,
+    /// The directory of the dump file `dump_tcp_copy.log`, made when
+    /// missing. Default `$HOME/logs/mosn/dump` (Layotto's).
+    pub dir: Option<PathBuf>,
+    /// Samples held for the writer; when it falls behind (a slow or full
+    /// disk) further samples are dropped. At least 1. Default 1024.
+    pub queue: usize,
+}
+
+impl Default for TcpCopyConfig {
+    fn default() -> TcpCopyConfig {
+        TcpCopyConfig {
+            enabled: false,
+            interval: 30,
+            duration: 1,
+            cpu_max_rate: 80.0,
+            mem_max_rate: 70.0,
+            dir: None,
+            queue: 1024,
+        }
+    }
+}
+
+impl TcpCopyConfig {
+    /// The dump file's name in [`dump_dir`](Self::dump_dir).
+    pub const FILE_NAME: &str = "dump_tcp_copy.log";
+
+    /// `dir`, or Layotto's `$HOME/logs/mosn/dump` (`./logs/mosn/dump`
+    /// without a home).
+    pub fn dump_dir(&self) -> PathBuf {
+        match &self.dir {
+            Some(dir) => dir.clone(),
+            None => std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("logs/mosn/dump"),
+        }
+    }
+
+    /// The dump file.
+    pub fn dump_file(&self) -> PathBuf {
+        self.dump_dir().join(Self::FILE_NAME)
+    }
 }
 
 /// Flow control rules of the gRPC API listener.
@@ -433,6 +507,7 @@ impl Default for Config {
         Config {
             server: ServerConfig {
                 grpc: SocketAddr::from(([127, 0, 0, 1], 34904)),
+                grpc_socket: None,
                 actuator: SocketAddr::from(([127, 0, 0, 1], 34999)),
                 dapr_http: Some(SocketAddr::from(([127, 0, 0, 1], 3500))),
                 shutdown_grace_period: Duration::from_secs(10),
@@ -450,6 +525,7 @@ impl Default for Config {
                 advertise_host: None,
                 mtls: None,
                 flow_control: FlowControlConfig::default(),
+                tcp_copy: TcpCopyConfig::default(),
             },
             app: AppConfig {
                 app_id: String::new(),
@@ -627,10 +703,17 @@ pub fn load_launch(launch: &Launch) -> Result<Loaded, ConfigError> {
             let (text, format) = read_config_file(path).map_err(|m| one(&source, m))?;
             let mut tree = parse(&text, format).map_err(|m| one(&source, m))?;
             if format == Format::Json && tree.get("servers").is_some() {
-                tree = layotto_json::translate(&tree).map_err(|problems| ConfigError {
+                let translated = layotto_json::translate(&tree).map_err(|problems| ConfigError {
                     source_name: source.clone(),
                     problems,
                 })?;
+                ignored.extend(
+                    translated
+                        .ignored
+                        .into_iter()
+                        .map(|p| format!("{source}: {p} is ignored")),
+                );
+                tree = translated.tree;
             } else if format == Format::Yaml && dapr_resources::is_dapr_configuration(&tree) {
                 let (native, unused) = dapr_resources::configuration(&tree);
                 ignored.extend(
@@ -732,7 +815,7 @@ pub fn load_str(
         }])
     })?;
     if format == Format::Json && tree.get("servers").is_some() {
-        tree = layotto_json::translate(&tree).map_err(error)?;
+        tree = layotto_json::translate(&tree).map_err(error)?.tree;
     }
     overlay_env(&mut tree, env).map_err(|message| {
         error(vec![Problem {
@@ -905,6 +988,10 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
         internal_given = s.optional_addr("internal", &mut problems);
         let server = ServerConfig {
             grpc: s.addr("grpc", &mut problems).unwrap_or(d.grpc),
+            grpc_socket: s
+                .string("grpc_socket", &mut problems)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
             actuator: s.addr("actuator", &mut problems).unwrap_or(d.actuator),
             dapr_http: s.optional_addr("dapr_http", &mut problems).unwrap_or(d.dapr_http),
             shutdown_grace_period: s
@@ -970,6 +1057,12 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
                 let mut f = s.section("flow_control", &mut problems);
                 let config = flow_control(&mut f, &mut problems);
                 f.finish(&mut problems);
+                config
+            },
+            tcp_copy: {
+                let mut t = s.section("tcp_copy", &mut problems);
+                let config = tcp_copy(&mut t, &mut problems);
+                t.finish(&mut problems);
                 config
             },
         };
@@ -1282,6 +1375,17 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
         {
             metadata.entry("hello".into()).or_insert(hello);
         }
+        // Layotto writes a configuration store's servers and timeout
+        // beside `type` (`address`, `timeout`); its etcd store reads them as
+        // `endpoints` and `dialTimeout`.
+        if kind == Kind::ConfigStore {
+            if let Some(servers) = s.string_list("address", problems) {
+                metadata.entry("endpoints".into()).or_insert(servers.join(";"));
+            }
+            if let Some(timeout) = s.string("timeout", problems) {
+                metadata.entry("dialTimeout".into()).or_insert(timeout);
+            }
+        }
         // Layotto writes a sequencer's floors beside `type`; the sequencer
         // types read them from their metadata.
         if kind == Kind::Sequencer
@@ -1295,6 +1399,23 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
         if queue_capacity == Some(0) {
             problems.push(format!("{path}.queue_capacity"), "must be at least 1");
         }
+        let flow_control = match s.take("flow_control") {
+            None => None,
+            Some(Value::Object(map)) => {
+                let at = format!("{path}.flow_control");
+                let mut r = Section::new(at.clone(), map);
+                let rule = flow_rule(&mut r, &at, path.clone(), problems);
+                r.finish(problems);
+                Some(rule)
+            }
+            Some(other) => {
+                problems.push(
+                    format!("{path}.flow_control"),
+                    format!("expected a table {{ threshold, ... }}, found {}", walk::kind_of(&other)),
+                );
+                None
+            }
+        };
         // Dapr component files carry a version; every type here is v1.
         let _ = s.string("version", problems);
         s.finish(problems);
@@ -1308,6 +1429,7 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
             type_name,
             metadata,
             queue_capacity,
+            flow_control,
             app_id: String::new(),
             instance_id: String::new(),
             secret_refs,
@@ -1352,8 +1474,137 @@ fn component_section(kind: Kind, value: Value, problems: &mut Problems) -> Vec<C
     specs
 }
 
-/// A component's metadata: scalars become strings; a table
-/// `{ secretKeyRef = { name, key, store } }` becomes a secret reference.
+/// One flow rule's keys but `resource` (read by the caller), at `at`.
+fn flow_rule(r: &mut Section, at: &str, resource: String, problems: &mut Problems) -> FlowRule {
+    let threshold = r.integer::<u32>("threshold", problems).unwrap_or(0);
+    if threshold == 0 {
+        problems.push(
+            format!("{at}.threshold"),
+            "required: calls per stat_interval, at least 1",
+        );
+    }
+    let stat_interval = r.duration("stat_interval", problems).unwrap_or(Duration::from_secs(1));
+    if stat_interval.is_zero() {
+        problems.push(format!("{at}.stat_interval"), "must be longer than zero");
+    }
+    let behavior = match r.string("control_behavior", problems).as_deref() {
+        None | Some("reject") => ControlBehavior::Reject,
+        Some("throttle") => ControlBehavior::Throttle,
+        Some(other) => {
+            problems.push(
+                format!("{at}.control_behavior"),
+                format!("'{other}' is not reject or throttle"),
+            );
+            ControlBehavior::Reject
+        }
+    };
+    let strategy = match r.string("token_calculate_strategy", problems).as_deref() {
+        None | Some("direct") => TokenStrategy::Direct,
+        Some("warm_up") => TokenStrategy::WarmUp,
+        Some(other) => {
+            problems.push(
+                format!("{at}.token_calculate_strategy"),
+                format!("'{other}' is not direct or warm_up"),
+            );
+            TokenStrategy::Direct
+        }
+    };
+    if strategy == TokenStrategy::WarmUp && behavior == ControlBehavior::Throttle {
+        problems.push(
+            format!("{at}.token_calculate_strategy"),
+            "warm_up goes with control_behavior reject",
+        );
+    }
+    FlowRule {
+        resource,
+        threshold,
+        stat_interval,
+        behavior,
+        max_queueing_time: r
+            .duration("max_queueing_time", problems)
+            .unwrap_or(Duration::from_millis(500)),
+        strategy,
+        warm_up_period: r
+            .duration("warm_up_period", problems)
+            .unwrap_or(Duration::from_secs(10)),
+        warm_up_cold_factor: r.integer::<u32>("warm_up_cold_factor", problems).unwrap_or(3).max(1),
+    }
+}
+
+/// `[server.tcp_copy]`, with Layotto's bounds; unlike Layotto, which logs
+/// and ignores a bad strategy, each bad value is a problem naming it.
+fn tcp_copy(t: &mut Section, problems: &mut Problems) -> TcpCopyConfig {
+    let d = TcpCopyConfig::default();
+    let enabled = match t.string("switch", problems).as_deref() {
+        None => d.enabled,
+        Some(s) if s.eq_ignore_ascii_case("ON") => true,
+        Some(s) if s.eq_ignore_ascii_case("OFF") => false,
+        Some(other) => {
+            problems.push("server.tcp_copy.switch", format!("'{other}' is not ON or OFF"));
+            d.enabled
+        }
+    };
+    let interval = t.integer::<u64>("interval", problems).unwrap_or(d.interval);
+    if !(30..=3600).contains(&interval) {
+        problems.push(
+            "server.tcp_copy.interval",
+            format!("{interval} is not between 30 and 3600 (seconds)"),
+        );
+    }
+    let duration = t.integer::<u64>("duration", problems).unwrap_or(d.duration);
+    if duration == 0 || duration >= interval {
+        problems.push(
+            "server.tcp_copy.duration",
+            format!("{duration} must be above 0 and below the interval ({interval} seconds)"),
+        );
+    }
+    let mut rate = |key: &str, default: f64, problems: &mut Problems| -> f64 {
+        let at = format!("server.tcp_copy.{key}");
+        let value = match t.take(key) {
+            None => return default,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(other) => {
+                problems.push(at, format!("expected a percentage, found {}", walk::kind_of(&other)));
+                return default;
+            }
+        };
+        match value {
+            Some(v) if v > 0.0 && v < 100.0 => v,
+            _ => {
+                problems.push(at, "must be a percentage above 0 and below 100");
+                default
+            }
+        }
+    };
+    let cpu_max_rate = rate("cpu_max_rate", d.cpu_max_rate, problems);
+    let mem_max_rate = rate("mem_max_rate", d.mem_max_rate, problems);
+    let dir = match t.string("dir", problems) {
+        None => d.dir,
+        Some(dir) if dir.trim().is_empty() => {
+            problems.push(
+                "server.tcp_copy.dir",
+                "must not be empty (leave it out for the default)",
+            );
+            d.dir
+        }
+        Some(dir) => Some(PathBuf::from(dir)),
+    };
+    let queue = t.integer::<usize>("queue", problems).unwrap_or(d.queue);
+    if queue == 0 {
+        problems.push("server.tcp_copy.queue", "must be at least 1");
+    }
+    TcpCopyConfig {
+        enabled,
+        interval,
+        duration,
+        cpu_max_rate,
+        mem_max_rate,
+        dir,
+        queue,
+    }
+}
+
 /// `[server.flow_control]`.
 fn flow_control(f: &mut Section, problems: &mut Problems) -> FlowControlConfig {
     let d = FlowControlConfig::default();
@@ -1377,59 +1628,7 @@ fn flow_control(f: &mut Section, problems: &mut Problems) -> FlowControlConfig {
                         "required: a gRPC method path, /package.Service/Method",
                     );
                 }
-                let threshold = r.integer::<u32>("threshold", problems).unwrap_or(0);
-                if threshold == 0 {
-                    problems.push(
-                        format!("{at}.threshold"),
-                        "required: calls per stat_interval, at least 1",
-                    );
-                }
-                let stat_interval = r.duration("stat_interval", problems).unwrap_or(Duration::from_secs(1));
-                if stat_interval.is_zero() {
-                    problems.push(format!("{at}.stat_interval"), "must be longer than zero");
-                }
-                let behavior = match r.string("control_behavior", problems).as_deref() {
-                    None | Some("reject") => ControlBehavior::Reject,
-                    Some("throttle") => ControlBehavior::Throttle,
-                    Some(other) => {
-                        problems.push(
-                            format!("{at}.control_behavior"),
-                            format!("'{other}' is not reject or throttle"),
-                        );
-                        ControlBehavior::Reject
-                    }
-                };
-                let strategy = match r.string("token_calculate_strategy", problems).as_deref() {
-                    None | Some("direct") => TokenStrategy::Direct,
-                    Some("warm_up") => TokenStrategy::WarmUp,
-                    Some(other) => {
-                        problems.push(
-                            format!("{at}.token_calculate_strategy"),
-                            format!("'{other}' is not direct or warm_up"),
-                        );
-                        TokenStrategy::Direct
-                    }
-                };
-                if strategy == TokenStrategy::WarmUp && behavior == ControlBehavior::Throttle {
-                    problems.push(
-                        format!("{at}.token_calculate_strategy"),
-                        "warm_up goes with control_behavior reject",
-                    );
-                }
-                let rule = FlowRule {
-                    resource,
-                    threshold,
-                    stat_interval,
-                    behavior,
-                    max_queueing_time: r
-                        .duration("max_queueing_time", problems)
-                        .unwrap_or(Duration::from_millis(500)),
-                    strategy,
-                    warm_up_period: r
-                        .duration("warm_up_period", problems)
-                        .unwrap_or(Duration::from_secs(10)),
-                    warm_up_cold_factor: r.integer::<u32>("warm_up_cold_factor", problems).unwrap_or(3).max(1),
-                };
+                let rule = flow_rule(&mut r, &at, resource, problems);
                 r.finish(problems);
                 if rules.iter().any(|x: &FlowRule| x.resource == rule.resource) {
                     problems.push(
@@ -1452,6 +1651,8 @@ fn flow_control(f: &mut Section, problems: &mut Problems) -> FlowControlConfig {
     }
 }
 
+/// A component's metadata: scalars become strings; a table
+/// `{ secretKeyRef = { name, key, store } }` becomes a secret reference.
 fn metadata_values(
     value: Value,
     path: &str,

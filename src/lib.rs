@@ -28,8 +28,9 @@
 //!   the status registry that health endpoints and metrics read.
 //!
 //! Around them: [`config`] (parse, validate, no I/O), [`runtime`] (start-up
-//! and graceful shutdown), [`metrics`] (every metric name), [`telemetry`]
-//! (logging) and [`proto`] (generated gRPC code). `fuzzing` (hidden) lets
+//! and graceful shutdown), [`metrics`] (every metric name),
+//! [`flow_control`] (rate limiters per method and per component),
+//! [`telemetry`] (logging) and [`proto`] (generated gRPC code). `fuzzing` (hidden) lets
 //! the fuzz targets in `fuzz/` call the block services' request checks.
 
 // First: its block table defines `with_blocks!`, which the modules after
@@ -39,6 +40,7 @@ pub mod components;
 pub mod actors;
 pub mod api;
 pub mod config;
+pub mod flow_control;
 /// The block services' request checks without a runtime, for `fuzz/`.
 #[doc(hidden)]
 pub mod fuzzing;
@@ -54,6 +56,12 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("layotto_descriptor");
     /// Descriptors of Dapr's runtime API and AppCallback.
     pub const DAPR_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dapr_descriptor");
+
+    /// etcd's v3 API (package `etcdserverpb`), the client side of the
+    /// part the etcd component types use.
+    pub mod etcd {
+        tonic::include_proto!("etcdserverpb");
+    }
 
     /// Layotto's `spec.proto.runtime.v1`.
     pub mod runtime {
@@ -90,4 +98,4 @@ pub mod proto {
 }
 
 pub use config::Config;
-pub use runtime::{Runtime, RuntimeError};
+pub use runtime::{ReloadSource, Runtime, RuntimeError};

@@ -54,9 +54,27 @@ enum Command {
         #[command(flatten)]
         pid: PidFileArg,
     },
-    /// Accepted for Layotto compatibility; does nothing (Layotto's
-    /// `reload` is a no-op too).
-    Reload,
+    /// Makes a running sidecar re-read its config now (SIGHUP through its
+    /// pid file); it also does by itself when the file changes. Layotto's
+    /// `reload` is a no-op.
+    Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        pid: PidFileArg,
+    },
+    /// Read a TCP copy dump (`dump_tcp_copy.log`) back into the gRPC calls
+    /// it holds: time, connection, method, and each request message as
+    /// JSON (hex when the method is unknown); what could not be read is
+    /// said with `!`.
+    #[command(name = "tcpcopy-decode")]
+    TcpCopyDecode {
+        /// The dump file.
+        file: PathBuf,
+        /// One JSON object per call, then one per note, instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -367,20 +385,44 @@ impl DaprdFlags {
 }
 
 impl ConfigArg {
-    fn load(&self) -> Result<config::Loaded, ConfigError> {
+    fn launch(&self) -> config::Launch {
         let explicit = self.config.is_some();
         let config = if explicit || self.resources_path.is_empty() {
             config::resolve(self.config.as_deref())
         } else {
             None
         };
-        let mut loaded = config::load_launch(&config::Launch {
+        config::Launch {
             config,
             resources: self.resources_path.clone(),
             flags: self.daprd.settings(),
-        })?;
+        }
+    }
+
+    fn load(&self) -> Result<config::Loaded, ConfigError> {
+        let mut loaded = config::load_launch(&self.launch())?;
         loaded.ignored.extend(self.daprd.unused());
         Ok(loaded)
+    }
+
+    /// Where a running sidecar reads its config again (hot reload): the
+    /// files it came from, loaded the same way. None for the embedded
+    /// default.
+    fn reload_source(&self, fail_fast: bool) -> Option<layotto::ReloadSource> {
+        let launch = self.launch();
+        let mut watch: Vec<PathBuf> = launch.config.iter().cloned().collect();
+        watch.extend(launch.resources.iter().cloned());
+        if watch.is_empty() {
+            return None;
+        }
+        Some(layotto::ReloadSource {
+            load: std::sync::Arc::new(move || {
+                config::load_launch(&launch)
+                    .map(|loaded| prepare(loaded.config, fail_fast))
+                    .map_err(|e| e.to_string())
+            }),
+            watch,
+        })
     }
 }
 
@@ -402,6 +444,30 @@ fn daprd_style_args() -> Vec<std::ffi::OsString> {
         .collect()
 }
 
+/// `layotto tcpcopy-decode FILE`.
+fn tcp_copy_decode(file: &std::path::Path, json: bool) -> ExitCode {
+    use layotto::api::tcp_copy::decode;
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", file.display());
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let decoded = decode::decode_dump(&String::from_utf8_lossy(&bytes));
+    if json {
+        for call in &decoded.calls {
+            println!("{}", serde_json::to_string(call).unwrap_or_default());
+        }
+        for note in &decoded.notes {
+            println!("{}", serde_json::json!({ "note": note }));
+        }
+    } else {
+        print!("{}", decode::render(&decoded));
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     // No flags at all: the help, as Layotto prints it.
     if std::env::args_os().len() <= 1 {
@@ -421,29 +487,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
-        Command::Reload => ExitCode::SUCCESS,
-        Command::Stop { config, pid } => {
-            let config = match config.load() {
-                Ok(loaded) => loaded.config,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_BAD_CONFIG);
-                }
-            };
-            match stop(&pid.path(&config)) {
-                Ok(message) => {
-                    println!("{message}");
-                    ExitCode::SUCCESS
-                }
-                Err(message) => {
-                    eprintln!("{message}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
-        }
+        Command::Reload { config, pid } => signal_sidecar(&config, &pid, signal_reload),
+        Command::TcpCopyDecode { file, json } => tcp_copy_decode(&file, json),
+        Command::Stop { config, pid } => signal_sidecar(&config, &pid, stop),
         Command::Start(start) => {
             let StartArgs {
-                config,
+                config: config_arg,
                 fail_fast,
                 pid,
                 mosn,
@@ -452,7 +501,7 @@ fn main() -> ExitCode {
                 mut config,
                 source,
                 mut ignored,
-            } = match config.load() {
+            } = match config_arg.load() {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("{e}");
@@ -460,18 +509,15 @@ fn main() -> ExitCode {
                 }
             };
             ignored.extend(mosn.ignored());
-            config.supervisor.fail_fast |= fail_fast;
-            // Dapr's variable, for apps launched as they launch daprd.
-            if config.server.api_token.is_none() {
-                config.server.api_token = std::env::var("DAPR_API_TOKEN").ok().filter(|t| !t.is_empty());
-            }
+            let reload = config_arg.reload_source(fail_fast);
+            config = prepare(config, fail_fast);
             telemetry::init(&config.log);
             info!(config = %source, version = env!("CARGO_PKG_VERSION"), "Starting Layotto");
             for line in ignored {
                 info!("Ignored: {line}");
             }
             let pid_file = PidFile::write(pid.path(&config));
-            let outcome = run(config);
+            let outcome = run(config, reload);
             drop(pid_file);
             match outcome {
                 Ok(()) => ExitCode::SUCCESS,
@@ -536,13 +582,45 @@ fn is_zombie(pid: u32) -> bool {
 
 /// SIGTERM to the sidecar named by the pid file, then waits (up to a
 /// minute: its grace period) for it to exit.
-fn stop(path: &std::path::Path) -> Result<String, String> {
-    use rustix::process::{Pid, Signal, kill_process, test_kill_process};
+/// `stop` and `reload`: finds the sidecar's pid file from its config and
+/// acts on the process it names.
+fn signal_sidecar(
+    config: &ConfigArg,
+    pid: &PidFileArg,
+    action: fn(&std::path::Path) -> Result<String, String>,
+) -> ExitCode {
+    let config = match config.load() {
+        Ok(loaded) => loaded.config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match action(&pid.path(&config)) {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// The process id in the pid file at `path`, as read and as rustix's.
+fn pid_of(path: &std::path::Path) -> Result<(u32, rustix::process::Pid), String> {
     let raw = read_pid(path)?;
     let pid = i32::try_from(raw)
         .ok()
-        .and_then(Pid::from_raw)
+        .and_then(rustix::process::Pid::from_raw)
         .ok_or_else(|| format!("the pid file {} holds no valid process id", path.display()))?;
+    Ok((raw, pid))
+}
+
+fn stop(path: &std::path::Path) -> Result<String, String> {
+    use rustix::process::{Signal, kill_process, test_kill_process};
+    let (raw, pid) = pid_of(path)?;
     if kill_process(pid, Signal::TERM).is_err() {
         let _ = std::fs::remove_file(path);
         return Err(format!(
@@ -593,14 +671,34 @@ fn raise_open_files_limit() {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+/// What `start` adds to a loaded config, at start-up and on each reload.
+fn prepare(mut config: Config, fail_fast: bool) -> Config {
+    config.supervisor.fail_fast |= fail_fast;
+    // Dapr's variable, for apps launched as they launch daprd.
+    if config.server.api_token.is_none() {
+        config.server.api_token = std::env::var("DAPR_API_TOKEN").ok().filter(|t| !t.is_empty());
+    }
+    config
+}
+
+/// SIGHUP to the sidecar whose pid file is at `path`: it reloads its
+/// config.
+fn signal_reload(path: &std::path::Path) -> Result<String, String> {
+    use rustix::process::{Signal, kill_process};
+    let (raw, pid) = pid_of(path)?;
+    kill_process(pid, Signal::HUP)
+        .map_err(|e| format!("cannot signal process {raw} (from {}): {e}", path.display()))?;
+    Ok(format!("asked process {raw} to reload its config"))
+}
+
+fn run(config: Config, reload: Option<layotto::ReloadSource>) -> anyhow::Result<()> {
     raise_open_files_limit();
     return_memory_after_bursts();
     // The sidecar runs on its own event-loop thread; this one only waits
     // for a signal or a failure.
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     tokio.block_on(async {
-        let mut runtime = Runtime::start(config).await?;
+        let mut runtime = Runtime::start_reloadable(config, reload).await?;
         let outcome = tokio::select! {
             signal = shutdown_signal() => {
                 info!(signal = signal?, "Shutdown requested");

@@ -31,6 +31,7 @@ pub struct Metrics {
     flow_control_rejected: IntCounterVec,
     wasm_calls: IntCounterVec,
     wasm_call_duration: HistogramVec,
+    tcp_copy_samples: IntCounterVec,
     app_ids: TopicLabels,
 }
 
@@ -155,6 +156,15 @@ impl Metrics {
             &["function"],
         )
         .expect("metric definition is valid");
+        let tcp_copy_samples = IntCounterVec::new(
+            Opts::new(
+                "layotto_tcp_copy_samples_total",
+                "TCP copy samples of the gRPC listener's inbound bytes, by outcome: written to the dump, \
+                 or dropped (the writer's queue was full, or the write failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric definition is valid");
         let build_info = IntGaugeVec::new(
             Opts::new("layotto_build_info", "The running version; always 1"),
             &["version"],
@@ -177,6 +187,7 @@ impl Metrics {
             Box::new(flow_control_rejected.clone()),
             Box::new(wasm_calls.clone()),
             Box::new(wasm_call_duration.clone()),
+            Box::new(tcp_copy_samples.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -199,6 +210,7 @@ impl Metrics {
             flow_control_rejected,
             wasm_calls,
             wasm_call_duration,
+            tcp_copy_samples,
             app_ids: TopicLabels::default(),
         })
     }
@@ -282,6 +294,12 @@ impl Metrics {
     pub fn observe_wasm_call(&self, function: &str, outcome: &'static str, seconds: f64) {
         self.wasm_calls.with_label_values(&[function, outcome]).inc();
         self.wasm_call_duration.with_label_values(&[function]).observe(seconds);
+    }
+
+    /// The counter of TCP copy samples with `outcome` (`written` or
+    /// `dropped`), exported from now on at 0.
+    pub fn tcp_copy_samples(&self, outcome: &'static str) -> prometheus::IntCounter {
+        self.tcp_copy_samples.with_label_values(&[outcome])
     }
 
     pub fn flow_control_rejected(&self, method: &str) {

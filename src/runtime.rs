@@ -38,6 +38,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::supervisor::{Escalation, Health, Slots, StatusRegistry, SupervisorHandle};
 
+mod reload;
+pub use reload::ReloadSource;
+
 /// Stops an API server's intake and waits until `deadline` for its calls
 /// in flight; then turns the cut-off switch, which answers those still
 /// running "the sidecar is stopping", and gives the answers a moment to
@@ -77,6 +80,11 @@ pub enum RuntimeError {
     Bind {
         what: &'static str,
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on the unix socket {}: {source}", path.display())]
+    BindUnix {
+        path: std::path::PathBuf,
         source: std::io::Error,
     },
     #[error("components failed to start and supervisor.fail_fast is on: {}", .0.join("; "))]
@@ -126,6 +134,12 @@ impl Runtime {
     /// its own. Addresses with port 0 get a free port; see
     /// [`Runtime::grpc_addr`] and friends.
     pub async fn start(config: Config) -> Result<Runtime, RuntimeError> {
+        Runtime::start_reloadable(config, None).await
+    }
+
+    /// As [`Runtime::start`], and applies the config's changes while it
+    /// runs when `source` says where it comes from (see `runtime::reload`).
+    pub async fn start_reloadable(config: Config, source: Option<ReloadSource>) -> Result<Runtime, RuntimeError> {
         let (started_tx, started_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
@@ -133,7 +147,7 @@ impl Runtime {
             .name("layotto-runtime".into())
             .spawn(move || {
                 let system = actix_rt::System::new();
-                system.block_on(event_loop(config, started_tx, stop_rx, failures_tx));
+                system.block_on(event_loop(config, source, started_tx, stop_rx, failures_tx));
             })
             .map_err(|e| RuntimeError::EventLoop(format!("cannot spawn its thread: {e}")))?;
         let join = |thread: std::thread::JoinHandle<()>| async move {
@@ -213,10 +227,42 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Runti
         .map_err(|source| RuntimeError::Bind { what, addr, source })
 }
 
+/// A unix socket listener at `path`, replacing a socket file an earlier
+/// run left (never another kind of file).
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, RuntimeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let error = |source| RuntimeError::BindUnix {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        std::fs::remove_file(path).map_err(error)?;
+    }
+    tokio::net::UnixListener::bind(path).map_err(error)
+}
+
 fn local_addr(listener: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<SocketAddr, RuntimeError> {
     listener
         .local_addr()
         .map_err(|source| RuntimeError::Bind { what, addr, source })
+}
+
+/// Fills `config`'s secret references from the secret stores running now
+/// (at start-up, and for each reloaded config).
+pub(crate) async fn resolve_secret_refs(
+    config: &mut Config,
+    stores: &crate::actors::Blocks<crate::components::SecretStores>,
+) -> Result<(), Vec<String>> {
+    secrets::refs::resolve(config, |store, secret| {
+        let handle = stores.get("store", &store);
+        async move {
+            let handle = handle.map_err(|e| e.to_string())?;
+            handle.call(GetSecret { key: secret }).await.map_err(|e| e.to_string())
+        }
+    })
+    .await
 }
 
 /// Resolves when `stop` turns true (or its sender is gone).
@@ -230,11 +276,12 @@ type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
 /// is dropped), reporting start-up on `started` and failures on `failures`.
 async fn event_loop(
     config: Config,
+    source: Option<ReloadSource>,
     started: oneshot::Sender<Result<Started, RuntimeError>>,
     mut stop: oneshot::Receiver<()>,
     failures: mpsc::UnboundedSender<RuntimeError>,
 ) {
-    let mut serving = match Serving::start(config).await {
+    let mut serving = match Serving::start(config, source).await {
         Ok(serving) => serving,
         Err(e) => {
             let _ = started.send(Err(e));
@@ -308,6 +355,8 @@ struct Serving {
     internal: Option<(watch::Sender<bool>, GrpcTask)>,
     /// Re-reads the mTLS files when they change, when mTLS is on.
     mtls_watch: Option<JoinHandle<()>>,
+    /// Applies config changes, when the config came from a file.
+    reload: Option<JoinHandle<()>>,
     /// The Dapr HTTP API's stop switch and task, when it is configured.
     dapr_http: Option<(watch::Sender<bool>, JoinHandle<std::io::Result<()>>)>,
     /// Delivery of the app's subscriptions, when it has a callback server.
@@ -329,7 +378,7 @@ struct Serving {
 }
 
 impl Serving {
-    async fn start(mut config: Config) -> Result<Serving, RuntimeError> {
+    async fn start(mut config: Config, source: Option<ReloadSource>) -> Result<Serving, RuntimeError> {
         let server = &config.server;
         let mtls = server.mtls.as_ref().map(api::mtls::Mtls::load).transpose()?;
         if let Some(addr) = server.internal
@@ -338,7 +387,10 @@ impl Serving {
         {
             warn!(internal = %addr, "The internal listener is reachable beyond loopback without mTLS: sidecar-to-sidecar calls are plaintext; set [server.mtls]");
         }
-        let grpc_listener = bind("gRPC", server.grpc).await?;
+        let grpc_listener = match &server.grpc_socket {
+            Some(path) => api::grpc::GrpcListener::Unix(bind_unix(path)?),
+            None => api::grpc::GrpcListener::Tcp(bind("gRPC", server.grpc).await?),
+        };
         let actuator_listener = bind("actuator", server.actuator).await?;
         let dapr_listener = match server.dapr_http {
             Some(addr) => Some((bind("Dapr HTTP", addr).await?, addr)),
@@ -384,7 +436,10 @@ impl Serving {
                 spec.advertise = advertise.clone();
             }
         }
-        let grpc_addr = local_addr(&grpc_listener, "gRPC", server.grpc)?;
+        let grpc_addr = match &grpc_listener {
+            api::grpc::GrpcListener::Tcp(listener) => local_addr(listener, "gRPC", server.grpc)?,
+            api::grpc::GrpcListener::Unix(_) => server.grpc,
+        };
         let actuator_addr = local_addr(&actuator_listener, "actuator", server.actuator)?;
         let dapr_http_addr = match &dapr_listener {
             Some((listener, addr)) => Some(local_addr(listener, "Dapr HTTP", *addr)?),
@@ -405,16 +460,8 @@ impl Serving {
         supervisor.start_components(secret_stores).await;
         if secrets::refs::any(&config) {
             await_first_builds(&status, config.supervisor.init_timeout).await;
-            let stores = all.router().secret_stores;
-            let resolved = secrets::refs::resolve(&mut config, |store, secret| {
-                let handle = stores.get("store", &store).cloned();
-                async move {
-                    let handle = handle.map_err(|e| e.to_string())?;
-                    handle.call(GetSecret { key: secret }).await.map_err(|e| e.to_string())
-                }
-            })
-            .await;
-            if let Err(problems) = resolved {
+            let router = all.router();
+            if let Err(problems) = resolve_secret_refs(&mut config, &router.secret_stores).await {
                 supervisor.stop(config.server.shutdown_grace_period).await;
                 return Err(RuntimeError::SecretRefs(problems));
             }
@@ -427,7 +474,7 @@ impl Serving {
         let functions_supervisor = supervisor.start_functions(all.functions.clone()).await;
         let functions = api::blocks::wasm::FunctionTable::new(
             functions_supervisor,
-            router.functions.iter().cloned(),
+            router.functions.handles(),
             status.clone(),
             config.supervisor.queue_capacity,
             instance.clone(),
@@ -457,6 +504,7 @@ impl Serving {
             declared_subscriptions: config.subscriptions.clone(),
             active_subscriptions: Default::default(),
             functions,
+            lifecycle: Default::default(),
             this: this.clone(),
         });
 
@@ -527,6 +575,7 @@ impl Serving {
                 }))
             }),
             dapr_http,
+            reload: None,
             subscriptions: None,
             input_bindings: None,
             http_stop,
@@ -577,9 +626,25 @@ impl Serving {
             .app_channel
             .clone()
             .map(|app| api::input::InputBindings::start(ctx.clone(), app));
-        serving.subscriptions = ctx.app_channel.clone().map(|app| Subscriptions::start(ctx, app));
+        serving.subscriptions = ctx
+            .app_channel
+            .clone()
+            .map(|app| Subscriptions::start(ctx.clone(), app));
+        if let Some(supervisor) = serving.supervisor.clone() {
+            let (applies, applied) = mpsc::unbounded_channel();
+            let _ = ctx.lifecycle.set(applies);
+            let reloader = reload::Reloader {
+                ctx,
+                supervisor,
+                status: status.clone(),
+                current: config.clone(),
+                instance: instance.clone(),
+                advertise: advertise.clone(),
+            };
+            serving.reload = Some(tokio::spawn(reloader.run(source, applied)));
+        }
         status.set_runtime(Health::Up, "");
-        info!(grpc = %grpc_addr, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, internal = ?serving.internal_addr, "Layotto is serving");
+        info!(grpc = %grpc_addr, grpc_socket = ?config.server.grpc_socket, actuator = %actuator_addr, dapr_http = ?dapr_http_addr, internal = ?serving.internal_addr, "Layotto is serving");
         Ok(serving)
     }
 
@@ -610,6 +675,9 @@ impl Serving {
         info!(grace = ?self.grace, "Shutting down");
         if let Some(watch) = self.mtls_watch.take() {
             watch.abort();
+        }
+        if let Some(reload) = self.reload.take() {
+            reload.abort();
         }
         self.status.set_runtime(Health::Down, "shutdown");
         let _ = self.stopping.send(true);

@@ -19,7 +19,7 @@ mod reason;
 mod root;
 mod status;
 
-pub use block::{AddChild, BlockSupervisor, RemoveChild};
+pub use block::{AddChild, BlockSupervisor, ReconfigureChild, RemoveChild};
 pub use reason::StopReason;
 pub use root::Escalation;
 pub use status::{ComponentId, Health, Snapshot, StatusCell, StatusRegistry};
@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::actors::{Blocks, Router, Slot};
 use crate::components::{BuildingBlock, ComponentSpec, Kind};
 use crate::config::{Config, SupervisorConfig};
-use root::{Ping, RootSupervisor, StartBlocks, StartDynamicBlock, StopTree};
+use root::{BlockOf, Ping, RootSupervisor, StartBlocks, StartDynamicBlock, StopTree};
 
 macro_rules! slots {
     ($(($block:ident, $field:ident)),*) => {
@@ -127,6 +127,7 @@ impl SupervisorProbe {
 }
 
 /// The running supervision tree.
+#[derive(Clone)]
 pub struct SupervisorHandle {
     root: Addr<RootSupervisor>,
 }
@@ -153,6 +154,12 @@ impl SupervisorHandle {
         slots: Vec<Arc<Slot<crate::components::Functions>>>,
     ) -> Option<Addr<BlockSupervisor<crate::components::Functions>>> {
         self.root.send(StartDynamicBlock(slots)).await.ok()
+    }
+
+    /// The supervisor of block `B`, started now if the block had no
+    /// components yet.
+    pub async fn block<B: BuildingBlock>(&self) -> Option<Addr<BlockSupervisor<B>>> {
+        self.root.send(BlockOf::<B>(std::marker::PhantomData)).await.ok()
     }
 
     /// A probe of the actor system, for the liveness endpoint.

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use super::Operation;
 use super::host::{Call, ComponentActor};
 use crate::components::{BuildingBlock, ComponentError, ComponentSpec, Retained};
+use crate::flow_control::{Limiter, Verdict};
 use crate::supervisor::StatusCell;
 
 /// Why a call to a component did not return the component's answer.
@@ -25,6 +26,13 @@ pub enum CallError {
     /// restarted.
     #[error("component {component} failed while handling the request and is restarting")]
     Panicked { component: Arc<str> },
+    /// The call is over the component's `flow_control` rate.
+    #[error("component {component} is over its flow control limit of {threshold} calls per {interval:?}; retry later")]
+    Limited {
+        component: Arc<str>,
+        threshold: u32,
+        interval: std::time::Duration,
+    },
     /// The component answered with an error.
     #[error("component {component}: {error}")]
     Component { component: Arc<str>, error: ComponentError },
@@ -34,7 +42,8 @@ pub enum CallError {
 /// the API side need: the supervisor swaps in a new actor on each restart,
 /// the handles read the current one.
 pub struct Slot<B: BuildingBlock> {
-    pub spec: Arc<ComponentSpec>,
+    /// The spec the component is (re)built from; a reload replaces it.
+    spec: RwLock<Arc<ComponentSpec>>,
     pub status: Arc<StatusCell>,
     /// `"<kind>/<name>"`, for error messages.
     key: Arc<str>,
@@ -45,23 +54,49 @@ pub struct Slot<B: BuildingBlock> {
     in_flight: Arc<AtomicUsize>,
     /// What the component keeps across restarts.
     pub retained: Retained,
+    /// The component's `flow_control` rate, when it has one.
+    limiter: RwLock<Option<Arc<Limiter>>>,
 }
 
 impl<B: BuildingBlock> Slot<B> {
     pub fn new(spec: ComponentSpec, status: Arc<StatusCell>, capacity: usize) -> Arc<Self> {
         Arc::new(Slot {
             key: status.id().key().into(),
-            spec: Arc::new(spec),
             status,
             addr: RwLock::new(None),
             capacity,
             in_flight: Arc::new(AtomicUsize::new(0)),
             retained: Retained::default(),
+            limiter: RwLock::new(spec.flow_control.as_ref().map(|rule| Arc::new(Limiter::of(rule)))),
+            spec: RwLock::new(Arc::new(spec)),
         })
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The spec the component is built from now.
+    pub fn spec(&self) -> Arc<ComponentSpec> {
+        self.spec
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the spec (a reload): later builds use it, and its flow
+    /// control rate applies to the next call.
+    pub fn set_spec(&self, spec: Arc<ComponentSpec>) {
+        let limiter = spec.flow_control.as_ref().map(|rule| Arc::new(Limiter::of(rule)));
+        *self.limiter.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = limiter;
+        *self.spec.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = spec;
+    }
+
+    fn limiter(&self) -> Option<Arc<Limiter>> {
+        self.limiter
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Calls admitted and not yet finished.
@@ -113,8 +148,8 @@ impl<B: BuildingBlock> ComponentHandle<B> {
         ComponentHandle { slot }
     }
 
-    pub fn spec(&self) -> &ComponentSpec {
-        &self.slot.spec
+    pub fn spec(&self) -> Arc<ComponentSpec> {
+        self.slot.spec()
     }
 
     pub fn slot(&self) -> &Arc<Slot<B>> {
@@ -135,6 +170,21 @@ impl<B: BuildingBlock> ComponentHandle<B> {
                 component: slot.key.clone(),
                 reason,
             });
+        }
+        if let Some(limiter) = slot.limiter() {
+            match limiter.verdict() {
+                Verdict::Pass => {}
+                Verdict::Wait(wait) => tokio::time::sleep(wait).await,
+                Verdict::Reject => {
+                    let spec = slot.spec();
+                    let rule = spec.flow_control.as_ref();
+                    return Err(CallError::Limited {
+                        component: slot.key.clone(),
+                        threshold: rule.map_or(0, |r| r.threshold),
+                        interval: rule.map_or_else(Default::default, |r| r.stat_interval),
+                    });
+                }
+            }
         }
         let restarting = || CallError::Unavailable {
             component: slot.key.clone(),

@@ -394,6 +394,97 @@ impl<B: BuildingBlock, O: Operation<B>> Handler<Call<B, O>> for ComponentActor<B
     }
 }
 
+/// Rebuilds the hosted component from a new spec, make-before-break: the
+/// old instance keeps serving while the new one builds; once it has built,
+/// calls go to it, the old one's linked tasks stop, and it closes when the
+/// calls it was running have finished. A build that fails leaves the old
+/// instance serving and answers why.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Reconfigure<B: BuildingBlock> {
+    pub spec: Arc<ComponentSpec>,
+    pub entry: &'static TypeEntry<B::Component>,
+}
+
+/// How long a replaced instance may take to finish its calls before it is
+/// closed anyway.
+const REPLACED_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+impl<B: BuildingBlock> Handler<Reconfigure<B>> for ComponentActor<B> {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, Reconfigure { spec, entry }: Reconfigure<B>, ctx: &mut Context<Self>) -> Self::Result {
+        let (tasks, mut ended) = Tasks::new();
+        let actor = ctx.address().downgrade();
+        let watched = tasks.clone();
+        let build = (entry.build)(BuildContext {
+            spec: (*spec).clone(),
+            tasks: tasks.clone(),
+            retained: self.retained.clone(),
+        });
+        let timeout = self.settings.build_timeout;
+        let build = async move {
+            match tokio::time::timeout(timeout, AssertUnwindSafe(build).catch_unwind()).await {
+                Ok(Ok(Ok(component))) => Ok(component),
+                Ok(Ok(Err(e))) => Err(e.to_string()),
+                Ok(Err(panic)) => Err(format!("panicked: {}", panic_message(&*panic))),
+                Err(_) => Err(format!("timed out after {timeout:?}")),
+            }
+        };
+        Box::pin(
+            build
+                .instrument(self.span.clone())
+                .into_actor(self)
+                .map(move |result, act, _ctx| {
+                    let _span = act.span.clone().entered();
+                    let component = match result {
+                        Ok(component) if act.stop_reason.is_none() => component,
+                        Ok(component) => {
+                            watched.abort_all();
+                            actix_rt::spawn(async move { component.close().await });
+                            return Err("the component stopped while the new settings were built".into());
+                        }
+                        Err(error) => {
+                            watched.abort_all();
+                            warn!(%error, "New settings failed to build; the running instance keeps serving");
+                            return Err(error);
+                        }
+                    };
+                    // The new instance's linked tasks end the actor as the old
+                    // one's did.
+                    actix_rt::spawn(async move {
+                        if let Some(ended) = ended.recv().await
+                            && let Some(actor) = actor.upgrade()
+                        {
+                            actor.do_send(LinkedTaskEnded(ended));
+                        }
+                    });
+                    if let Some(old_tasks) = act.tasks.replace(watched) {
+                        old_tasks.abort_all();
+                    }
+                    act.spec = spec;
+                    act.entry = entry;
+                    act.health_failures = 0;
+                    if let Some(old) = act.component.replace(component) {
+                        actix_rt::spawn(
+                            async move {
+                                // Calls running on the old instance hold it.
+                                let deadline = Instant::now() + REPLACED_DRAIN_LIMIT;
+                                while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                                old.close().await;
+                            }
+                            .instrument(act.span.clone()),
+                        );
+                    }
+                    info!("Component rebuilt with new settings");
+                    Ok(())
+                }),
+        )
+    }
+}
+
 /// A background task linked to the actor ended.
 #[derive(Message)]
 #[rtype(result = "()")]

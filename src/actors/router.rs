@@ -1,7 +1,7 @@
 //! Finds the component a request names.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use super::handle::{ComponentHandle, Slot};
 use crate::components::{BuildingBlock, Kind};
@@ -25,25 +25,54 @@ pub enum RouteError {
     },
 }
 
-/// The components of one building block, by instance name.
+/// The components of one building block, by instance name. A reload adds
+/// and removes components while requests read the map: each read takes the
+/// map of the moment (one `Arc` clone under a read lock).
 pub struct Blocks<B: BuildingBlock> {
-    handles: BTreeMap<String, ComponentHandle<B>>,
+    handles: RwLock<Arc<BTreeMap<String, ComponentHandle<B>>>>,
 }
 
 impl<B: BuildingBlock> Blocks<B> {
     pub fn new(slots: &[Arc<Slot<B>>]) -> Self {
         Blocks {
-            handles: slots
-                .iter()
-                .map(|slot| (slot.spec.name.clone(), ComponentHandle::new(slot.clone())))
-                .collect(),
+            handles: RwLock::new(Arc::new(
+                slots
+                    .iter()
+                    .map(|slot| (slot.spec().name.clone(), ComponentHandle::new(slot.clone())))
+                    .collect(),
+            )),
         }
+    }
+
+    fn current(&self) -> Arc<BTreeMap<String, ComponentHandle<B>>> {
+        self.handles
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Routes requests for the slot's name to it from now on.
+    pub fn insert(&self, slot: Arc<Slot<B>>) {
+        let mut handles = self.handles.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = (**handles).clone();
+        next.insert(slot.spec().name.clone(), ComponentHandle::new(slot));
+        *handles = Arc::new(next);
+    }
+
+    /// Stops routing requests to `name`; answers its handle.
+    pub fn remove(&self, name: &str) -> Option<ComponentHandle<B>> {
+        let mut handles = self.handles.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = (**handles).clone();
+        let removed = next.remove(name);
+        *handles = Arc::new(next);
+        removed
     }
 
     /// The component called `name`; `field` names the request field it came
     /// from, for the error message.
-    pub fn get(&self, field: &'static str, name: &str) -> Result<&ComponentHandle<B>, RouteError> {
-        if self.handles.is_empty() {
+    pub fn get(&self, field: &'static str, name: &str) -> Result<ComponentHandle<B>, RouteError> {
+        let handles = self.current();
+        if handles.is_empty() {
             return Err(RouteError::NoneConfigured { kind: B::KIND });
         }
         if name.is_empty() {
@@ -53,19 +82,20 @@ impl<B: BuildingBlock> Blocks<B> {
                 known: self.names(),
             });
         }
-        self.handles.get(name).ok_or_else(|| RouteError::Unknown {
+        handles.get(name).cloned().ok_or_else(|| RouteError::Unknown {
             kind: B::KIND,
             name: crate::api::blocks::quote(name).into_owned(),
-            known: self.names(),
+            known: handles.keys().cloned().collect(),
         })
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.handles.keys().cloned().collect()
+        self.current().keys().cloned().collect()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &ComponentHandle<B>> {
-        self.handles.values()
+    /// The components of the moment.
+    pub fn handles(&self) -> Vec<ComponentHandle<B>> {
+        self.current().values().cloned().collect()
     }
 }
 

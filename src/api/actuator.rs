@@ -78,6 +78,12 @@ async fn readiness(State(ctx): State<Arc<ApiContext>>) -> Response {
             json!({ "status": status, "details": { "reason": reason } }),
         );
     }
+    for (name, note) in ctx.status.notes() {
+        components.insert(
+            name.into(),
+            json!({ "status": "UP", "details": { "reason": note.reason, "since": rfc3339(note.since) } }),
+        );
+    }
     for (id, snapshot) in ctx.status.components() {
         components.insert(
             id.key(),

@@ -17,6 +17,7 @@ pub mod configuration;
 pub mod file;
 pub mod hello;
 pub mod invoke;
+pub mod lifecycle;
 pub mod lock;
 pub mod metadata;
 pub mod pubsub;
@@ -104,7 +105,7 @@ impl From<CallError> for BlockError {
     fn from(e: CallError) -> BlockError {
         let kind = match &e {
             CallError::Unavailable { .. } => BlockError::Unavailable,
-            CallError::Busy { .. } => BlockError::ResourceExhausted,
+            CallError::Busy { .. } | CallError::Limited { .. } => BlockError::ResourceExhausted,
             CallError::Panicked { .. } => BlockError::Internal,
             CallError::Component { error, .. } => component_kind(error),
         };
@@ -119,6 +120,7 @@ fn component_kind(e: &ComponentError) -> fn(String) -> BlockError {
         ComponentError::Conflict(_) => BlockError::Conflict,
         ComponentError::Unavailable(_) | ComponentError::Fatal(_) => BlockError::Unavailable,
         ComponentError::Unsupported(_) => BlockError::Unimplemented,
+        ComponentError::FailedPrecondition(_) => BlockError::FailedPrecondition,
         ComponentError::Internal(_) => BlockError::Internal,
     }
 }
@@ -207,6 +209,7 @@ mod tests {
             (ComponentError::Fatal("gone".into()), "Unavailable"),
             (ComponentError::Unsupported("no".into()), "Unimplemented"),
             (ComponentError::NotFound("no".into()), "NotFound"),
+            (ComponentError::FailedPrecondition("floor".into()), "FailedPrecondition"),
         ];
         for (error, kind) in cases {
             let call = CallError::Component {

@@ -36,6 +36,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
 use super::linger::Lingering;
+use super::tcp_copy::{TcpCopy, Teed};
 use crate::config::ServerConfig;
 
 /// The time limits of one listener's connections.
@@ -245,17 +246,20 @@ pub async fn accept(listener: &TcpListener, limits: ConnLimits) -> Guarded<TcpSt
 
 /// The guarded connections of a gRPC listener, for tonic's
 /// `serve_with_incoming_shutdown`; each lingers when closed (see
-/// [`linger`](super::linger)), its close held by `lingering`.
+/// [`linger`](super::linger)), its close held by `lingering`, and its
+/// inbound bytes are sampled by `tcp_copy` when there is one.
 pub fn incoming(
     listener: TcpListener,
     limits: ConnLimits,
     lingering: tokio_util::task::TaskTracker,
-) -> impl futures::Stream<Item = io::Result<Guarded<Lingering<TcpStream>>>> + Send + 'static {
+    tcp_copy: Option<Arc<TcpCopy>>,
+) -> impl futures::Stream<Item = io::Result<Guarded<Lingering<Teed<TcpStream>>>>> + Send + 'static {
     futures::stream::unfold(listener, move |listener| {
         let lingering = lingering.clone();
+        let tcp_copy = tcp_copy.clone();
         async move {
             let io = accept(&listener, limits).await;
-            let io = Guarded::new(Lingering::new(io.io, lingering), limits);
+            let io = Guarded::new(Lingering::new(Teed::new(io.io, tcp_copy.as_ref()), lingering), limits);
             Some((Ok(io), listener))
         }
     })

@@ -192,7 +192,7 @@ pub async fn run_subscription(
             return;
         }
     };
-    let request = subscribe_request(&spec, handle.spec());
+    let request = subscribe_request(&spec, &handle.spec());
     let concurrency = request.max_in_flight;
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut deliveries = JoinSet::new();

@@ -22,6 +22,7 @@ mod metrics_layer;
 mod proxy;
 mod pubsub;
 pub use metrics_layer::GrpcMetricsLayer;
+mod lifecycle;
 mod runtime;
 mod secrets;
 mod sequencer;
@@ -70,11 +71,20 @@ pub fn served_methods() -> HashSet<String> {
     methods
 }
 
+/// Where the Layotto and Dapr gRPC APIs listen.
+pub enum GrpcListener {
+    Tcp(TcpListener),
+    /// A unix socket (Layotto's `"network": "unix"`): local clients only,
+    /// so the connection time limits that guard TCP clients are not
+    /// applied.
+    Unix(tokio::net::UnixListener),
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and lets calls in
 /// flight finish (the caller bounds that wait).
 pub async fn serve(
     ctx: Arc<ApiContext>,
-    listener: TcpListener,
+    listener: GrpcListener,
     limits: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -102,7 +112,13 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let mut routes = Routes::new(runtime).add_service(dapr_api).add_service(health_service);
+    let lifecycle = crate::proto::runtime::v1::lifecycle_server::LifecycleServer::new(
+        lifecycle::LifecycleService::new(ctx.clone()),
+    );
+    let mut routes = Routes::new(runtime)
+        .add_service(lifecycle)
+        .add_service(dapr_api)
+        .add_service(health_service);
     if let Some(reflection) = reflection_v1 {
         routes = routes.add_service(reflection);
     }
@@ -115,8 +131,7 @@ pub async fn serve(
     // a closed connection lingers so that no reset loses its last answers.
     // (HTTP/2 PING keep-alive is left off: hyper then time-stamps every
     // frame, a cost measured on the actor-hop and state benchmarks.)
-    let incoming = super::conn::incoming(listener, super::conn::ConnLimits::of(limits), ctx.lingering.clone());
-    let served = Server::builder()
+    let router = Server::builder()
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(
             metrics_layer::GrpcMetricsLayer::new(ctx.metrics.clone(), served_methods())
@@ -131,9 +146,25 @@ pub async fn serve(
             &limits.flow_control,
             ctx.metrics.clone(),
         ))
-        .add_routes(with_proxy(ctx.clone(), routes))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .add_routes(with_proxy(ctx.clone(), routes));
+    let served = match listener {
+        GrpcListener::Tcp(listener) => {
+            // TCP copy samples what this listener receives (off by default).
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            let tcp_copy = super::tcp_copy::TcpCopy::start(&limits.tcp_copy, port, &ctx.metrics);
+            let incoming = super::conn::incoming(
+                listener,
+                super::conn::ConnLimits::of(limits),
+                ctx.lingering.clone(),
+                tcp_copy,
+            );
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+        GrpcListener::Unix(listener) => {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    };
     feeder.abort();
     served
 }
@@ -163,7 +194,7 @@ pub async fn serve_internal(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let conn_limits = super::conn::ConnLimits::of(limits);
-    let incoming = super::conn::incoming(listener, conn_limits, ctx.lingering.clone());
+    let incoming = super::conn::incoming(listener, conn_limits, ctx.lingering.clone(), None);
     let router = Server::builder()
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(

@@ -41,7 +41,8 @@ impl InputBindings {
         let tasks = ctx
             .router
             .bindings
-            .iter()
+            .handles()
+            .into_iter()
             .filter_map(|handle| {
                 let spec = handle.spec();
                 let direction = spec.meta("direction").map(str::to_ascii_lowercase);

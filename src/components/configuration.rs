@@ -7,6 +7,7 @@
 //! [`ConfigEvent::Resync`], and the subscriber is sent the current values
 //! instead, so no change is missed silently.
 
+pub mod etcd;
 pub mod file;
 pub mod memory;
 pub mod postgres;

@@ -5,11 +5,14 @@
 //! expires, and only the owner can release or extend it, however many
 //! sidecars share the backend.
 
+pub mod etcd;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod redis_cluster;
 mod sql;
 pub mod sqlite;
+pub mod zookeeper;
 
 use std::time::Duration;
 

@@ -75,6 +75,14 @@ impl RedisConnection {
 
     /// Connects and proves the connection with a `PING`.
     pub async fn connect(&self) -> Result<ConnectionManager, BuildError> {
+        let mut conn = self.manager().await?;
+        ping(&mut conn).await.map_err(|e| BuildError(e.to_string()))?;
+        Ok(conn)
+    }
+
+    /// Connects, with the dial and read timeouts of the metadata, without
+    /// proving the connection.
+    pub async fn manager(&self) -> Result<ConnectionManager, BuildError> {
         let host = &self.redis_host;
         let fail = |e: redis::RedisError| BuildError(format!("redis {host}: {e}"));
         let client = redis::Client::open(self.url()).map_err(fail)?;
@@ -83,9 +91,7 @@ impl RedisConnection {
             .set_response_timeout(Some(self.read_timeout.into()))
             // Reconnects are the supervisor's job: fail fast, let it restart.
             .set_number_of_retries(1);
-        let mut conn = client.get_connection_manager_with_config(config).await.map_err(fail)?;
-        ping(&mut conn).await.map_err(|e| BuildError(e.to_string()))?;
-        Ok(conn)
+        client.get_connection_manager_with_config(config).await.map_err(fail)
     }
 }
 

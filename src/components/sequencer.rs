@@ -10,12 +10,15 @@
 //! restart throws the rest of a segment away rather than hand an id out
 //! twice.
 
+pub mod etcd;
 pub mod memory;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod snowflake;
 mod sql;
 pub mod sqlite;
+pub mod zookeeper;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -66,6 +69,28 @@ pub struct SegmentKeys {
     /// Ids reserved at once for `WEAK` ids; at least 1.
     #[serde(default = "default_segment_size")]
     pub segment_size: u64,
+    /// Layotto's name for the segment size; wins over `segmentSize`.
+    #[serde(default)]
+    pub segment_step: Option<u64>,
+    /// Layotto's switch for segments: `false` asks the store for every
+    /// id, `WEAK` ones included.
+    #[serde(default = "default_true")]
+    pub segment_cache_enable: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl SegmentKeys {
+    /// The ids reserved at once: 1 when segments are off.
+    pub fn size(&self) -> u64 {
+        if self.segment_cache_enable {
+            self.segment_step.unwrap_or(self.segment_size).max(1)
+        } else {
+            1
+        }
+    }
 }
 
 fn default_segment_size() -> u64 {
@@ -76,6 +101,9 @@ impl Section for SegmentKeys {
     fn check(&self, errors: &mut Vec<MetadataError>) {
         if self.segment_size == 0 {
             errors.push(MetadataError::new("segmentSize", "'0' is not a positive number of ids"));
+        }
+        if self.segment_step == Some(0) {
+            errors.push(MetadataError::new("segmentStep", "'0' is not a positive number of ids"));
         }
     }
 }
@@ -117,7 +145,7 @@ pub trait SequencerStore: Component {
 /// size. The next segment is reserved in the background, as a task linked
 /// to the component through `tasks` (a panic there is a component failure).
 pub fn segmented(store: Arc<dyn SequencerStore>, sequencing: &Sequencing, tasks: Tasks) -> Arc<dyn SequencerStore> {
-    let size = sequencing.segment.segment_size.max(1);
+    let size = sequencing.segment.size();
     Arc::new(Segmented {
         store,
         size,

@@ -51,6 +51,12 @@ impl<'de> serde::Deserialize<'de> for TableName {
     }
 }
 
+impl TableName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One SQL backend.
 pub struct Backend {
     /// The component type, for messages.

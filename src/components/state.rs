@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod redis;
 mod sql;
 pub mod sqlite;
+pub mod zookeeper;
 
 use std::time::{Duration, SystemTime};
 

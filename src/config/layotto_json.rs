@@ -13,21 +13,29 @@ use serde_json::{Map, Value};
 use super::Problem;
 
 /// `grpc_config` keys that are Layotto features this runtime does not have.
-const UNSUPPORTED: &[&str] = &[
-    "custom_component",
-    "extends",
-    "oss",
-    "cryption",
-    "email",
-    "phone",
-    "sms",
-    "delay_queue",
-];
+const UNSUPPORTED: &[&str] = &["extends", "oss", "cryption", "email", "phone", "sms", "delay_queue"];
 
-pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>, Vec<Problem>> {
+/// A Layotto config read as the native tree.
+#[derive(Debug)]
+pub(super) struct Translated {
+    /// The native config tree.
+    pub tree: Map<String, Value>,
+    /// MOSN and Layotto settings that mean nothing here, by path, with
+    /// why: logged once at start-up, at info.
+    pub ignored: Vec<String>,
+}
+
+/// Listener keys read here; any other is MOSN's and reported as ignored.
+const LISTENER_KEYS: &[&str] = &["name", "address", "network", "filter_chains", "stream_filters"];
+
+pub(super) fn translate(root: &Map<String, Value>) -> Result<Translated, Vec<Problem>> {
     let mut problems = Vec::new();
+    let mut ignored = Vec::new();
     let mut grpc: Option<(String, &Map<String, Value>)> = None;
+    let mut grpc_socket: Option<String> = None;
+    let mut metrics_addr: Option<String> = None;
     let mut flow_control: Option<Value> = None;
+    let mut tcp_copy: Option<Value> = None;
     let mut actuator_addr = None;
     let mut wasm_addr = None;
     let mut wasm_admin_addr = None;
@@ -38,7 +46,19 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
+    for (key, value) in root {
+        match key.as_str() {
+            "servers" => {}
+            "metrics" => metrics_addr = metrics_sink(value, &mut ignored),
+            other => ignored.push(format!("{other} (a MOSN setting)")),
+        }
+    }
     for (si, server) in servers.iter().enumerate() {
+        if let Some(server) = server.as_object() {
+            for key in server.keys().filter(|k| *k != "listeners") {
+                ignored.push(format!("servers[{si}].{key} (a MOSN server setting)"));
+            }
+        }
         let listeners = server
             .get("listeners")
             .and_then(Value::as_array)
@@ -47,9 +67,21 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
         for (li, listener) in listeners.iter().enumerate() {
             let path = format!("servers[{si}].listeners[{li}]");
             let address = listener.get("address").and_then(Value::as_str);
-            if listener.get("name").and_then(Value::as_str) == Some("actuator") {
+            let is_actuator = listener.get("name").and_then(Value::as_str) == Some("actuator");
+            if is_actuator {
                 actuator_addr = address.map(str::to_owned);
             }
+            if let Some(listener) = listener.as_object() {
+                for key in listener.keys().filter(|k| !LISTENER_KEYS.contains(&k.as_str())) {
+                    ignored.push(format!("{path}.{key} (a MOSN listener setting)"));
+                }
+            }
+            let is_wasm = stream_filters(listener)
+                .any(|f| matches!(f.get("type").and_then(Value::as_str), Some("Layotto" | "wasm_filter")));
+            let is_runtime = filters(listener).any(|filter| {
+                filter.get("type").and_then(Value::as_str) == Some("grpc")
+                    && filter.pointer("/config/server_name").and_then(Value::as_str) == Some("runtime")
+            });
             for (fi, stream_filter) in stream_filters(listener).enumerate() {
                 let at = format!("{path}.stream_filters[{fi}]");
                 match stream_filter.get("type").and_then(Value::as_str) {
@@ -84,7 +116,31 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
                         }
                     }
                     Some("wasm_filter") => wasm_admin_addr = address.map(str::to_owned),
-                    _ => {}
+                    // Read below, on the runtime listener.
+                    Some("flowControlFilter") if is_runtime => {}
+                    // The actuator itself; gRPC metrics are always kept.
+                    Some("actuator_filter") if is_actuator => {}
+                    Some("grpc_metric") if is_runtime => {}
+                    other => ignored.push(format!(
+                        "{at} (stream filter {}: not a Layotto feature here)",
+                        other.unwrap_or("without a type")
+                    )),
+                }
+            }
+            for (fi, filter) in filters(listener).enumerate() {
+                let kind = filter.get("type").and_then(Value::as_str);
+                let known = match kind {
+                    Some("grpc" | "tcpcopy") => is_runtime,
+                    // MOSN's HTTP proxy in front of the actuator and the
+                    // WASM listeners.
+                    Some("proxy") => is_actuator || is_wasm,
+                    _ => false,
+                };
+                if !known {
+                    ignored.push(format!(
+                        "{path}.filter_chains.filters[{fi}] (network filter {}: not a Layotto feature here)",
+                        kind.unwrap_or("without a type")
+                    ));
                 }
             }
             for (fi, filter) in filters(listener).enumerate() {
@@ -93,11 +149,19 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
                 if !runtime {
                     continue;
                 }
-                if listener.get("network").and_then(Value::as_str) == Some("unix") {
-                    problems.push(Problem {
+                match listener.get("network").and_then(Value::as_str) {
+                    None | Some("" | "tcp" | "tcp4" | "tcp6") => {}
+                    Some("unix") => match address {
+                        Some(socket) if !socket.is_empty() => grpc_socket = Some(socket.to_owned()),
+                        _ => problems.push(Problem {
+                            path: format!("{path}.address"),
+                            message: "a unix listener's address is the socket's path".into(),
+                        }),
+                    },
+                    Some(other) => problems.push(Problem {
                         path: format!("{path}.network"),
-                        message: "unix socket listeners are not supported; listen on ip:port".into(),
-                    });
+                        message: format!("'{other}' is not a network; use tcp or unix"),
+                    }),
                 }
                 for (si, stream_filter) in listener
                     .get("stream_filters")
@@ -114,8 +178,14 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
                         }
                     }
                 }
+                match tcp_copy_of(listener, &path) {
+                    Ok(Some(native)) => tcp_copy = Some(native),
+                    Ok(None) => {}
+                    Err(problem) => problems.push(problem),
+                }
+                let tcp_address = if grpc_socket.is_some() { None } else { address };
                 match filter.pointer("/config/grpc_config").and_then(Value::as_object) {
-                    Some(cfg) => grpc = Some((address.unwrap_or_default().to_owned(), cfg)),
+                    Some(cfg) => grpc = Some((tcp_address.unwrap_or_default().to_owned(), cfg)),
                     None => problems.push(Problem {
                         path: format!("{path}.filter_chains.filters[{fi}].config.grpc_config"),
                         message: "the runtime grpc filter has no grpc_config table".into(),
@@ -138,11 +208,20 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
     if !grpc_addr.is_empty() {
         server.insert("grpc".into(), Value::String(grpc_addr));
     }
+    if let Some(socket) = grpc_socket {
+        server.insert("grpc_socket".into(), Value::String(socket));
+    }
     if let Some(addr) = actuator_addr {
         server.insert("actuator".into(), Value::String(addr));
     }
+    if let Some(addr) = metrics_addr {
+        server.insert("metrics".into(), Value::String(addr));
+    }
     if let Some(flow_control) = flow_control {
         server.insert("flow_control".into(), flow_control);
+    }
+    if let Some(tcp_copy) = tcp_copy {
+        server.insert("tcp_copy".into(), tcp_copy);
     }
     if let Some(addr) = wasm_addr {
         server.insert("wasm".into(), Value::String(addr));
@@ -170,6 +249,18 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
             }
             continue;
         }
+        if key == "custom_component" {
+            // Layotto builds custom components only for the API plugins
+            // compiled into its binary, and logs and skips a kind no
+            // plugin registered (its own `layotto` binary registers none,
+            // yet its default config.json lists one).
+            for kind in value.as_object().into_iter().flatten().map(|(kind, _)| kind) {
+                ignored.push(format!(
+                    "grpc_config.custom_component.{kind} (no API plugin here uses custom components of kind '{kind}'; Layotto skips it too)"
+                ));
+            }
+            continue;
+        }
         if UNSUPPORTED.contains(&key.as_str()) {
             problems.push(Problem {
                 path: format!("grpc_config.{key}"),
@@ -179,7 +270,42 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Map<String, Value>,
         }
         out.insert(key.clone(), value.clone());
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(Translated { tree: out, ignored })
+    } else {
+        Err(problems)
+    }
+}
+
+/// MOSN's `metrics.sinks`: a `prometheus` sink's `config.port` becomes the
+/// metrics listener, on every interface as MOSN binds it (it serves the
+/// metrics at any path, `/metrics` included). Other sinks are reported.
+fn metrics_sink(metrics: &Value, ignored: &mut Vec<String>) -> Option<String> {
+    let mut addr = None;
+    if let Some(metrics) = metrics.as_object() {
+        for key in metrics.keys().filter(|k| *k != "sinks") {
+            ignored.push(format!("metrics.{key} (a MOSN metrics setting)"));
+        }
+    }
+    let sinks = metrics
+        .get("sinks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for (i, sink) in sinks.iter().enumerate() {
+        let port = sink
+            .pointer("/config/port")
+            .and_then(|p| p.as_u64().or_else(|| p.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|p| u16::try_from(p).ok());
+        match (sink.get("type").and_then(Value::as_str), port) {
+            (Some("prometheus"), Some(port)) if addr.is_none() => addr = Some(format!("0.0.0.0:{port}")),
+            (kind, _) => ignored.push(format!(
+                "metrics.sinks[{i}] (a {} sink: metrics are served by the first prometheus sink with a port, and on the actuator's /metrics)",
+                kind.unwrap_or("typeless")
+            )),
+        }
+    }
+    addr
 }
 
 /// MOSN's `flowControlFilter` config as the native `server.flow_control`
@@ -262,6 +388,58 @@ fn flow_control_of(config: Option<&Value>, at: &str) -> Result<Value, Problem> {
     }
     out.insert("rules".into(), Value::Array(rules));
     Ok(Value::Object(out))
+}
+
+/// MOSN's `tcpcopy` network filter on the runtime's listener
+/// (`filter_chains[].filters[]`) as the native `server.tcp_copy` table:
+/// its `config.strategy` keys are ours; the dump directory is left to its
+/// default (MOSN's log path). Bounds are checked by the native validation.
+fn tcp_copy_of(listener: &Value, path: &str) -> Result<Option<Value>, Problem> {
+    const KEYS: &[&str] = &["switch", "interval", "duration", "cpu_max_rate", "mem_max_rate"];
+    for (ci, chain) in listener
+        .get("filter_chains")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for (fi, filter) in chain
+            .get("filters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if filter.get("type").and_then(Value::as_str) != Some("tcpcopy") {
+                continue;
+            }
+            let at = format!("{path}.filter_chains[{ci}].filters[{fi}].config.strategy");
+            let mut out = Map::new();
+            match filter.pointer("/config/strategy") {
+                // Layotto leaves everything at its default (off).
+                None | Some(Value::Null) => {}
+                Some(Value::Object(strategy)) => {
+                    for (key, value) in strategy {
+                        if !KEYS.contains(&key.as_str()) {
+                            return Err(Problem {
+                                path: format!("{at}.{key}"),
+                                message: format!("unknown tcpcopy strategy key; the keys are {}", KEYS.join(", ")),
+                            });
+                        }
+                        out.insert(key.clone(), value.clone());
+                    }
+                }
+                Some(_) => {
+                    return Err(Problem {
+                        path: at,
+                        message: "the tcpcopy strategy is a table".into(),
+                    });
+                }
+            }
+            return Ok(Some(Value::Object(out)));
+        }
+    }
+    Ok(None)
 }
 
 /// A Layotto WASM plugin config (a `Layotto` stream filter entry, or the

@@ -824,3 +824,106 @@ fn a_secret_reference_may_stand_for_a_required_key() {
     );
     assert_eq!(config.components_of(Kind::PubSubs)[0].secret_refs[0].store, "env");
 }
+
+#[test]
+fn tcp_copy_is_read_with_layottos_bounds() {
+    let config = toml(
+        r#"
+        [server.tcp_copy]
+        switch = "ON"
+        interval = 60
+        duration = 5
+        cpu_max_rate = 90
+        mem_max_rate = 85.5
+        dir = "/var/dump"
+        queue = 10
+        "#,
+    )
+    .expect("valid");
+    assert_eq!(
+        config.server.tcp_copy,
+        TcpCopyConfig {
+            enabled: true,
+            interval: 60,
+            duration: 5,
+            cpu_max_rate: 90.0,
+            mem_max_rate: 85.5,
+            dir: Some(PathBuf::from("/var/dump")),
+            queue: 10,
+        }
+    );
+    assert_eq!(
+        config.server.tcp_copy.dump_file(),
+        Path::new("/var/dump/dump_tcp_copy.log")
+    );
+    let off = toml("").expect("valid").server.tcp_copy;
+    assert_eq!((off.enabled, off.interval, off.duration), (false, 30, 1));
+    assert_eq!((off.cpu_max_rate, off.mem_max_rate, off.queue), (80.0, 70.0, 1024));
+    assert!(off.dump_dir().ends_with("logs/mosn/dump"));
+}
+
+#[test]
+fn tcp_copy_bad_values_name_their_field() {
+    let found = problems(
+        r#"
+        [server.tcp_copy]
+        switch = "MAYBE"
+        interval = 10
+        duration = 10
+        cpu_max_rate = 100
+        mem_max_rate = 0
+        dir = ""
+        queue = 0
+        color = "red"
+        "#,
+    );
+    for field in [
+        "switch",
+        "interval",
+        "duration",
+        "cpu_max_rate",
+        "mem_max_rate",
+        "dir",
+        "queue",
+        "color",
+    ] {
+        let path = format!("server.tcp_copy.{field}");
+        assert!(found.iter().any(|p| p.contains(&path)), "{path} not in {found:?}");
+    }
+    let found = problems("[server.tcp_copy]\ninterval = 3601\n");
+    assert!(
+        found.iter().any(|p| p.contains("server.tcp_copy.interval")),
+        "{found:?}"
+    );
+    let found = problems("[server.tcp_copy]\ninterval = 30\nduration = 31\n");
+    assert!(
+        found.iter().any(|p| p.contains("server.tcp_copy.duration")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn tcp_copy_comes_from_layottos_tcpcopy_filter() {
+    let json = r#"{"servers":[{"listeners":[{"name":"grpc","address":"127.0.0.1:34904","bind_port":true,
+        "filter_chains":[{"filters":[
+            {"type":"tcpcopy","config":{"strategy":{"switch":"ON","interval":30,"duration":10,"cpu_max_rate":80,"mem_max_rate":80}}},
+            {"type":"grpc","config":{"server_name":"runtime","grpc_config":{"hellos":{"helloworld":{"type":"helloworld"}}}}}
+        ]}]}]}]}"#;
+    let config = load_str(json, Format::Json, "config.json", Some(BTreeMap::new())).expect("valid");
+    let t = &config.server.tcp_copy;
+    assert_eq!((t.enabled, t.interval, t.duration), (true, 30, 10));
+    assert_eq!((t.cpu_max_rate, t.mem_max_rate, t.dir.clone()), (80.0, 80.0, None));
+
+    let bad = json.replace("\"duration\":10", "\"duration\":30");
+    let e = load_str(&bad, Format::Json, "config.json", Some(BTreeMap::new())).expect_err("duration = interval");
+    let found: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+    assert!(
+        found.iter().any(|p| p.contains("server.tcp_copy.duration")),
+        "{found:?}"
+    );
+
+    let unknown = json.replace("\"switch\"", "\"swich\"");
+    let e = load_str(&unknown, Format::Json, "config.json", Some(BTreeMap::new())).expect_err("unknown key");
+    let found: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+    assert!(found.iter().any(|p| p.contains("strategy.swich")), "{found:?}");
+}

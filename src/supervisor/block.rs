@@ -14,7 +14,8 @@ use super::StopReason;
 use super::backoff::{RestartHistory, RestartPolicy};
 use super::root::Escalation;
 use super::status::Health;
-use crate::actors::{ChildEvent, ComponentActor, HostSettings, Shutdown, Slot};
+use crate::actors::{ChildEvent, ComponentActor, HostSettings, Reconfigure, Shutdown, Slot};
+use crate::components::ComponentSpec;
 use crate::components::{BuildingBlock, TypeEntry, find};
 use crate::config::SupervisorConfig;
 
@@ -37,6 +38,8 @@ pub struct BlockSupervisor<B: BuildingBlock> {
     policy: RestartPolicy,
     escalate: Recipient<Escalation>,
     stopping: bool,
+    /// The last actor generation handed out.
+    next_generation: u64,
 }
 
 impl<B: BuildingBlock> BlockSupervisor<B> {
@@ -46,7 +49,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
         let children = slots
             .iter()
             .filter_map(|slot| {
-                let entry = find(B::TYPES, &slot.spec.type_name)?;
+                let entry = find(B::TYPES, &slot.spec().type_name)?;
                 let child = Child {
                     slot: slot.clone(),
                     entry,
@@ -55,7 +58,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
                     pending_restart: None,
                     last_stop: None,
                 };
-                Some((slot.spec.name.clone(), child))
+                Some((slot.spec().name.clone(), child))
             })
             .collect();
         BlockSupervisor {
@@ -64,6 +67,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
             settings,
             escalate,
             stopping: false,
+            next_generation: 0,
         }
     }
 
@@ -73,8 +77,11 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
             return;
         };
         child.pending_restart = None;
-        child.generation += 1;
-        let (spec, entry, generation) = (child.slot.spec.clone(), child.entry, child.generation);
+        // Unique across this block's children: a replaced child's late
+        // events never match its successor under the same name.
+        self.next_generation += 1;
+        child.generation = self.next_generation;
+        let (spec, entry, generation) = (child.slot.spec(), child.entry, child.generation);
         let settings = HostSettings::new(&self.settings, child.slot.capacity());
         let retained = child.slot.retained.clone();
         let addr = ComponentActor::<B>::new(spec, entry, settings, generation, supervisor, retained).start();
@@ -177,7 +184,9 @@ impl<B: BuildingBlock> Handler<ChildEvent> for BlockSupervisor<B> {
     }
 }
 
-/// Adds a component at run time (an installed function) and starts it.
+/// Adds a component at run time (an installed function, a reload) and
+/// starts it. A child of the same name is forgotten without being stopped:
+/// whoever replaces it stops its actor once requests have moved.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AddChild<B: BuildingBlock>(pub Arc<Slot<B>>);
@@ -189,11 +198,14 @@ impl<B: BuildingBlock> Handler<AddChild<B>> for BlockSupervisor<B> {
         if self.stopping {
             return;
         }
-        let Some(entry) = find(B::TYPES, &slot.spec.type_name) else {
+        let Some(entry) = find(B::TYPES, &slot.spec().type_name) else {
             slot.status.set(Health::Down, "unknown component type");
             return;
         };
-        let name = slot.spec.name.clone();
+        let name = slot.spec().name.clone();
+        if let Some(handle) = self.children.get_mut(&name).and_then(|old| old.pending_restart.take()) {
+            ctx.cancel_future(handle);
+        }
         self.children.insert(
             name.clone(),
             Child {
@@ -233,6 +245,68 @@ impl<B: BuildingBlock> Handler<RemoveChild> for BlockSupervisor<B> {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, addr.send(Shutdown)).await;
             }
         })
+    }
+}
+
+/// Gives a running component new settings (a reload): a component that is
+/// UP is rebuilt make-before-break by its actor (see [`Reconfigure`]); one
+/// that is not serving is restarted with them at once. Answers whether the
+/// new settings took; when they did not, the old ones stay.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct ReconfigureChild(pub Arc<ComponentSpec>);
+
+impl<B: BuildingBlock> Handler<ReconfigureChild> for BlockSupervisor<B> {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, ReconfigureChild(spec): ReconfigureChild, ctx: &mut Context<Self>) -> Self::Result {
+        let refused = |reason: String| -> Self::Result { Box::pin(actix::fut::ready(Err(reason))) };
+        if self.stopping {
+            return refused("the sidecar is stopping".into());
+        }
+        let Some(entry) = find(B::TYPES, &spec.type_name) else {
+            return refused(format!("unknown {} type '{}'", B::KIND, spec.type_name));
+        };
+        let name = spec.name.clone();
+        let Some(child) = self.children.get_mut(&name) else {
+            return refused(format!("{}/{name} is not running", B::KIND));
+        };
+        let old = child.slot.spec();
+        let actor = child.slot.actor().filter(|_| child.slot.status.check().is_ok());
+        let Some(actor) = actor else {
+            // Not serving: nothing to keep up; start over with the new
+            // settings now.
+            child.slot.set_spec(spec);
+            child.entry = entry;
+            child.history = RestartHistory::default();
+            if let Some(handle) = child.pending_restart.take() {
+                ctx.cancel_future(handle);
+            }
+            let previous = child.slot.actor();
+            // The old actor's stop event is ignored: the generation moves on.
+            self.start_child(&name, ctx);
+            if let Some(previous) = previous {
+                previous.do_send(Shutdown);
+            }
+            return Box::pin(actix::fut::ready(Ok(())));
+        };
+        let reconfigured = actor.send(Reconfigure::<B> {
+            spec: spec.clone(),
+            entry,
+        });
+        Box::pin(reconfigured.into_actor(self).map(move |answer, act, _ctx| {
+            let answer = answer.unwrap_or_else(|_| Err("the component stopped during the rebuild".into()));
+            if let Some(child) = act.children.get_mut(&name) {
+                match &answer {
+                    Ok(()) => {
+                        child.slot.set_spec(spec);
+                        child.entry = entry;
+                    }
+                    Err(_) => child.slot.set_spec(old),
+                }
+            }
+            answer
+        }))
     }
 }
 

@@ -28,6 +28,9 @@ pub struct RootSupervisor {
     escalations: mpsc::UnboundedSender<Escalation>,
     /// Block supervisors in start order.
     blocks: Vec<Recipient<StopBlock>>,
+    /// The same, by kind (each an `Addr<BlockSupervisor<B>>`), for
+    /// components added at run time.
+    by_kind: std::collections::HashMap<Kind, Box<dyn std::any::Any>>,
 }
 
 impl RootSupervisor {
@@ -36,6 +39,7 @@ impl RootSupervisor {
             settings,
             escalations,
             blocks: Vec::new(),
+            by_kind: std::collections::HashMap::new(),
         }
     }
 
@@ -55,6 +59,7 @@ impl RootSupervisor {
     ) -> Addr<BlockSupervisor<B>> {
         let block = BlockSupervisor::<B>::new(slots, self.settings.clone(), ctx.address().recipient()).start();
         self.blocks.push(block.clone().recipient());
+        self.by_kind.insert(B::KIND, Box::new(block.clone()));
         block
     }
 }
@@ -89,6 +94,25 @@ impl<B: BuildingBlock> Handler<StartDynamicBlock<B>> for RootSupervisor {
 
     fn handle(&mut self, StartDynamicBlock(slots): StartDynamicBlock<B>, ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.spawn_block(&slots, ctx))
+    }
+}
+
+/// The supervisor of block `B`, started (with no components) when the
+/// block had none: where a reload adds components.
+#[derive(Message)]
+#[rtype(result = "Addr<BlockSupervisor<B>>")]
+pub struct BlockOf<B: BuildingBlock>(pub std::marker::PhantomData<fn() -> B>);
+
+impl<B: BuildingBlock> Handler<BlockOf<B>> for RootSupervisor {
+    type Result = MessageResult<BlockOf<B>>;
+
+    fn handle(&mut self, _: BlockOf<B>, ctx: &mut Context<Self>) -> Self::Result {
+        let known = self
+            .by_kind
+            .get(&B::KIND)
+            .and_then(|block| block.downcast_ref::<Addr<BlockSupervisor<B>>>())
+            .cloned();
+        MessageResult(known.unwrap_or_else(|| self.spawn_block::<B>(&[], ctx)))
     }
 }
 

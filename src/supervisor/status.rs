@@ -142,6 +142,9 @@ impl Shared {
 pub struct StatusRegistry {
     shared: Arc<Shared>,
     runtime: Mutex<Snapshot>,
+    /// Runtime-level notes shown in readiness, always UP (the last config
+    /// reload's outcome), by name.
+    notes: Mutex<std::collections::BTreeMap<&'static str, Snapshot>>,
     components: Mutex<Vec<Arc<StatusCell>>>,
 }
 
@@ -151,6 +154,7 @@ impl StatusRegistry {
         Arc::new(StatusRegistry {
             shared: Arc::new(Shared { metrics, changes }),
             runtime: Mutex::new(Snapshot::new(Health::Init, "starting")),
+            notes: Mutex::new(Default::default()),
             components: Mutex::new(Vec::new()),
         })
     }
@@ -205,6 +209,18 @@ impl StatusRegistry {
             state.reason = reason.to_owned();
         }
         self.shared.changed();
+    }
+
+    /// Sets a note shown in readiness under `name`: informative, it never
+    /// makes the sidecar unready.
+    pub fn set_note(&self, name: &'static str, reason: &str) {
+        lock(&self.notes).insert(name, Snapshot::new(Health::Up, reason));
+        self.shared.changed();
+    }
+
+    /// The notes, by name.
+    pub fn notes(&self) -> Vec<(&'static str, Snapshot)> {
+        lock(&self.notes).iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
     /// Ready means the runtime serves and every component is UP.

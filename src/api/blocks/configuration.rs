@@ -327,6 +327,11 @@ async fn follow(store: ComponentHandle<ConfigStores>, store_name: String, sel: S
             () = out.closed() => return,
         } {
             let items = match event {
+                // What the subscriber already has is no change: the write
+                // that the first read already saw, arriving through the
+                // feed after it (watch first, then read), is not sent
+                // twice.
+                ConfigEvent::Changed(id, value) if known.get(&id) == value.as_ref() => continue,
                 ConfigEvent::Changed(id, value) if sel.matches(&id) => match value {
                     Some(value) => {
                         known.insert(id.clone(), value.clone());

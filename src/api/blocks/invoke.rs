@@ -332,7 +332,7 @@ async fn resolve(ctx: &ApiContext, app_id: &str, namespace: &str) -> Result<Arc<
         return Ok(found);
     }
     ctx.metrics.count_resolution(false);
-    let resolvers: Vec<_> = ctx.router.name_resolvers.iter().collect();
+    let resolvers: Vec<_> = ctx.router.name_resolvers.handles();
     if resolvers.is_empty() {
         return Err(BlockError::NotFound(format!(
             "app id '{}' cannot be resolved: no name resolution is configured (list the app under a \

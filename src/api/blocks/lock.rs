@@ -60,7 +60,7 @@ pub(crate) fn lease(expire: i32) -> Result<Duration, BlockError> {
 /// Whether the lock was taken; never waits, and is not reentrant.
 pub async fn try_lock(ctx: &ApiContext, req: LeaseRequest) -> Result<bool, BlockError> {
     let store = ctx.router.locks.get(STORE_NAME, &req.store)?;
-    let key = lock_key(&ctx.app.app_id, store.spec(), &req.store, &req.resource_id, &req.owner)?;
+    let key = lock_key(&ctx.app.app_id, &store.spec(), &req.store, &req.resource_id, &req.owner)?;
     let ttl = lease(req.expire)?;
     Ok(store
         .call(TryLock {
@@ -73,13 +73,13 @@ pub async fn try_lock(ctx: &ApiContext, req: LeaseRequest) -> Result<bool, Block
 
 pub async fn unlock(ctx: &ApiContext, req: UnlockRequest) -> Result<LockStatus, BlockError> {
     let store = ctx.router.locks.get(STORE_NAME, &req.store)?;
-    let key = lock_key(&ctx.app.app_id, store.spec(), &req.store, &req.resource_id, &req.owner)?;
+    let key = lock_key(&ctx.app.app_id, &store.spec(), &req.store, &req.resource_id, &req.owner)?;
     Ok(store.call(Unlock { key, owner: req.owner }).await?)
 }
 
 pub async fn keep_alive(ctx: &ApiContext, req: LeaseRequest) -> Result<LockStatus, BlockError> {
     let store = ctx.router.locks.get(STORE_NAME, &req.store)?;
-    let key = lock_key(&ctx.app.app_id, store.spec(), &req.store, &req.resource_id, &req.owner)?;
+    let key = lock_key(&ctx.app.app_id, &store.spec(), &req.store, &req.resource_id, &req.owner)?;
     let ttl = lease(req.expire)?;
     Ok(store
         .call(KeepAlive {

@@ -31,7 +31,7 @@ pub(crate) fn sequence(app_id: &str, spec: &ComponentSpec, req: &NextIdRequest) 
 
 pub async fn next_id(ctx: &ApiContext, req: NextIdRequest) -> Result<i64, BlockError> {
     let store = ctx.router.sequencers.get("store_name", &req.store)?;
-    let (key, floor) = sequence(&ctx.app.app_id, store.spec(), &req)?;
+    let (key, floor) = sequence(&ctx.app.app_id, &store.spec(), &req)?;
     Ok(store
         .call(NextId {
             key,

@@ -152,15 +152,15 @@ impl Scope {
 }
 
 /// A store, with the key scheme its metadata asks for.
-struct Store<'a> {
-    handle: &'a ComponentHandle<State>,
+struct Store {
+    handle: ComponentHandle<State>,
     scope: Scope,
 }
 
-impl<'a> Store<'a> {
-    fn find(ctx: &'a ApiContext, name: &str, field: &'static str) -> Result<Store<'a>, BlockError> {
+impl Store {
+    fn find(ctx: &ApiContext, name: &str, field: &'static str) -> Result<Store, BlockError> {
         let handle = ctx.router.state.get(field, name)?;
-        let scope = Scope::of(handle.spec(), &ctx.app.app_id);
+        let scope = Scope::of(&handle.spec(), &ctx.app.app_id);
         Ok(Store { handle, scope })
     }
 }

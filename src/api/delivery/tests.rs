@@ -72,6 +72,7 @@ fn a_retried_event_comes_back_after_a_jittered_backoff_and_a_settled_one_does_no
                 String::new(),
                 String::new(),
             ),
+            lifecycle: Default::default(),
             this: this.clone(),
         });
 

@@ -42,7 +42,7 @@ impl ComponentType<dyn LockStore> for RedisType {
 
 /// KEYS[1] = lock, ARGV[1] = owner: -1 nobody holds it, -2 someone else
 /// does, 1 released.
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local holder = redis.call('GET', KEYS[1])
@@ -56,7 +56,7 @@ return 1
 
 /// KEYS[1] = lock, ARGV[1] = owner, ARGV[2] = lease in ms: as UNLOCK, but
 /// extends the lease instead.
-static KEEP_ALIVE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static KEEP_ALIVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local holder = redis.call('GET', KEYS[1])
@@ -76,7 +76,7 @@ fn status(code: i64) -> LockStatus {
     }
 }
 
-fn millis(ttl: Duration) -> u64 {
+pub(super) fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
