@@ -22,6 +22,19 @@ const DAPR_PROTOS: &[&str] = &[
 /// client only).
 const ETCD_PROTOS: &[&str] = &["proto/etcd/rpc.proto"];
 
+/// The pluggable component protocols, Dapr's and Layotto's: the sidecar is
+/// their client; their descriptors let tests serve them from other
+/// languages.
+const PLUGGABLE_PROTOS: &[&str] = &[
+    "proto/dapr/proto/components/v1/common.proto",
+    "proto/dapr/proto/components/v1/state.proto",
+    "proto/dapr/proto/components/v1/pubsub.proto",
+    "proto/dapr/proto/components/v1/bindings.proto",
+    "proto/dapr/proto/components/v1/secretstore.proto",
+    "proto/spec/proto/pluggable/v1/common/common.proto",
+    "proto/spec/proto/pluggable/v1/hello/hello.proto",
+];
+
 /// Baseline services for the benchmarks; kept out of reflection.
 const BENCH_PROTOS: &[&str] = &["proto/layotto/bench/v1/echo.proto"];
 
@@ -61,6 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path(codec)
         .file_descriptor_set_path(out.join("dapr_descriptor.bin"))
         .compile_with_config(config(), DAPR_PROTOS, &["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .file_descriptor_set_path(out.join("pluggable_descriptor.bin"))
+        .compile_with_config(config(), PLUGGABLE_PROTOS, &["proto"])?;
     tonic_prost_build::configure()
         .build_server(false)
         .compile_with_config(config(), ETCD_PROTOS, &["proto"])?;

@@ -693,14 +693,14 @@ type Post = (String, Vec<u8>, HashMap<String, String>);
 /// (others 404); POSTs are recorded by path, and the first `fail_first`
 /// POSTs of a body equal to `fail_body` answer 500.
 #[derive(Clone)]
-struct InputApp {
-    port: u16,
+pub(crate) struct InputApp {
+    pub(crate) port: u16,
     posts: Arc<Mutex<Vec<Post>>>,
     probes: Arc<Mutex<Vec<String>>>,
 }
 
 impl InputApp {
-    async fn start(routes: &[&str], fail_body: &'static [u8], fail_first: usize) -> InputApp {
+    pub(crate) async fn start(routes: &[&str], fail_body: &'static [u8], fail_first: usize) -> InputApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let app = InputApp {
@@ -749,7 +749,7 @@ impl InputApp {
         app
     }
 
-    fn posts_to(&self, path: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    pub(crate) fn posts_to(&self, path: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> {
         self.posts
             .lock()
             .expect("lock")
@@ -760,7 +760,7 @@ impl InputApp {
     }
 }
 
-fn http_app_section(port: u16) -> String {
+pub(crate) fn http_app_section(port: u16) -> String {
     format!(
         "[app]\napp_id = \"{}\"\nport = {port}\nprotocol = \"http\"\n",
         unique("input-app")

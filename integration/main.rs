@@ -20,6 +20,7 @@ mod layotto_configs;
 mod linked_tasks;
 mod lock;
 mod process;
+mod pluggable;
 mod pubsub;
 mod pubsub_faults;
 mod reload;

@@ -23,6 +23,9 @@ pub enum Broker {
     Rabbitmq,
     Nats,
     Mqtt,
+    /// A Python process serving Dapr's pluggable pub/sub protocol
+    /// (`integration/pluggable/components.py`).
+    Pluggable,
 }
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -39,6 +42,11 @@ impl Broker {
             Broker::Rabbitmq => ("rabbitmq", r#"host = "amqp://guest:guest@127.0.0.1:5672/%2f""#),
             Broker::Nats => ("nats", r#"natsURL = "nats://127.0.0.1:4222", ackWaitTime = "3s""#),
             Broker::Mqtt => ("mqtt", r#"url = "tcp://127.0.0.1:1883""#),
+            Broker::Pluggable => ("", ""),
+        };
+        let ty = match self {
+            Broker::Pluggable => crate::pluggable::shared_name(),
+            _ => ty.to_owned(),
         };
         format!("[pub_subs.ps]\ntype = \"{ty}\"\nmetadata = {{ {meta} }}\n")
     }
@@ -47,7 +55,7 @@ impl Broker {
 impl BackendType for Broker {
     fn service(self) -> Option<Service> {
         match self {
-            Broker::Memory => None,
+            Broker::Memory | Broker::Pluggable => None,
             Broker::Redis => Some(Service::Redis),
             Broker::Rabbitmq => Some(Service::Rabbitmq),
             Broker::Nats => Some(Service::Nats),
@@ -66,6 +74,11 @@ pub fn config(broker: Broker, app_id: &str, callback_port: u16) -> String {
 }
 
 pub async fn sidecar(broker: Broker, app_id: &str, callback_port: u16) -> Runtime {
+    if broker == Broker::Pluggable {
+        // Its process, started once and discovered (the cases skip before
+        // this when Python is missing outside CI).
+        crate::pluggable::shared().await.expect("the pluggable pub/sub runs");
+    }
     let rt = support::start(&config(broker, app_id, callback_port)).await;
     support::wait_ready(&rt).await;
     rt
@@ -482,6 +495,9 @@ macro_rules! conformance {
                 if !$broker.available() {
                     return;
                 }
+                if $broker == Broker::Pluggable && crate::pluggable::shared().await.is_none() {
+                    return;
+                }
                 super::$case($broker).await;
             }
         )*
@@ -494,6 +510,7 @@ conformance! {
     rabbitmq => Broker::Rabbitmq,
     nats => Broker::Nats,
     mqtt => Broker::Mqtt,
+    pluggable => Broker::Pluggable,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,9 @@ pub enum Backend {
     Postgres,
     Mysql,
     Zookeeper,
+    /// A Python process serving Dapr's pluggable state protocol
+    /// (`integration/pluggable/components.py`).
+    Pluggable,
 }
 
 /// The table the SQL stores use in the suite.
@@ -56,6 +59,11 @@ impl Backend {
                     dir.file_name().and_then(|n| n.to_str()).unwrap_or("default")
                 ),
             ),
+            Backend::Pluggable => ("", String::new()),
+        };
+        let ty = match self {
+            Backend::Pluggable => crate::pluggable::shared_name(),
+            _ => ty.to_owned(),
         };
         format!("[state.{name}]\ntype = \"{ty}\"\nmetadata = {{ {meta}{metadata} }}\n")
     }
@@ -70,7 +78,7 @@ impl BackendType for Backend {
     /// The service it needs: (name, address).
     fn service(self) -> Option<Service> {
         match self {
-            Backend::Memory | Backend::Sqlite => None,
+            Backend::Memory | Backend::Sqlite | Backend::Pluggable => None,
             Backend::Redis => Some(Service::Redis),
             Backend::Postgres => Some(Service::Postgres),
             Backend::Mysql => Some(Service::Mariadb),
@@ -93,6 +101,10 @@ impl Fixture {
     pub async fn start(backend: Backend) -> Option<Fixture> {
         if !backend.available() {
             return None;
+        }
+        if backend == Backend::Pluggable {
+            // Its process, started once and discovered, or a skip.
+            crate::pluggable::shared().await?;
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let (rt, client) = support::start_ready(&Self::config(backend, dir.path())).await;
@@ -684,10 +696,16 @@ pub async fn queries_filter_sort_and_page(f: &Fixture) {
             r#","sort":[{"key":"person.id","order":"DESC"}]"#,
         ))
         .await;
-    if f.backend == Backend::Redis {
-        let status = assert_code(answer, Code::Unimplemented, "query on redis");
+    // Stores that cannot list their keys say so, naming the store and type.
+    let cannot = match f.backend {
+        Backend::Redis => Some("redis".to_owned()),
+        Backend::Pluggable => Some(crate::pluggable::shared_name()),
+        _ => None,
+    };
+    if let Some(ty) = cannot {
+        let status = assert_code(answer, Code::Unimplemented, "query on a store that cannot list keys");
         assert!(
-            status.message().contains("'s'") && status.message().contains("redis"),
+            status.message().contains("'s'") && status.message().contains(&ty),
             "{}",
             status.message()
         );
@@ -783,4 +801,5 @@ conformance! {
     postgresql => Backend::Postgres,
     mysql => Backend::Mysql,
     zookeeper => Backend::Zookeeper,
+    pluggable => Backend::Pluggable,
 }

@@ -3,7 +3,9 @@
 //!
 //! Adding a component type is one file under `components/<block>/` and one
 //! line in that block's table below. Nothing here knows about gRPC or actors:
-//! a component is plain async code over a backend client.
+//! a component is plain async code over a backend client. Types discovered at
+//! run time (pluggable components, see [`pluggable`]) join through each
+//! block's `pluggable` entry.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +23,7 @@ pub mod hello;
 pub mod lock;
 pub mod meta;
 pub mod name_resolution;
+pub mod pluggable;
 pub mod pubsub;
 pub mod redis_client;
 pub mod secrets;
@@ -50,7 +53,7 @@ macro_rules! block_table {
         reserved: [$($rkind:ident => $rsection:literal),* $(,)?];
         $(
             $(#[$doc:meta])*
-            $block:ident ($kind:ident, $section:literal, $field:ident): dyn $component:path = [$($types:tt)*];
+            $block:ident ($kind:ident, $section:literal, $field:ident): dyn $component:path = [$($types:tt)*] $(pluggable $plug:path)?;
         )*
     ) => {
         /// The building blocks, named as the sections of Layotto's
@@ -78,11 +81,20 @@ macro_rules! block_table {
                 Kind::ALL.iter().copied().find(|k| k.as_str() == section)
             }
 
-            /// The type names a config may use for this kind.
-            pub fn known_types(self) -> Vec<&'static str> {
+            /// The type names a config may use for this kind: the
+            /// registered ones, then the discovered pluggable ones.
+            pub fn known_types(self) -> Vec<String> {
                 match self {
-                    $(Kind::$kind => $block::TYPES.iter().map(|t| t.name).collect(),)*
+                    $(Kind::$kind => <$block as BuildingBlock>::type_names(),)*
                     $(Kind::$rkind => Vec::new(),)*
+                }
+            }
+
+            /// Whether `type_name` is a type of this kind.
+            pub fn has_type(self, type_name: &str) -> bool {
+                match self {
+                    $(Kind::$kind => <$block as BuildingBlock>::entry(type_name).is_some(),)*
+                    $(Kind::$rkind => false,)*
                 }
             }
 
@@ -90,7 +102,7 @@ macro_rules! block_table {
             /// of its log events), when it is registered.
             pub fn type_module(self, type_name: &str) -> Option<&'static str> {
                 let path = match self {
-                    $(Kind::$kind => find($block::TYPES, type_name).map(|t| (t.rust_type)()),)*
+                    $(Kind::$kind => <$block as BuildingBlock>::entry(type_name).map(|t| (t.rust_type)()),)*
                     $(Kind::$rkind => None,)*
                 }?;
                 path.rsplit_once("::").map(|(module, _)| module)
@@ -100,7 +112,7 @@ macro_rules! block_table {
             /// `type` is not registered for this kind.
             pub fn validate(self, spec: &ComponentSpec) -> Option<Vec<MetadataError>> {
                 match self {
-                    $(Kind::$kind => find($block::TYPES, &spec.type_name).map(|t| (t.validate)(spec)),)*
+                    $(Kind::$kind => <$block as BuildingBlock>::entry(&spec.type_name).map(|t| (t.validate)(spec)),)*
                     $(Kind::$rkind => None,)*
                 }
             }
@@ -114,6 +126,7 @@ macro_rules! block_table {
                 type Component = dyn $component;
                 const KIND: Kind = Kind::$kind;
                 const TYPES: &'static [TypeEntry<Self::Component>] = &[$($types)*];
+                $(const PLUGGABLE: Option<&'static TypeEntry<Self::Component>> = Some(&$plug);)?
             }
         )*
 
@@ -134,7 +147,7 @@ block_table! {
     reserved: [];
     /// The `secret_store` building block.
     SecretStores (SecretStore, "secret_store", secret_stores): dyn secrets::SecretStore =
-        [secrets::env::TYPE, secrets::file::TYPE];
+        [secrets::env::TYPE, secrets::file::TYPE] pluggable secrets::pluggable::TYPE;
     /// The `config_store` building block.
     ConfigStores (ConfigStore, "config_store", config_stores): dyn configuration::ConfigStore = [
         configuration::memory::TYPE,
@@ -158,7 +171,7 @@ block_table! {
         hello::helloworld::TYPE,
         #[cfg(feature = "test-components")]
         faulty::HELLO,
-    ];
+    ] pluggable hello::pluggable::TYPE;
     /// The `state` building block.
     State (State, "state", state): dyn state::StateStore = [
         state::memory::TYPE,
@@ -167,7 +180,7 @@ block_table! {
         state::postgres::TYPE,
         state::mysql::TYPE,
         state::zookeeper::TYPE,
-    ];
+    ] pluggable state::pluggable::TYPE;
     /// The `pub_subs` building block.
     PubSubs (PubSubs, "pub_subs", pubsubs): dyn pubsub::PubSub = [
         pubsub::memory::TYPE,
@@ -175,7 +188,7 @@ block_table! {
         pubsub::rabbitmq::TYPE,
         pubsub::nats::TYPE,
         pubsub::mqtt::TYPE,
-    ];
+    ] pluggable pubsub::pluggable::TYPE;
     /// The `file` building block.
     FileStores (File, "file", files): dyn file::FileStore = [
         file::local::TYPE,
@@ -195,7 +208,7 @@ block_table! {
         bindings::mqtt::MQTT3,
         bindings::cron::TYPE,
         bindings::wasm::TYPE,
-    ];
+    ] pluggable bindings::pluggable::TYPE;
     /// The `lock` building block.
     Locks (Lock, "lock", locks): dyn lock::LockStore = [
         lock::memory::TYPE,
@@ -447,6 +460,30 @@ pub trait BuildingBlock: Send + Sync + 'static {
     type Component: ?Sized + Component;
     const KIND: Kind;
     const TYPES: &'static [TypeEntry<Self::Component>];
+    /// What a discovered pluggable type of this block builds with (see
+    /// [`pluggable`]); `None` where no pluggable protocol exists.
+    const PLUGGABLE: Option<&'static TypeEntry<Self::Component>> = None;
+
+    /// The entry of type `name`: a registered type, else a discovered
+    /// pluggable one.
+    fn entry(name: &str) -> Option<&'static TypeEntry<Self::Component>> {
+        find(Self::TYPES, name)
+            .or_else(|| Self::PLUGGABLE.filter(|_| pluggable::registry().contains(Self::KIND, name)))
+    }
+
+    /// The registered type names, then the discovered pluggable ones.
+    fn type_names() -> Vec<String> {
+        let mut names: Vec<String> = Self::TYPES.iter().map(|t| t.name.to_owned()).collect();
+        if Self::PLUGGABLE.is_some() {
+            names.extend(
+                pluggable::registry()
+                    .names(Self::KIND)
+                    .into_iter()
+                    .filter(|n| find(Self::TYPES, n).is_none()),
+            );
+        }
+        names
+    }
 }
 
 /// Looks a type up in a block's table.

@@ -56,6 +56,11 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("layotto_descriptor");
     /// Descriptors of Dapr's runtime API and AppCallback.
     pub const DAPR_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dapr_descriptor");
+    /// Descriptors of the pluggable component protocols (Dapr's
+    /// `dapr.proto.components.v1` and Layotto's `spec.proto.pluggable.v1`),
+    /// with their imports: what a component written in another language
+    /// can build its messages from.
+    pub const PLUGGABLE_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("pluggable_descriptor");
 
     /// etcd's v3 API (package `etcdserverpb`), the client side of the
     /// part the etcd component types use.
@@ -86,6 +91,24 @@ pub mod proto {
         pub mod runtime {
             pub mod v1 {
                 tonic::include_proto!("dapr.proto.runtime.v1");
+            }
+        }
+        /// Dapr's pluggable component protocol (client side).
+        pub mod components {
+            pub mod v1 {
+                tonic::include_proto!("dapr.proto.components.v1");
+            }
+        }
+    }
+
+    /// Layotto's pluggable component protocol (client side).
+    pub mod pluggable {
+        pub mod v1 {
+            pub mod common {
+                tonic::include_proto!("spec.proto.pluggable.v1.common");
+            }
+            pub mod hello {
+                tonic::include_proto!("spec.proto.pluggable.v1.hello");
             }
         }
     }

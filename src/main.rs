@@ -399,7 +399,10 @@ impl ConfigArg {
         }
     }
 
+    /// Discovers pluggable components (their types are valid in the
+    /// config from then on), then loads the config.
     fn load(&self) -> Result<config::Loaded, ConfigError> {
+        layotto::components::pluggable::discover_default_blocking();
         let mut loaded = config::load_launch(&self.launch())?;
         loaded.ignored.extend(self.daprd.unused());
         Ok(loaded)
@@ -515,6 +518,9 @@ fn main() -> ExitCode {
             info!(config = %source, version = env!("CARGO_PKG_VERSION"), "Starting Layotto");
             for line in ignored {
                 info!("Ignored: {line}");
+            }
+            for (kind, name, socket) in layotto::components::pluggable::registry().all() {
+                info!(%kind, r#type = %name, socket = %socket.path.display(), "Pluggable component type available");
             }
             let pid_file = PidFile::write(pid.path(&config));
             let outcome = run(config, reload);

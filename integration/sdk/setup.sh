@@ -9,11 +9,13 @@ venv="${LAYOTTO_SDK_VENV:-$HOME/.cache/layotto-sdk-venv}"
 # Since 1.19 the app extensions (dapr.ext.grpc, dapr.ext.fastapi) ship
 # inside the `dapr` wheel as extras.
 want="dapr[grpc,fastapi]==1.19.0"
-exts="uvicorn==0.54.0"
+# grpcio-reflection: the pluggable component tests' Python components
+# announce their services with it, as Dapr's pluggable SDKs do.
+exts="uvicorn==0.54.0 grpcio-reflection==1.85.1"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-if ! "$venv/bin/python" -c "import dapr.clients, dapr.ext.grpc, dapr.ext.fastapi, uvicorn" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import dapr.clients, dapr.ext.grpc, dapr.ext.fastapi, uvicorn, grpc_reflection" 2>/dev/null; then
   # shellcheck disable=SC2086
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$want" $exts >&2
 fi

@@ -9,6 +9,7 @@ pub mod cron;
 pub mod http;
 pub mod localstorage;
 pub mod mqtt;
+pub mod pluggable;
 pub mod rabbitmq;
 pub mod redis;
 pub mod sql;
@@ -84,7 +85,7 @@ pub trait Binding: Component {
     /// The operations it does as an output binding, in Dapr's names (none
     /// for an input-only type); a request for another is refused before it
     /// gets here.
-    fn operations(&self) -> &'static [&'static str];
+    fn operations(&self) -> Vec<&str>;
 
     async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {
         Err(ComponentError::InvalidArgument(format!(

@@ -2,6 +2,7 @@
 //! a running sidecar.
 
 pub mod helloworld;
+pub mod pluggable;
 
 use super::{Component, ComponentError};
 

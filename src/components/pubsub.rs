@@ -11,6 +11,7 @@
 pub mod memory;
 pub mod mqtt;
 pub mod nats;
+pub mod pluggable;
 pub mod rabbitmq;
 pub mod redis;
 

@@ -5,6 +5,7 @@
 
 pub mod env;
 pub mod file;
+pub mod pluggable;
 pub mod refs;
 
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod mysql;
+pub mod pluggable;
 pub mod postgres;
 pub mod redis;
 mod sql;

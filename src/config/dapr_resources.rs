@@ -268,7 +268,7 @@ fn component(
             ),
         ));
     };
-    if !kind.known_types().contains(&type_name.as_str()) {
+    if !kind.has_type(&type_name) {
         let known: Vec<String> = kind
             .known_types()
             .iter()

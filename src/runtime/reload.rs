@@ -116,6 +116,9 @@ impl Reloader {
             }
             last_seen = seen;
             info!(?trigger, "Reloading the config");
+            // Pluggable component processes started or stopped since are
+            // found (or forgotten) before the new config names them.
+            crate::components::pluggable::discover_default().await;
             let loaded = (source.load)();
             self.reload(loaded).await;
         }

@@ -16,7 +16,7 @@ use super::root::Escalation;
 use super::status::Health;
 use crate::actors::{ChildEvent, ComponentActor, HostSettings, Reconfigure, Shutdown, Slot};
 use crate::components::ComponentSpec;
-use crate::components::{BuildingBlock, TypeEntry, find};
+use crate::components::{BuildingBlock, TypeEntry};
 use crate::config::SupervisorConfig;
 
 /// How long a component may take to close at shutdown.
@@ -49,7 +49,7 @@ impl<B: BuildingBlock> BlockSupervisor<B> {
         let children = slots
             .iter()
             .filter_map(|slot| {
-                let entry = find(B::TYPES, &slot.spec().type_name)?;
+                let entry = B::entry(&slot.spec().type_name)?;
                 let child = Child {
                     slot: slot.clone(),
                     entry,
@@ -198,7 +198,7 @@ impl<B: BuildingBlock> Handler<AddChild<B>> for BlockSupervisor<B> {
         if self.stopping {
             return;
         }
-        let Some(entry) = find(B::TYPES, &slot.spec().type_name) else {
+        let Some(entry) = B::entry(&slot.spec().type_name) else {
             slot.status.set(Health::Down, "unknown component type");
             return;
         };
@@ -264,7 +264,7 @@ impl<B: BuildingBlock> Handler<ReconfigureChild> for BlockSupervisor<B> {
         if self.stopping {
             return refused("the sidecar is stopping".into());
         }
-        let Some(entry) = find(B::TYPES, &spec.type_name) else {
+        let Some(entry) = B::entry(&spec.type_name) else {
             return refused(format!("unknown {} type '{}'", B::KIND, spec.type_name));
         };
         let name = spec.name.clone();

@@ -128,8 +128,8 @@ impl Component for CronBinding {
 
 #[async_trait::async_trait]
 impl Binding for CronBinding {
-    fn operations(&self) -> &'static [&'static str] {
-        &[]
+    fn operations(&self) -> Vec<&str> {
+        vec![]
     }
 
     fn is_input(&self) -> bool {

@@ -154,8 +154,8 @@ impl Component for HttpBinding {
 
 #[async_trait::async_trait]
 impl Binding for HttpBinding {
-    fn operations(&self) -> &'static [&'static str] {
-        &[
+    fn operations(&self) -> Vec<&str> {
+        vec![
             ops::CREATE,
             ops::GET,
             "head",

@@ -109,8 +109,8 @@ impl Component for LocalStorage {
 
 #[async_trait::async_trait]
 impl Binding for LocalStorage {
-    fn operations(&self) -> &'static [&'static str] {
-        &[ops::CREATE, ops::GET, ops::LIST, ops::DELETE]
+    fn operations(&self) -> Vec<&str> {
+        vec![ops::CREATE, ops::GET, ops::LIST, ops::DELETE]
     }
 
     async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {

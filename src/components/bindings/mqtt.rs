@@ -121,8 +121,8 @@ impl Component for MqttBinding {
 
 #[async_trait::async_trait]
 impl Binding for MqttBinding {
-    fn operations(&self) -> &'static [&'static str] {
-        &[ops::CREATE]
+    fn operations(&self) -> Vec<&str> {
+        vec![ops::CREATE]
     }
 
     async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {

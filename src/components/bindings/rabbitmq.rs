@@ -153,8 +153,8 @@ impl Component for RabbitBinding {
 
 #[async_trait::async_trait]
 impl Binding for RabbitBinding {
-    fn operations(&self) -> &'static [&'static str] {
-        &[ops::CREATE]
+    fn operations(&self) -> Vec<&str> {
+        vec![ops::CREATE]
     }
 
     async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {

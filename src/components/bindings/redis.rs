@@ -51,8 +51,8 @@ impl Component for RedisBinding {
 
 #[async_trait::async_trait]
 impl Binding for RedisBinding {
-    fn operations(&self) -> &'static [&'static str] {
-        &[ops::CREATE, ops::DELETE, ops::GET, INCREMENT]
+    fn operations(&self) -> Vec<&str> {
+        vec![ops::CREATE, ops::DELETE, ops::GET, INCREMENT]
     }
 
     async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {

@@ -217,8 +217,8 @@ impl Component for SqlBinding {
 
 #[async_trait::async_trait]
 impl Binding for SqlBinding {
-    fn operations(&self) -> &'static [&'static str] {
-        &[EXEC, QUERY, CLOSE]
+    fn operations(&self) -> Vec<&str> {
+        vec![EXEC, QUERY, CLOSE]
     }
 
     async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {

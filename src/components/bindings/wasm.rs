@@ -71,8 +71,8 @@ impl Component for WasmBinding {
 
 #[async_trait::async_trait]
 impl Binding for WasmBinding {
-    fn operations(&self) -> &'static [&'static str] {
-        &[EXECUTE]
+    fn operations(&self) -> Vec<&str> {
+        vec![EXECUTE]
     }
 
     async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {
