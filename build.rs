@@ -18,6 +18,10 @@ const DAPR_PROTOS: &[&str] = &[
     "proto/dapr/proto/internals/v1/service_invocation.proto",
 ];
 
+/// The example API plugin's service (`src/api/plugins/counter.rs`), with
+/// its own descriptor set: reflection lists it only when it is served.
+const COUNTER_PLUGIN_PROTOS: &[&str] = &["proto/layotto/plugins/counter/v1/counter.proto"];
+
 /// The subset of etcd's v3 API that the etcd component types call (a
 /// client only).
 const ETCD_PROTOS: &[&str] = &["proto/etcd/rpc.proto"];
@@ -74,6 +78,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path(codec)
         .file_descriptor_set_path(out.join("dapr_descriptor.bin"))
         .compile_with_config(config(), DAPR_PROTOS, &["proto"])?;
+    tonic_prost_build::configure()
+        .codec_path(codec)
+        .file_descriptor_set_path(out.join("counter_plugin_descriptor.bin"))
+        .compile_with_config(config(), COUNTER_PLUGIN_PROTOS, &["proto"])?;
     tonic_prost_build::configure()
         .build_server(false)
         .file_descriptor_set_path(out.join("pluggable_descriptor.bin"))

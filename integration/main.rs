@@ -19,6 +19,7 @@ mod invoke;
 mod layotto_configs;
 mod linked_tasks;
 mod lock;
+mod plugins;
 mod process;
 mod pluggable;
 mod pubsub;

@@ -8,7 +8,9 @@
 //! the [`Router`] and send it a message, failing with one
 //! [`BlockError`](blocks::BlockError). The front ends ([`grpc`]) only decode
 //! their wire format, call a block, and encode the answer (or map the
-//! error). Nothing here talks to a backend.
+//! error). [`plugins`] are front ends too: gRPC services compiled in and
+//! served when configured, calling the same blocks. Nothing here talks to
+//! a backend.
 
 pub mod actuator;
 pub mod auth;
@@ -22,6 +24,7 @@ pub mod grpc;
 pub mod input;
 pub mod linger;
 pub mod mtls;
+pub mod plugins;
 pub mod tcp_copy;
 pub mod wasm;
 

@@ -23,6 +23,7 @@ use crate::components::secrets::refs::SecretRef;
 use crate::components::sequencer::BIGGER_THAN;
 use crate::components::{ComponentSpec, Kind};
 pub use subscriptions::compile_rule;
+pub(crate) use walk::kind_of;
 use walk::{Problems, Section};
 
 /// The configuration compiled into the binary: `config/default.toml`. It
@@ -48,6 +49,12 @@ pub struct Config {
     /// `Subscription` resources), delivered to the app beside those it
     /// asks for itself.
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// `[plugins.<name>]`: the API plugins to serve on the gRPC API
+    /// listener (`api::plugins`), each with its settings table as written
+    /// (checked by the plugin). Layotto's `config.json` gives them as
+    /// `grpc_config.extends.<name>`. A registered plugin not listed here
+    /// is not served. Default none.
+    pub plugins: BTreeMap<String, Value>,
 }
 
 /// `[server]`: where the sidecar listens.
@@ -556,6 +563,7 @@ impl Default for Config {
             },
             components: BTreeMap::new(),
             subscriptions: Vec::new(),
+            plugins: BTreeMap::new(),
         }
     }
 }
@@ -698,6 +706,7 @@ pub fn load_launch(launch: &Launch) -> Result<Loaded, ConfigError> {
         }],
     };
     let mut ignored = Vec::new();
+    let mut from_layotto = false;
     let mut tree = match &launch.config {
         Some(path) => {
             let (text, format) = read_config_file(path).map_err(|m| one(&source, m))?;
@@ -714,6 +723,7 @@ pub fn load_launch(launch: &Launch) -> Result<Loaded, ConfigError> {
                         .map(|p| format!("{source}: {p} is ignored")),
                 );
                 tree = translated.tree;
+                from_layotto = true;
             } else if format == Format::Yaml && dapr_resources::is_dapr_configuration(&tree) {
                 let (native, unused) = dapr_resources::configuration(&tree);
                 ignored.extend(
@@ -782,7 +792,11 @@ pub fn load_launch(launch: &Launch) -> Result<Loaded, ConfigError> {
     apply_flags(&mut tree, &launch.flags);
     let config = validate(tree).map_err(|problems| ConfigError {
         source_name: source.clone(),
-        problems,
+        problems: if from_layotto {
+            layotto_json::plugin_paths(problems)
+        } else {
+            problems
+        },
     })?;
     Ok(Loaded {
         config,
@@ -814,7 +828,8 @@ pub fn load_str(
             message,
         }])
     })?;
-    if format == Format::Json && tree.get("servers").is_some() {
+    let from_layotto = format == Format::Json && tree.get("servers").is_some();
+    if from_layotto {
         tree = layotto_json::translate(&tree).map_err(error)?.tree;
     }
     overlay_env(&mut tree, env).map_err(|message| {
@@ -823,7 +838,13 @@ pub fn load_str(
             message,
         }])
     })?;
-    validate(tree).map_err(error)
+    validate(tree).map_err(|problems| {
+        error(if from_layotto {
+            layotto_json::plugin_paths(problems)
+        } else {
+            problems
+        })
+    })
 }
 
 /// The longest log filter accepted.
@@ -1290,6 +1311,23 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             );
         }
     }
+    let plugins = match root.take("plugins") {
+        None => BTreeMap::new(),
+        Some(Value::Object(map)) => map.into_iter().collect(),
+        Some(other) => {
+            problems.push(
+                "plugins",
+                format!(
+                    "expected a table of plugin name -> settings, found {}",
+                    walk::kind_of(&other)
+                ),
+            );
+            BTreeMap::new()
+        }
+    };
+    for p in crate::api::plugins::validate(&plugins, &crate::api::plugins::Components::new(&components)) {
+        problems.push(p.path, p.message);
+    }
     root.finish(&mut problems);
 
     // Secret references must name a configured secret store.
@@ -1323,6 +1361,7 @@ pub fn validate(tree: Map<String, Value>) -> Result<Config, Vec<Problem>> {
             log,
             components,
             subscriptions,
+            plugins,
         })
     } else {
         Err(problems)

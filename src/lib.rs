@@ -12,8 +12,11 @@
 //!   the actor message. The front ends are thin adapters over them: the
 //!   gRPC server (`api::grpc`, one file per building block, and
 //!   `api::grpc::status`, the one place block errors become gRPC
-//!   statuses), and Dapr's HTTP API (`api::dapr_http`, errors mapped in
-//!   `api::dapr_http::errors`). Beside them: the actuator (health, info,
+//!   statuses), Dapr's HTTP API (`api::dapr_http`, errors mapped in
+//!   `api::dapr_http::errors`), and the API plugins (`api::plugins`: gRPC
+//!   services of their own, one file each and one line in its registry,
+//!   served when configured, reaching components only through the block
+//!   services). Beside them: the actuator (health, info,
 //!   `/metrics`), delivery of events to the app, and what every listener
 //!   shares (`api::conn`: handshake and idle timeouts; `api::linger`:
 //!   closes that lose no answer; the cut-off switch that answers calls
@@ -61,6 +64,19 @@ pub mod proto {
     /// with their imports: what a component written in another language
     /// can build its messages from.
     pub const PLUGGABLE_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("pluggable_descriptor");
+
+    /// The API plugins' services (`api::plugins`), each with the
+    /// descriptors reflection lists when it is served.
+    pub mod plugins {
+        /// `layotto.plugins.counter.v1`: the example plugin.
+        pub mod counter {
+            pub mod v1 {
+                tonic::include_proto!("layotto.plugins.counter.v1");
+                /// Descriptors of `layotto.plugins.counter.v1.Counter`.
+                pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("counter_plugin_descriptor");
+            }
+        }
+    }
 
     /// etcd's v3 API (package `etcdserverpb`), the client side of the
     /// part the etcd component types use.

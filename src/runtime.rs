@@ -103,6 +103,8 @@ pub enum RuntimeError {
     SecretRefs(Vec<String>),
     #[error(transparent)]
     Mtls(#[from] api::mtls::MtlsError),
+    #[error(transparent)]
+    Plugin(#[from] api::plugins::PluginError),
 }
 
 /// A running sidecar, seen from outside its event loop. Dropping it shuts
@@ -602,12 +604,18 @@ impl Serving {
             }
         }
 
+        let services = match api::grpc::ApiServices::build(&ctx, &config.plugins) {
+            Ok(services) => services,
+            Err(e) => {
+                serving.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let (grpc_stop, grpc_stop_rx) = watch::channel(false);
         let (limits, ctx_for_grpc) = (config.server.clone(), ctx.clone());
-        let grpc_task =
-            tokio::spawn(
-                async move { api::grpc::serve(ctx_for_grpc, grpc_listener, &limits, stopped(grpc_stop_rx)).await },
-            );
+        let grpc_task = tokio::spawn(async move {
+            api::grpc::serve(ctx_for_grpc, grpc_listener, &limits, services, stopped(grpc_stop_rx)).await
+        });
         serving.grpc = Some((grpc_stop, grpc_task));
         if let Some(listener) = internal_listener {
             let (stop, stop_rx) = watch::channel(false);

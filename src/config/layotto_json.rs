@@ -13,7 +13,25 @@ use serde_json::{Map, Value};
 use super::Problem;
 
 /// `grpc_config` keys that are Layotto features this runtime does not have.
-const UNSUPPORTED: &[&str] = &["extends", "oss", "cryption", "email", "phone", "sms", "delay_queue"];
+const UNSUPPORTED: &[&str] = &["oss", "cryption", "email", "phone", "sms", "delay_queue"];
+
+/// The native section that Layotto's `grpc_config.extends` becomes.
+const PLUGINS: &str = "plugins";
+
+/// Problems of a translated config, named as the Layotto file spells
+/// them: `plugins.<name>...` is `grpc_config.extends.<name>...` there.
+pub(super) fn plugin_paths(problems: Vec<Problem>) -> Vec<Problem> {
+    problems
+        .into_iter()
+        .map(|p| match p.path.strip_prefix(PLUGINS) {
+            Some(rest) if rest.is_empty() || rest.starts_with('.') => Problem {
+                path: format!("grpc_config.extends{rest}"),
+                message: p.message,
+            },
+            _ => p,
+        })
+        .collect()
+}
 
 /// A Layotto config read as the native tree.
 #[derive(Debug)]
@@ -259,6 +277,28 @@ pub(super) fn translate(root: &Map<String, Value>) -> Result<Translated, Vec<Pro
                     "grpc_config.custom_component.{kind} (no API plugin here uses custom components of kind '{kind}'; Layotto skips it too)"
                 ));
             }
+            continue;
+        }
+        if key == "extends" {
+            // Settings of the API plugins compiled into the binary, by
+            // plugin name: the native `plugins` section. Problems found
+            // there are named by their Layotto path (`plugin_paths`).
+            match value {
+                Value::Object(_) => {
+                    out.insert(PLUGINS.into(), value.clone());
+                }
+                _ => problems.push(Problem {
+                    path: "grpc_config.extends".into(),
+                    message: "expected a table of API plugin name -> settings".into(),
+                }),
+            }
+            continue;
+        }
+        if key == PLUGINS {
+            problems.push(Problem {
+                path: format!("grpc_config.{PLUGINS}"),
+                message: "not a Layotto section; API plugin settings go under grpc_config.extends".into(),
+            });
             continue;
         }
         if UNSUPPORTED.contains(&key.as_str()) {

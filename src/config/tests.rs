@@ -312,7 +312,87 @@ fn layotto_sections_we_do_not_implement_are_reported() {
     ]}]}]}]}"#;
     let e = load_str(json, Format::Json, "config.json", Some(BTreeMap::new())).expect_err("unsupported");
     let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(paths, vec!["grpc_config.extends", "grpc_config.rpcs"]);
+    assert_eq!(paths, vec!["grpc_config.rpcs"]);
+}
+
+/// A Layotto config with `grpc_config` settings beside the given ones.
+fn layotto_json(grpc_config: &str) -> String {
+    format!(
+        r#"{{"servers": [{{"listeners": [{{"address": "127.0.0.1:4000", "filter_chains": [{{"filters": [
+        {{"type": "grpc", "config": {{"server_name": "runtime", "grpc_config": {{
+            "state": {{"mem": {{"type": "in-memory"}}}}, "lock": {{"locks": {{"type": "in-memory"}}}}{grpc_config}}}}}}}
+    ]}}]}}]}}]}}"#
+    )
+}
+
+#[test]
+fn layottos_extends_are_the_api_plugins_settings() {
+    let json = layotto_json(r#", "extends": {"counter": {"state_store": "mem", "lock_store": "locks"}}"#);
+    let config = load_str(&json, Format::Json, "config.json", Some(BTreeMap::new())).expect("valid");
+    assert_eq!(
+        config.plugins,
+        BTreeMap::from([(
+            "counter".to_owned(),
+            serde_json::json!({"state_store": "mem", "lock_store": "locks"})
+        )])
+    );
+    assert!(
+        load_str(&layotto_json(""), Format::Json, "config.json", Some(BTreeMap::new()))
+            .expect("valid")
+            .plugins
+            .is_empty(),
+        "no extends, no plugins"
+    );
+}
+
+#[test]
+fn layottos_extends_are_checked_under_their_own_path() {
+    let json = layotto_json(r#", "extends": {"nope": {}, "counter": {"state_store": "other", "lock_store": "locks"}}"#);
+    let e = load_str(&json, Format::Json, "config.json", Some(BTreeMap::new())).expect_err("invalid");
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["grpc_config.extends.counter.state_store", "grpc_config.extends.nope"],
+        "{e}"
+    );
+    let e = load_str(
+        &layotto_json(r#", "extends": [], "plugins": {}"#),
+        Format::Json,
+        "config.json",
+        Some(BTreeMap::new()),
+    )
+    .expect_err("invalid");
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["grpc_config.extends", "grpc_config.plugins"], "{e}");
+}
+
+#[test]
+fn plugins_name_registered_plugins_with_valid_settings() {
+    let base = "[state.mem]\ntype = \"in-memory\"\n[lock.locks]\ntype = \"in-memory\"\n";
+    let config = load_str(
+        &format!("{base}[plugins.counter]\nstate_store = \"mem\"\nlock_store = \"locks\"\n"),
+        Format::Toml,
+        "t.toml",
+        Some(BTreeMap::new()),
+    )
+    .expect("valid");
+    assert_eq!(config.plugins.keys().collect::<Vec<_>>(), ["counter"]);
+    let found = problems(&format!(
+        "{base}[plugins.nope]\nx = 1\n[plugins.counter]\nstate_store = \"mem\"\nextra = 1\n"
+    ));
+    for expected in [
+        "plugins.counter.lock_store: required",
+        "plugins.counter.extra: unknown field",
+        "plugins.nope: unknown API plugin 'nope'; registered plugins: counter",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "{expected} in {found:?}");
+    }
+    assert!(
+        problems("plugins = 3\n")
+            .iter()
+            .any(|p| p.starts_with("plugins: expected a table")),
+        "a section that is not a table"
+    );
 }
 
 #[test]

@@ -234,7 +234,7 @@ fn expected(what: &str, found: &Value) -> String {
     format!("expected {what}, found {}", kind_of(found))
 }
 
-pub(super) fn kind_of(value: &Value) -> String {
+pub(crate) fn kind_of(value: &Value) -> String {
     match value {
         Value::Null => "nothing".into(),
         Value::Bool(b) => format!("boolean {b}"),

@@ -18,8 +18,8 @@
 //!   its calls in flight.
 //!
 //! Unchanged components are not touched. Settings that cannot change live
-//! (listeners, the app, supervision, logging, subscriptions, functions) are
-//! reported as needing a restart.
+//! (listeners, the app, supervision, logging, subscriptions, functions, API
+//! plugins) are reported as needing a restart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -252,6 +252,10 @@ impl Reloader {
         }
         if current.components_of(Kind::Wasm) != next.components_of(Kind::Wasm) {
             changed.push("wasm");
+        }
+        // A plugin's services are added to the listener's routes once.
+        if current.plugins != next.plugins {
+            changed.push("plugins");
         }
         changed
     }

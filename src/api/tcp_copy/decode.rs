@@ -132,14 +132,20 @@ pub fn decode_dump(text: &str) -> Decoded {
     Decoded { calls, notes }
 }
 
-/// The runtime's descriptors: Layotto's API, Dapr's, gRPC health.
+/// The runtime's descriptors: Layotto's API, Dapr's, gRPC health, and
+/// every registered API plugin's (configured or not: the dump does not
+/// say which were).
 fn descriptors() -> DescriptorPool {
     let mut pool = DescriptorPool::new();
+    let plugins = crate::api::plugins::PLUGINS.iter().map(|p| p.file_descriptor_set());
     for set in [
         crate::proto::FILE_DESCRIPTOR_SET,
         crate::proto::DAPR_FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
-    ] {
+    ]
+    .into_iter()
+    .chain(plugins)
+    {
         if let Err(e) = pool.decode_file_descriptor_set(set) {
             tracing::warn!(error = %e, "A descriptor set does not load; its messages show in hex");
         }
