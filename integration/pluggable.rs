@@ -86,13 +86,17 @@ impl Components {
         self.child = Some(child);
         let folder = self.dir.path().to_owned();
         let name = self.name.clone();
-        eventually("the component process to be discovered", Duration::from_secs(30), || {
-            let (folder, name) = (folder.clone(), name.clone());
-            async move {
-                let found = pluggable::discover(&[folder]).await;
-                found.iter().any(|f| f.name == name).then_some(())
-            }
-        })
+        eventually(
+            "the component process to be discovered",
+            Duration::from_secs(30),
+            || {
+                let (folder, name) = (folder.clone(), name.clone());
+                async move {
+                    let found = pluggable::discover(&[folder]).await;
+                    found.iter().any(|f| f.name == name).then_some(())
+                }
+            },
+        )
         .await;
     }
 
@@ -116,9 +120,7 @@ impl Drop for Components {
 pub async fn shared() -> Option<&'static Components> {
     static SHARED: OnceCell<Option<Components>> = OnceCell::const_new();
     SHARED
-        .get_or_init(|| async {
-            Components::start(&shared_name(), "state,pubsub,bindings,secrets,hello").await
-        })
+        .get_or_init(|| async { Components::start(&shared_name(), "state,pubsub,bindings,secrets,hello").await })
         .await
         .as_ref()
 }
@@ -137,12 +139,24 @@ async fn discovery_names_the_type_after_the_socket_and_finds_every_protocol() {
     let ours = found.iter().find(|f| f.name == c.name).expect("discovered");
     assert_eq!(
         ours.kinds,
-        [Kind::SecretStore, Kind::Hellos, Kind::State, Kind::PubSubs, Kind::Bindings]
-            .into_iter()
-            .collect()
+        [
+            Kind::SecretStore,
+            Kind::Hellos,
+            Kind::State,
+            Kind::PubSubs,
+            Kind::Bindings
+        ]
+        .into_iter()
+        .collect()
     );
     assert!(ours.socket.serves(pluggable::TRANSACTIONAL_STATE_STORE));
-    for kind in [Kind::State, Kind::PubSubs, Kind::Bindings, Kind::SecretStore, Kind::Hellos] {
+    for kind in [
+        Kind::State,
+        Kind::PubSubs,
+        Kind::Bindings,
+        Kind::SecretStore,
+        Kind::Hellos,
+    ] {
         assert!(kind.has_type(&c.name), "{kind}");
         assert!(kind.known_types().contains(&c.name), "{kind}");
     }
@@ -197,7 +211,11 @@ async fn output_bindings_secrets_and_hello_are_served_by_the_process() {
         .await
         .expect_err("not an operation it listed");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-    assert!(refused.message().contains("create emit answers"), "{}", refused.message());
+    assert!(
+        refused.message().contains("create emit answers"),
+        "{}",
+        refused.message()
+    );
     // The secret store: secrets from its Init metadata.
     let secret = client
         .get_secret(pb::GetSecretRequest {
@@ -309,10 +327,18 @@ async fn a_crashed_component_process_is_down_until_it_answers_again() {
     };
     c.kill();
     let killed = std::time::Instant::now();
-    eventually("the component DOWN after its process died", Duration::from_secs(10), || {
-        let readiness = readiness.clone();
-        async move { kv_status(readiness).await.filter(|(code, s)| *code == 503 && s == "DOWN") }
-    })
+    eventually(
+        "the component DOWN after its process died",
+        Duration::from_secs(10),
+        || {
+            let readiness = readiness.clone();
+            async move {
+                kv_status(readiness)
+                    .await
+                    .filter(|(code, s)| *code == 503 && s == "DOWN")
+            }
+        },
+    )
     .await;
     assert!(
         killed.elapsed() < Duration::from_secs(5),
@@ -321,10 +347,14 @@ async fn a_crashed_component_process_is_down_until_it_answers_again() {
     );
     assert!(save_kv(&client, b"during").await.is_err(), "no process, no state");
     c.spawn().await;
-    eventually("the component UP once the process answers", Duration::from_secs(20), || {
-        let readiness = readiness.clone();
-        async move { kv_status(readiness).await.filter(|(code, s)| *code == 200 && s == "UP") }
-    })
+    eventually(
+        "the component UP once the process answers",
+        Duration::from_secs(20),
+        || {
+            let readiness = readiness.clone();
+            async move { kv_status(readiness).await.filter(|(code, s)| *code == 200 && s == "UP") }
+        },
+    )
     .await;
     save_kv(&client, b"after").await.expect("save after the restart");
 }
@@ -353,5 +383,8 @@ async fn a_type_no_socket_serves_is_refused_naming_it() {
     )
     .expect_err("unknown type");
     let text = err.to_string();
-    assert!(text.contains("state.kv.type") && text.contains("no-such-pluggable"), "{text}");
+    assert!(
+        text.contains("state.kv.type") && text.contains("no-such-pluggable"),
+        "{text}"
+    );
 }

@@ -467,8 +467,7 @@ pub trait BuildingBlock: Send + Sync + 'static {
     /// The entry of type `name`: a registered type, else a discovered
     /// pluggable one.
     fn entry(name: &str) -> Option<&'static TypeEntry<Self::Component>> {
-        find(Self::TYPES, name)
-            .or_else(|| Self::PLUGGABLE.filter(|_| pluggable::registry().contains(Self::KIND, name)))
+        find(Self::TYPES, name).or_else(|| Self::PLUGGABLE.filter(|_| pluggable::registry().contains(Self::KIND, name)))
     }
 
     /// The registered type names, then the discovered pluggable ones.

@@ -323,7 +323,11 @@ fn connector(
     let path = path.to_owned();
     tower::service_fn(move |_: Uri| {
         let path = path.clone();
-        async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        async move {
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        }
     })
 }
 
@@ -401,7 +405,10 @@ mod tests {
 
     #[test]
     fn a_socket_is_named_by_its_file_name_without_the_extension() {
-        assert_eq!(type_name(Path::new("/tmp/s/my-store.sock")).as_deref(), Some("my-store"));
+        assert_eq!(
+            type_name(Path::new("/tmp/s/my-store.sock")).as_deref(),
+            Some("my-store")
+        );
         assert_eq!(type_name(Path::new("/tmp/s/plain")).as_deref(), Some("plain"));
         assert_eq!(type_name(Path::new("/tmp/s/.sock")).as_deref(), Some(".sock"));
     }

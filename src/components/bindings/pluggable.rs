@@ -52,7 +52,12 @@ fn build(ctx: BuildContext) -> BoxFuture<'static, Result<Arc<dyn Binding>, Build
             operations = client
                 .list_operations(pb::ListOperationsRequest {})
                 .await
-                .map_err(|s| BuildError(format!("the pluggable binding did not list its operations: {}", s.message())))?
+                .map_err(|s| {
+                    BuildError(format!(
+                        "the pluggable binding did not list its operations: {}",
+                        s.message()
+                    ))
+                })?
                 .into_inner()
                 .operations;
             output = Some(client);
@@ -87,7 +92,11 @@ pub struct PluggableBinding {
 impl Component for PluggableBinding {
     async fn health_check(&self) -> Result<(), ComponentError> {
         if let Some(output) = &self.output {
-            output.clone().ping(pb::PingRequest {}).await.map_err(pluggable::error)?;
+            output
+                .clone()
+                .ping(pb::PingRequest {})
+                .await
+                .map_err(pluggable::error)?;
         }
         if let Some(input) = &self.input {
             input.clone().ping(pb::PingRequest {}).await.map_err(pluggable::error)?;
@@ -104,7 +113,9 @@ impl Binding for PluggableBinding {
 
     async fn invoke(&self, request: BindingRequest) -> Result<BindingResponse, ComponentError> {
         let Some(output) = &self.output else {
-            return Err(ComponentError::Unsupported("this pluggable binding is input only".into()));
+            return Err(ComponentError::Unsupported(
+                "this pluggable binding is input only".into(),
+            ));
         };
         let answer = output
             .clone()
@@ -135,29 +146,36 @@ impl Binding for PluggableBinding {
             return Err(ComponentError::Unsupported("not an input binding".into()));
         };
         let (answers, outgoing) = mpsc::channel(READ_BUFFER);
-        let events = input
-            .clone()
-            .read(tokio_stream::wrappers::ReceiverStream::new(outgoing))
-            .await
-            .map_err(pluggable::error)?
-            .into_inner();
-        let deliveries = events.map(move |event| {
-            let event = event.map_err(pluggable::error)?;
-            let mut metadata = event.metadata;
-            if !event.content_type.is_empty() {
-                metadata.entry("content-type".to_owned()).or_insert(event.content_type);
-            }
-            Ok(Delivery {
-                message: Message {
-                    topic: String::new(),
-                    data: event.data,
-                    metadata,
-                },
-                acker: Box::new(ReadAck {
-                    answers: answers.clone(),
-                    id: event.message_id,
-                }),
-            })
+        // Opened when first polled: a process may send its response headers
+        // only with its first event.
+        let mut client = input.clone();
+        let opened = async move { client.read(tokio_stream::wrappers::ReceiverStream::new(outgoing)).await };
+        let deliveries = futures::stream::once(opened).flat_map(move |opened| {
+            let events = match opened {
+                Ok(answer) => answer.into_inner(),
+                Err(status) => return futures::stream::once(async move { Err(pluggable::error(status)) }).boxed(),
+            };
+            let answers = answers.clone();
+            events
+                .map(move |event| {
+                    let event = event.map_err(pluggable::error)?;
+                    let mut metadata = event.metadata;
+                    if !event.content_type.is_empty() {
+                        metadata.entry("content-type".to_owned()).or_insert(event.content_type);
+                    }
+                    Ok(Delivery {
+                        message: Message {
+                            topic: String::new(),
+                            data: event.data,
+                            metadata,
+                        },
+                        acker: Box::new(ReadAck {
+                            answers: answers.clone(),
+                            id: event.message_id,
+                        }) as Box<dyn Acker>,
+                    })
+                })
+                .boxed()
         });
         Ok(deliveries.boxed())
     }

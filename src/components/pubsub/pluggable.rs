@@ -107,34 +107,46 @@ impl PubSub for PluggablePubSub {
             .send(topic)
             .await
             .map_err(|_| ComponentError::Internal("the subscription closed before it opened".into()))?;
-        let incoming = self
-            .client
-            .clone()
-            .pull_messages(tokio_stream::wrappers::ReceiverStream::new(outgoing))
-            .await
-            .map_err(pluggable::error)?
-            .into_inner();
+        // The stream opens when the consumer first polls: a process may
+        // send its response headers only with its first message (grpcio
+        // does), and a subscription must not wait for one.
+        let mut client = self.client.clone();
+        let opened = async move {
+            client
+                .pull_messages(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+                .await
+        };
         let topic = req.topic;
-        let deliveries = incoming.map(move |answer| {
-            let answer = answer.map_err(pluggable::error)?;
-            Ok(Delivery {
-                message: Message {
-                    topic: if answer.topic_name.is_empty() {
-                        topic.clone()
-                    } else {
-                        answer.topic_name
-                    },
-                    data: answer.data,
-                    metadata: answer.metadata,
-                },
-                // Each acker holds a sender, so the stream of acks stays
-                // open while a message is unsettled; the last one also
-                // lives in this closure, for the subscription's life.
-                acker: Box::new(PullAck {
-                    requests: requests.clone(),
-                    id: answer.id,
-                }),
-            })
+        let deliveries = futures::stream::once(opened).flat_map(move |opened| {
+            let incoming = match opened {
+                Ok(answer) => answer.into_inner(),
+                Err(status) => return futures::stream::once(async move { Err(pluggable::error(status)) }).boxed(),
+            };
+            let (topic, requests) = (topic.clone(), requests.clone());
+            incoming
+                .map(move |answer| {
+                    let answer = answer.map_err(pluggable::error)?;
+                    Ok(Delivery {
+                        message: Message {
+                            topic: if answer.topic_name.is_empty() {
+                                topic.clone()
+                            } else {
+                                answer.topic_name
+                            },
+                            data: answer.data,
+                            metadata: answer.metadata,
+                        },
+                        // Each acker holds a sender, so the stream of acks
+                        // stays open while a message is unsettled; the last
+                        // one lives in this closure, for the subscription's
+                        // life.
+                        acker: Box::new(PullAck {
+                            requests: requests.clone(),
+                            id: answer.id,
+                        }) as Box<dyn Acker>,
+                    })
+                })
+                .boxed()
         });
         Ok(deliveries.boxed())
     }

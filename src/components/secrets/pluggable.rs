@@ -79,7 +79,9 @@ impl SecretStore for PluggableSecrets {
         let answer = self
             .client
             .clone()
-            .bulk_get(pb::BulkGetSecretRequest { metadata: HashMap::new() })
+            .bulk_get(pb::BulkGetSecretRequest {
+                metadata: HashMap::new(),
+            })
             .await
             .map_err(pluggable::error)?
             .into_inner();

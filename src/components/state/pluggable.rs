@@ -96,7 +96,9 @@ fn delete_request(req: DeleteRequest) -> pb::DeleteRequest {
 }
 
 fn etag_out(etag: Etag) -> pb::Etag {
-    pb::Etag { value: etag.to_string() }
+    pb::Etag {
+        value: etag.to_string(),
+    }
 }
 
 fn etag_in(key: &str, etag: Option<pb::Etag>) -> Result<Option<Etag>, ComponentError> {
