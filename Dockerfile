@@ -25,6 +25,10 @@ COPY config/ /var/lib/layotto/config/
 ENV LAYOTTO__SERVER__GRPC=0.0.0.0:34904 \
     LAYOTTO__SERVER__ACTUATOR=0.0.0.0:34999 \
     LAYOTTO__SERVER__DAPR_HTTP=0.0.0.0:3500
+# Pluggable components' sockets: share this folder with the component
+# containers (an emptyDir in Kubernetes), as with daprd.
+ENV DAPR_COMPONENTS_SOCKETS_FOLDER=/tmp/dapr-components-sockets
+VOLUME ["/tmp/dapr-components-sockets"]
 USER layotto
 WORKDIR /var/lib/layotto
 # 2045: the WASM function ingress, when a config sets server.wasm

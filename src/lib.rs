@@ -25,7 +25,11 @@
 //!   [`actors::Router`] finds it by building block and name, and a typed
 //!   message carries the request to it.
 //! - [`components`]: the building-block traits, THE registry of component
-//!   types, and one file per backend. Nothing here knows about gRPC.
+//!   types, and one file per backend. Nothing here knows about gRPC, but for
+//!   the pluggable components (`components::pluggable`, and a
+//!   `pluggable.rs` per block that has a protocol): processes of their own,
+//!   discovered on unix sockets, reached over Dapr's and Layotto's
+//!   pluggable component protocols.
 //! - [`supervisor`]: owns lifecycles. A root supervisor, one supervisor per
 //!   building block, one actor per component; restarts with backoff, and
 //!   the status registry that health endpoints and metrics read.
