@@ -22,7 +22,10 @@ pub struct Components {
     child: Option<Child>,
     python: String,
     serve: String,
-    pub dir: tempfile::TempDir,
+    /// The socket folder.
+    pub folder: PathBuf,
+    /// The folder's temporary directory, when it is the process's own.
+    _own: Option<tempfile::TempDir>,
     /// The type name: the socket's name.
     pub name: String,
     pub socket: PathBuf,
@@ -52,17 +55,29 @@ impl Components {
     /// for its socket to answer discovery; `None` when Python is missing
     /// outside CI.
     pub async fn start(name: &str, serve: &str) -> Option<Components> {
-        let python = python()?;
         let dir = tempfile::tempdir().expect("socket folder");
-        let descriptors = dir.path().join("descriptors.bin");
+        let folder = dir.path().to_owned();
+        Components::launch(folder, Some(dir), name, serve).await
+    }
+
+    /// The same, with its socket in `folder` (a sidecar's socket folder).
+    pub async fn start_in(folder: &std::path::Path, name: &str, serve: &str) -> Option<Components> {
+        Components::launch(folder.to_owned(), None, name, serve).await
+    }
+
+    async fn launch(folder: PathBuf, own: Option<tempfile::TempDir>, name: &str, serve: &str) -> Option<Components> {
+        let python = python()?;
+        // Beside the socket folder, so that it is not listed as a socket.
+        let descriptors = std::env::temp_dir().join(format!("{name}-descriptors.bin"));
         std::fs::write(&descriptors, layotto::proto::PLUGGABLE_FILE_DESCRIPTOR_SET).expect("descriptors");
         let mut components = Components {
             child: None,
             python,
             serve: serve.to_owned(),
-            socket: dir.path().join(format!("{name}.sock")),
+            socket: folder.join(format!("{name}.sock")),
             name: name.to_owned(),
-            dir,
+            folder,
+            _own: own,
             descriptors,
         };
         components.spawn().await;
@@ -84,7 +99,7 @@ impl Components {
             .spawn()
             .expect("python starts");
         self.child = Some(child);
-        let folder = self.dir.path().to_owned();
+        let folder = self.folder.clone();
         let name = self.name.clone();
         eventually(
             "the component process to be discovered",
@@ -112,6 +127,7 @@ impl Components {
 impl Drop for Components {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_file(&self.descriptors);
     }
 }
 
@@ -135,7 +151,7 @@ async fn discovery_names_the_type_after_the_socket_and_finds_every_protocol() {
     let Some(c) = Components::start(&support::unique("pyall"), "state,pubsub,bindings,secrets,hello").await else {
         return;
     };
-    let found = pluggable::discover(&[c.dir.path().to_owned()]).await;
+    let found = pluggable::discover(std::slice::from_ref(&c.folder)).await;
     let ours = found.iter().find(|f| f.name == c.name).expect("discovered");
     assert_eq!(
         ours.kinds,
@@ -171,7 +187,7 @@ async fn discovery_names_the_type_after_the_socket_and_finds_every_protocol() {
     let mut c = c;
     c.kill();
     let _ = std::fs::remove_file(&c.socket);
-    pluggable::discover(&[c.dir.path().to_owned()]).await;
+    pluggable::discover(std::slice::from_ref(&c.folder)).await;
     assert!(!Kind::State.has_type(&c.name));
 }
 
@@ -315,7 +331,7 @@ async fn a_crashed_component_process_is_down_until_it_answers_again() {
         ),
     )
     .expect("config");
-    let folder = c.dir.path().display().to_string();
+    let folder = c.folder.display().to_string();
     let sidecar = support::Sidecar::start_env(config, &[("DAPR_COMPONENTS_SOCKETS_FOLDER", &folder)]).await;
     let client = support::client_at(sidecar.grpc_addr()).await;
     save_kv(&client, b"before").await.expect("save through the process");

@@ -98,7 +98,7 @@ pub async fn publish(client: &mut RuntimeClient<Channel>, topic: &str, data: &[u
 }
 
 /// Publishes `warmup` until the app has it: the subscription is live.
-async fn warm_up(client: &mut RuntimeClient<Channel>, app: &TestApp, topic: &str) {
+pub(crate) async fn warm_up(client: &mut RuntimeClient<Channel>, app: &TestApp, topic: &str) {
     eventually("the subscription to deliver", WAIT, || {
         let mut client = client.clone();
         async move {

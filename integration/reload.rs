@@ -320,3 +320,73 @@ async fn apply_configuration_checks_its_arguments() {
     assert_eq!(get(&mut client, "b", "k").await.expect("get"), b"kept");
     rt.shutdown().await;
 }
+
+/// A pub/sub rebuilt by a reload keeps delivering to the app: its
+/// subscription moves to the new instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_pubsub_keeps_delivering_to_the_app() {
+    if !backend_available(Service::Redis.name(), Service::Redis.addr()) {
+        return;
+    }
+    use crate::apps::{TestApp, always_success, subscription};
+    let topic = unique("reload-topic");
+    let app = TestApp::start(vec![subscription("ps", &topic)], always_success()).await;
+    let app_id = unique("reload-app");
+    let text = |timeout: &str| {
+        format!(
+            "[app]\napp_id = \"{app_id}\"\ngrpc_callback_port = {}\n[pub_subs.ps]\ntype = \"redis\"\nmetadata = {{ redisHost = \"127.0.0.1:6379\", processingTimeout = \"{timeout}\", redeliverInterval = \"1s\" }}\n",
+            app.port
+        )
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut sidecar, mut client, path) = start(dir.path(), &text("3s")).await;
+    crate::pubsub::warm_up(&mut client, &app, &topic).await;
+    replace(&path, &text("4s"));
+    reload_note(&sidecar, "pub_subs/ps rebuilt").await;
+    let payload = unique("after-reload");
+    eventually(
+        "an event published after the reload to arrive",
+        Duration::from_secs(30),
+        || {
+            let (mut client, topic, payload) = (client.clone(), topic.clone(), payload.clone());
+            let app = &app;
+            async move {
+                crate::pubsub::publish(&mut client, &topic, payload.as_bytes())
+                    .await
+                    .ok()?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                (app.received.count(payload.as_bytes()) > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    sidecar.kill().await;
+}
+
+/// A component process started after the sidecar is found by the next
+/// reload, and a config naming it then serves without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_discovers_a_pluggable_component_started_since() {
+    let folder = tempfile::tempdir().expect("socket folder");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("layotto.toml");
+    std::fs::write(&path, B).expect("write config");
+    let folder_text = folder.path().display().to_string();
+    let mut sidecar = Sidecar::start_env(path.clone(), &[("DAPR_COMPONENTS_SOCKETS_FOLDER", &folder_text)]).await;
+    let mut client = support::client_at(sidecar.grpc_addr()).await;
+    let name = unique("pylate");
+    let Some(components) = crate::pluggable::Components::start_in(folder.path(), &name, "state").await else {
+        sidecar.kill().await;
+        return;
+    };
+    replace(&path, &format!("{B}[state.late]\ntype = \"{name}\"\n"));
+    reload_note(&sidecar, "state/late added").await;
+    eventually("the discovered store to serve", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        async move { save(&mut client, "late", "k", "v").await.ok() }
+    })
+    .await;
+    assert_eq!(get(&mut client, "late", "k").await.expect("get"), b"v");
+    drop(components);
+    sidecar.kill().await;
+}

@@ -305,9 +305,7 @@ async fn dial(path: &Path) -> Result<Channel, tonic::transport::Error> {
 fn endpoint() -> Endpoint {
     // The authority is never used to route: every connection goes to the
     // socket.
-    Endpoint::from_static("http://pluggable.component")
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
+    Endpoint::from_static("http://pluggable.component").connect_timeout(CONNECT_TIMEOUT)
 }
 
 fn connector(
