@@ -176,6 +176,10 @@ class State:
         return self.m[PKG + "TransactionalStateResponse"]()
 
 
+# Messages a subscriber holds unsettled, at most.
+PREFETCH = 8
+
+
 class Group:
     """One consumer group's messages on one topic."""
 
@@ -239,7 +243,9 @@ class PubSub:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message names the topic")
         topic = first.topic.name
         with self.lock:
-            name = self.consumer.get(instance(context), "")
+            # The group the sidecar names with the topic, else the one the
+            # instance was initialised with.
+            name = first.topic.metadata.get("consumerID") or self.consumer.get(instance(context), "")
             group = self.groups.setdefault(topic, {}).setdefault(name, Group())
         in_flight = {}
         done = threading.Event()
@@ -251,7 +257,8 @@ class PubSub:
                         message = in_flight.pop(request.ack_message_id, None)
                         if message is not None and request.HasField("ack_error"):
                             group.pending.appendleft((request.ack_message_id, message))
-                            group.cond.notify()
+                        # A settled message makes room under the prefetch.
+                        group.cond.notify_all()
             except grpc.RpcError:
                 pass
             finally:
@@ -263,7 +270,9 @@ class PubSub:
         try:
             while context.is_active() and not done.is_set():
                 with group.cond:
-                    if not group.pending:
+                    # At most PREFETCH unsettled per member, as a broker's
+                    # prefetch: the others of the group get their share.
+                    if not group.pending or len(in_flight) >= PREFETCH:
                         group.cond.wait(0.2)
                         continue
                     message_id, message = group.pending.popleft()

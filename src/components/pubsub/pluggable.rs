@@ -4,7 +4,8 @@
 //! name; its metadata goes to the process's `Init`, with `consumerID`
 //! defaulting to the app id as daprd sets it.
 //!
-//! A subscription is one `PullMessages` stream: the topic first, then an
+//! A subscription is one `PullMessages` stream: the topic first (its
+//! metadata carries the consumer group as `consumerID`), then an
 //! ack per message by its id (with an error when the app did not take it,
 //! so the process redelivers), as daprd sends them.
 
@@ -95,10 +96,14 @@ impl PubSub for PluggablePubSub {
     async fn subscribe(&self, req: SubscribeRequest) -> Result<Deliveries, ComponentError> {
         // Room for every ack that can be outstanding, plus the topic.
         let (requests, outgoing) = mpsc::channel(req.max_in_flight.max(1).saturating_add(1));
+        // The group goes with the topic too: one process may serve several
+        // sidecars' instances of one name, each Init'ed with its own.
+        let mut metadata = req.metadata;
+        metadata.entry(CONSUMER_ID.to_owned()).or_insert(req.group);
         let topic = pb::PullMessagesRequest {
             topic: Some(pb::Topic {
                 name: req.topic.clone(),
-                metadata: req.metadata,
+                metadata,
             }),
             ack_message_id: String::new(),
             ack_error: None,
